@@ -1,0 +1,325 @@
+"""Load and validate a stack description (``stack.toml``).
+
+The models below are the single source of every setting: its type, its default and one line of
+documentation (the field ``description``). ``deploy/defaults.py`` and the README table are derived
+from them, so a setting is documented in exactly one place.
+
+Example::
+
+    from ollastack.config import load_stack
+    stack = load_stack("stack.toml")      # raises ConfigError listing every bad field
+    print(stack.ollama.host)
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+DEFAULT_CONFIG = "stack.toml"
+CONFIG_ENV = "OLLASTACK_CONFIG"
+
+# Ollama model references: name[:tag], optionally namespaced (library/llama3.2:1b) or on a registry.
+MODEL_RE = re.compile(r"^[a-z0-9][a-z0-9._-]*(/[a-z0-9][a-z0-9._-]*){0,2}(:[A-Za-z0-9][A-Za-z0-9._-]{0,127})?$")
+DURATION_RE = re.compile(r"^(-1|0|-?(\d+(\.\d+)?(ns|us|ms|s|m|h))+)$")
+SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+DNS_NAME_RE = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")
+SECRET_HINTS = ("password", "secret")
+
+
+class ConfigError(Exception):
+    """A stack description that cannot be used; ``problems`` lists one line per bad field."""
+
+    def __init__(self, source: str, problems: list[str]):
+        self.source = source
+        self.problems = problems
+        super().__init__(f"{source}: " + "; ".join(problems))
+
+    def render(self) -> str:
+        lines = [f"{self.source}: {len(self.problems)} problem(s), nothing was touched:"]
+        lines += [f"  - {p}" for p in self.problems]
+        return "\n".join(lines)
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+def _expand(path: str) -> Path:
+    return Path(os.path.expanduser(path))
+
+
+def _existing_file(value: str) -> str:
+    if value and not _expand(value).is_file():
+        raise ValueError(f"file not found: {_expand(value)}")
+    return value
+
+
+def _host_port(value: str) -> str:
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ValueError("expected ADDRESS:PORT with a port from 1 to 65535, e.g. 127.0.0.1:11434")
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        raise ValueError(f"{host!r} is not an IP address (use 127.0.0.1 to keep Ollama private)") from None
+    return value
+
+
+ExistingFile = Annotated[str, AfterValidator(_existing_file)]
+HostPort = Annotated[str, AfterValidator(_host_port)]
+
+
+class StackSection(Section):
+    name: str = Field("demo", description="Names cloud resources, the CA, lab hosts and the state file.",
+                      pattern=r"^[a-z][a-z0-9-]{0,22}$")
+    provider: Literal["lab", "azure", "alibaba", "static"] = Field(
+        "lab", description="Where hosts come from: lab (local Debian hosts), azure, alibaba or static.")
+
+
+class AccessSection(Section):
+    admin_cidrs: list[str] = Field(
+        ["127.0.0.1/32"], min_length=1,
+        description="Networks allowed to reach SSH (cloud rules and host firewall). Everyone else gets 80/443 only.")
+    ssh_public_key: ExistingFile = Field("~/.ssh/id_ed25519.pub", description="Public key installed on the hosts.")
+    ssh_private_key: ExistingFile = Field("~/.ssh/id_ed25519", description="Private key pyinfra logs in with.")
+
+    @field_validator("admin_cidrs")
+    @classmethod
+    def _cidrs(cls, value: list[str]) -> list[str]:
+        bad = []
+        for cidr in value:
+            try:
+                ipaddress.ip_network(cidr, strict=True)
+            except ValueError as exc:
+                bad.append(f"{cidr!r} ({exc})")
+        if bad:
+            raise ValueError("not a network in CIDR form like 198.51.100.7/32: " + ", ".join(bad))
+        return value
+
+
+class StaticSection(Section):
+    hosts: list[str] = Field([], description="Addresses or names of existing Debian hosts (provider = static).")
+    user: str = Field("root", description="SSH user on static hosts (sudo is used when it is not root).")
+
+
+class LabSection(Section):
+    hosts: int = Field(1, ge=1, le=8, description="How many local Debian hosts `ollastack up` starts.")
+    release: Literal["bookworm"] = Field("bookworm", description="Debian release of the lab hosts.")
+    subnet: str = Field("10.213.0.0/24", description="Private bridge network of the lab hosts (the control machine is .1).")
+
+    @field_validator("subnet")
+    @classmethod
+    def _subnet(cls, value: str) -> str:
+        net = ipaddress.ip_network(value, strict=True)
+        if net.version != 4 or not net.is_private or net.prefixlen > 26:
+            raise ValueError("expected a private IPv4 network of /26 or larger, e.g. 10.213.0.0/24")
+        return value
+
+
+class AzureSection(Section):
+    subscription_id: str = Field("", description="Subscription to create resources in (or AZURE_SUBSCRIPTION_ID).")
+    location: str = Field("westeurope", description="Azure region.", pattern=r"^[a-z0-9]+$")
+    vm_size: str = Field("Standard_NC4as_T4_v3", description="VM size (a GPU size for real models).")
+    dns_label: str = Field("", description="Public IP DNS label: <label>.<location>.cloudapp.azure.com, used as TLS name.",
+                           pattern=r"^([a-z][a-z0-9-]{1,61}[a-z0-9])?$")
+
+
+class AlibabaSection(Section):
+    region: str = Field("cn-hangzhou", description="Alibaba Cloud region id.", pattern=r"^[a-z]+(-[a-z0-9]+)+$")
+    instance_type: str = Field("ecs.gn7i-c8g1.2xlarge", description="ECS instance type (a GPU type for real models).")
+
+
+class OllamaSection(Section):
+    version: str = Field("0.13.3", description="Pinned Ollama release.", pattern=r"^\d+\.\d+\.\d+$")
+    sha256: str = Field("70a3d0f4cccd003641c5531d564a3494ed9a422e397c437d40f802ec1003c6eb",
+                        description="sha256 of the release archive; checked before anything is replaced.")
+    url: str = Field("", description="Download URL of the archive; empty: the official GitHub release (amd64 .tgz).")
+    archive: str = Field("", description="Local archive (.tgz or .tar.zst) pushed from the control machine instead of a download.")
+    host: HostPort = Field("127.0.0.1:11434", description="OLLAMA_HOST; keep it on loopback: Ollama has no authentication.")
+    models: list[str] = Field(["llama3.2:1b"], description="Models pulled when missing.")
+    models_dir: str = Field("/usr/share/ollama/.ollama/models", description="OLLAMA_MODELS, owned by the ollama user.",
+                            pattern=r"^/[^\s'\"]*$")
+    keep_alive: str = Field("5m", description="OLLAMA_KEEP_ALIVE: how long a model stays loaded (-1: forever).")
+    num_parallel: int = Field(1, ge=1, le=64, description="OLLAMA_NUM_PARALLEL: requests served at once per model.")
+    max_loaded_models: int = Field(1, ge=1, le=16, description="OLLAMA_MAX_LOADED_MODELS.")
+    max_queue: int = Field(512, ge=1, description="OLLAMA_MAX_QUEUE: requests queued before 503.")
+    context_length: int = Field(4096, ge=256, le=1048576, description="OLLAMA_CONTEXT_LENGTH.")
+    flash_attention: bool = Field(False, description="OLLAMA_FLASH_ATTENTION.")
+    kv_cache_type: Literal["f16", "q8_0", "q4_0"] = Field("f16", description="OLLAMA_KV_CACHE_TYPE.")
+    https_proxy: str = Field("", description="HTTPS_PROXY for model pulls; empty: none.")
+    pull_retries: int = Field(2, ge=0, le=10, description="Retries of a failed model pull.")
+
+    @field_validator("sha256")
+    @classmethod
+    def _sha(cls, value: str) -> str:
+        if not SHA256_RE.match(value):
+            raise ValueError("expected 64 lowercase hexadecimal characters (from the release's sha256sum.txt)")
+        return value
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if value and not re.match(r"^https?://[^\s/]+/\S+\.(tgz|tar\.zst)$", value):
+            raise ValueError("expected an http(s) URL ending in .tgz or .tar.zst")
+        return value
+
+    @field_validator("archive")
+    @classmethod
+    def _archive(cls, value: str) -> str:
+        if value and not re.search(r"\.(tgz|tar\.zst)$", value):
+            raise ValueError("expected a .tgz or .tar.zst file")
+        return _existing_file(value)
+
+    @field_validator("models")
+    @classmethod
+    def _models(cls, value: list[str]) -> list[str]:
+        bad = [m for m in value if not MODEL_RE.match(m)]
+        if bad:
+            raise ValueError(f"not a model reference like llama3.2:1b: {', '.join(map(repr, bad))}")
+        return value
+
+    @field_validator("keep_alive")
+    @classmethod
+    def _duration(cls, value: str) -> str:
+        if not DURATION_RE.match(value):
+            raise ValueError("expected a duration like 5m, 1h30m, 0 or -1")
+        return value
+
+
+class OpenWebUISection(Section):
+    port: int = Field(8080, ge=1024, le=65535, description="Loopback port Open WebUI listens on; nginx proxies to it.")
+
+
+class TLSSection(Section):
+    mode: Literal["self-signed", "letsencrypt"] = Field("self-signed", description="Where the certificate comes from.")
+    domain: str = Field("", description="Server name; empty: the host's address.")
+    days: int = Field(397, ge=30, le=825, description="Validity of self-signed server certificates.")
+    renew_before_days: int = Field(30, ge=1, le=365, description="Re-issue a self-signed certificate this long before expiry.")
+
+    @field_validator("domain")
+    @classmethod
+    def _domain(cls, value: str) -> str:
+        if value and not DNS_NAME_RE.match(value):
+            raise ValueError("expected a DNS name like chat.example.com")
+        return value
+
+
+class Stack(Section):
+    """A whole stack description. Sections mirror the TOML tables."""
+
+    stack: StackSection = StackSection()
+    access: AccessSection = Field(default_factory=AccessSection)
+    static: StaticSection = StaticSection()
+    lab: LabSection = LabSection()
+    azure: AzureSection = AzureSection()
+    alibaba: AlibabaSection = AlibabaSection()
+    ollama: OllamaSection = OllamaSection()
+    openwebui: OpenWebUISection = OpenWebUISection()
+    tls: TLSSection = TLSSection()
+
+    @model_validator(mode="after")
+    def _provider_needs(self) -> "Stack":
+        if self.stack.provider == "static" and not self.static.hosts:
+            raise ValueError("static.hosts: provider = \"static\" needs at least one host")
+        return self
+
+    def key_paths(self) -> tuple[Path, Path]:
+        return _expand(self.access.ssh_public_key), _expand(self.access.ssh_private_key)
+
+
+# Sections whose settings travel to the hosts as pyinfra host data (``<section>_<field>``).
+HOST_SECTIONS = ("stack", "access", "ollama", "openwebui", "tls")
+
+
+def config_path(explicit: str | None = None) -> Path:
+    return Path(explicit or os.environ.get(CONFIG_ENV) or DEFAULT_CONFIG)
+
+
+def _shown(loc: tuple, value: Any) -> str:
+    if any(h in str(part) for part in loc for h in SECRET_HINTS):
+        return "<hidden>"
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _allowed_keys(loc: tuple) -> list[str]:
+    model: type[BaseModel] = Stack
+    for part in loc[:-1]:
+        field = model.model_fields.get(str(part))
+        if field is None or not isinstance(field.annotation, type) or not issubclass(field.annotation, BaseModel):
+            return []
+        model = field.annotation
+    return sorted(model.model_fields)
+
+
+def _problem(err: dict) -> str:
+    loc = tuple(err["loc"])
+    where = ".".join(str(p) for p in loc) or "(top level)"
+    if err["type"] == "extra_forbidden":
+        allowed = _allowed_keys(loc)
+        return f"{where}: unknown setting (allowed here: {', '.join(allowed)})"
+    msg = err["msg"].removeprefix("Value error, ")
+    if err["type"] == "value_error" and not loc:
+        return msg
+    return f"{where} = {_shown(loc, err.get('input'))}: {msg}"
+
+
+def parse_stack(data: dict, source: str = "<stack>") -> Stack:
+    """Validate an already-parsed stack description; raise ConfigError naming every bad field."""
+    try:
+        return Stack.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(source, [_problem(e) for e in exc.errors()]) from None
+
+
+def load_stack(path: str | Path | None = None) -> Stack:
+    """Read and validate ``stack.toml`` (``--config``, then ``$OLLASTACK_CONFIG``, then ./stack.toml)."""
+    path = config_path(str(path) if path else None)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(str(path), [f"cannot read the stack description: {exc.strerror}; "
+                                      "copy stack.example.toml to stack.toml or pass --config"]) from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(str(path), [f"not valid TOML: {exc}"]) from None
+    return parse_stack(data, str(path))
+
+
+def iter_settings(model: type[BaseModel] = Stack, prefix: str = ""):
+    """Yield (dotted name, default, description) for every setting, in declaration order."""
+    for name, field in model.model_fields.items():
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            yield from iter_settings(annotation, f"{prefix}{name}.")
+        else:
+            default = field.get_default(call_default_factory=True)
+            if isinstance(default, SecretStr):
+                default = default.get_secret_value()
+            yield f"{prefix}{name}", default, field.description or ""
+
+
+def host_data(stack: Stack) -> dict[str, Any]:
+    """Flatten the host-side sections into pyinfra host data keys like ``ollama_host``."""
+    data: dict[str, Any] = {}
+    for section in HOST_SECTIONS:
+        for key, value in getattr(stack, section).model_dump().items():
+            data[f"{section}_{key}"] = value
+    return data
