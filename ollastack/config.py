@@ -140,9 +140,46 @@ class AzureSection(Section):
                            pattern=r"^([a-z][a-z0-9-]{1,61}[a-z0-9])?$")
 
 
+ENDPOINT_RE = re.compile(r"^https?://[A-Za-z0-9.-]+(:\d{1,5})?/?$")
+
+
+def _endpoint_url(value: str) -> str:
+    if value and not ENDPOINT_RE.match(value):
+        raise ValueError("expected a URL like https://ecs-vpc.cn-hangzhou.aliyuncs.com (scheme, host, optional port)")
+    return value
+
+
+EndpointUrl = Annotated[str, AfterValidator(_endpoint_url)]
+
+
 class AlibabaSection(Section):
     region: str = Field("cn-hangzhou", description="Alibaba Cloud region id.", pattern=r"^[a-z]+(-[a-z0-9]+)+$")
     instance_type: str = Field("ecs.gn7i-c8g1.2xlarge", description="ECS instance type (a GPU type for real models).")
+    zone: str = Field("", description="Zone for the vSwitch and instance; empty: the first zone offering instance_type.",
+                      pattern=r"^([a-z]+(-[a-z0-9]+)+)?$")
+    image_pattern: str = Field("debian_12*x64*", description="Pattern (fnmatch) of the system image name; the newest match is used.")
+    image_id: str = Field("", description="Pin an exact image id instead of the newest image matching image_pattern.")
+    system_disk_gb: int = Field(100, ge=20, le=2048, description="System disk size in GiB (models live there).")
+    system_disk_category: str = Field("cloud_essd", description="System disk category (cloud_essd, cloud_auto, cloud_efficiency).")
+    bandwidth_mbps: int = Field(10, ge=1, le=200, description="Public IP outbound bandwidth (pay by traffic); gives the instance its public address.")
+    admin_username: str = Field("root", description="User pyinfra logs in as (Alibaba's Debian images allow only root with the key pair).",
+                                pattern=r"^[a-z_][a-z0-9_-]{0,31}$")
+    ecs_endpoint: EndpointUrl = Field("", description="ECS API URL (http:// allowed); empty: the SDK's endpoint for the region.")
+    vpc_endpoint: EndpointUrl = Field("", description="VPC API URL (http:// allowed); empty: the SDK's endpoint for the region.")
+
+    def icp_warning(self, domain: str) -> str:
+        """A line to show before ``up`` when a domain is served from mainland China, else "".
+
+        Example::
+
+            if line := stack.alibaba.icp_warning(stack.tls.domain):
+                print(line, file=sys.stderr)
+        """
+        mainland = self.region.startswith("cn-") and not self.region.startswith("cn-hongkong")
+        if not (mainland and domain):
+            return ""
+        return (f"warning: alibaba.region {self.region} is in mainland China: serving {domain} needs an ICP filing, "
+                "or Alibaba blocks HTTP(S) to it; pick a region outside the mainland (e.g. cn-hongkong) if it has none")
 
 
 class OllamaSection(Section):
