@@ -132,12 +132,53 @@ class LabSection(Section):
         return value
 
 
+AZURE_IMAGE_RE = re.compile(r"^[A-Za-z0-9._-]+:[A-Za-z0-9._-]+:[A-Za-z0-9._-]+:[A-Za-z0-9._-]+$")
+HTTPS_URL_RE = re.compile(r"^https://[A-Za-z0-9.-]+(:\d{1,5})?/?$")
+
+
 class AzureSection(Section):
     subscription_id: str = Field("", description="Subscription to create resources in (or AZURE_SUBSCRIPTION_ID).")
     location: str = Field("westeurope", description="Azure region.", pattern=r"^[a-z0-9]+$")
     vm_size: str = Field("Standard_NC4as_T4_v3", description="VM size (a GPU size for real models).")
     dns_label: str = Field("", description="Public IP DNS label: <label>.<location>.cloudapp.azure.com, used as TLS name.",
                            pattern=r"^([a-z][a-z0-9-]{1,61}[a-z0-9])?$")
+    cloud: Literal["public", "china", "usgov"] = Field(
+        "public", description="Azure cloud: picks the Resource Manager endpoint and the sign-in authority.")
+    resource_manager_url: str = Field(
+        "", description="Resource Manager URL overriding the cloud's (https; trust comes from REQUESTS_CA_BUNDLE).")
+    resource_group: str = Field("", description="Resource group holding everything; empty: <stack name>-rg.",
+                                pattern=r"^([A-Za-z0-9._()-]{0,89}[A-Za-z0-9_()-])?$")
+    image: str = Field("Debian:debian-12:12-gen2:latest", description="VM image as publisher:offer:sku:version.")
+    os_disk_gb: int = Field(64, ge=30, le=4095, description="OS disk size in GiB (models live there).")
+    admin_username: str = Field("ollastack", description="Admin user created on the VM (SSH key only).",
+                                pattern=r"^[a-z_][a-z0-9_-]{0,31}$")
+    polling_interval: float = Field(5.0, ge=0, le=60,
+                                    description="Seconds between polls of long-running operations (tests use 0).")
+
+    @field_validator("image")
+    @classmethod
+    def _image(cls, value: str) -> str:
+        if not AZURE_IMAGE_RE.match(value):
+            raise ValueError("expected publisher:offer:sku:version, e.g. Debian:debian-12:12-gen2:latest")
+        return value
+
+    @field_validator("resource_manager_url")
+    @classmethod
+    def _arm_url(cls, value: str) -> str:
+        if value and not HTTPS_URL_RE.match(value):
+            raise ValueError("expected an https URL like https://management.azure.com (Azure refuses tokens over http)")
+        return value.rstrip("/")
+
+    @field_validator("admin_username")
+    @classmethod
+    def _admin(cls, value: str) -> str:
+        if value in ("root", "admin", "administrator", "guest", "user", "test"):
+            raise ValueError("Azure reserves this name; pick another one, e.g. ollastack")
+        return value
+
+    def subscription(self) -> str:
+        """The subscription id: ``subscription_id``, else ``$AZURE_SUBSCRIPTION_ID``, else ""."""
+        return self.subscription_id or os.environ.get("AZURE_SUBSCRIPTION_ID", "")
 
 
 ENDPOINT_RE = re.compile(r"^https?://[A-Za-z0-9.-]+(:\d{1,5})?/?$")
@@ -274,6 +315,9 @@ class Stack(Section):
     def _provider_needs(self) -> "Stack":
         if self.stack.provider == "static" and not self.static.hosts:
             raise ValueError("static.hosts: provider = \"static\" needs at least one host")
+        if self.stack.provider == "azure" and not self.azure.subscription():
+            raise ValueError("azure.subscription_id: provider = \"azure\" needs a subscription; "
+                             "set azure.subscription_id or AZURE_SUBSCRIPTION_ID")
         return self
 
     def key_paths(self) -> tuple[Path, Path]:

@@ -1,0 +1,572 @@
+"""A stand-in for Azure Resource Manager and the Entra ID token endpoint, served on 127.0.0.1.
+
+Azure itself cannot be reached from the test machines, so this emulator speaks the subset of ARM
+that ``ollastack.cloud.azure`` uses, over real HTTPS, to the real Azure SDK clients:
+
+- ``/{tenant}/v2.0/.well-known/openid-configuration`` and ``/{tenant}/oauth2/v2.0/token``
+  (client-credentials grant) so ``DefaultAzureCredential`` signs in through EnvironmentCredential;
+- resource groups (synchronous PUT, DELETE with ``202`` + ``Location`` polling);
+- virtual networks (+ subnets), network security groups (+ security rules), public IPs, NICs,
+  virtual machines (+ their managed OS disk): PUT answers ``201``/``200`` with an
+  ``Azure-AsyncOperation`` header, DELETE answers ``202`` with a ``Location`` header;
+- ``{"error": {"code", "message"}}`` envelopes, references checked on create, "in use" refusals on
+  delete (so deleting in the wrong order fails as it does on Azure);
+- fault injection per step (:meth:`AzureEmulator.inject`): an error response, throttling (``429``
+  with ``Retry-After``), server errors, an operation ending ``Failed``, or a request held until
+  the test releases it (to kill a client mid-create).
+
+Public IP addresses are allocated on loopback (127.0.0.10, .11, ...) or set to ``public_ip`` —
+the emulator never reports any other address, because callers connect to what it reports.
+
+Example::
+
+    ca = trustme.CA()
+    with AzureEmulator(ca) as arm:
+        arm.inject("PUT", "virtualMachines", "error", code="SkuNotAvailable")
+        ...  # point AZURE_AUTHORITY_HOST and azure.resource_manager_url at arm.url
+        assert arm.stack_resources("demo") == []
+"""
+
+from __future__ import annotations
+
+import copy
+import ipaddress
+import itertools
+import json
+import re
+import secrets
+import ssl
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+TAG = "ollastack-stack"
+OPS_PREFIX = "/providers/Microsoft.Emulator"
+RESOURCE_RE = re.compile(
+    r"^/subscriptions/(?P<sub>[^/]+)/resourcegroups/(?P<rg>[^/]+)"
+    r"(?:/providers/(?P<ns>[^/]+)/(?P<type>[^/]+)/(?P<name>[^/]+)(?:/(?P<child>[^/]+)/(?P<cname>[^/]+))?)?$",
+    re.IGNORECASE)
+OP_RE = re.compile(r"^/subscriptions/[^/]+" + OPS_PREFIX + r"/(asyncOperations|operationResults)/(?P<op>[^/]+)$",
+                   re.IGNORECASE)
+CHILD_TYPES = {"subnets": "virtualNetworks", "securityrules": "networkSecurityGroups"}
+
+
+@dataclass
+class Fault:
+    """One injected misbehaviour: ``kind`` is error | throttle | server | failed | hold."""
+
+    method: str
+    rtype: str
+    kind: str
+    times: int = 1
+    status: int = 0
+    code: str = ""
+    message: str = ""
+    released: threading.Event = field(default_factory=threading.Event)
+    arrived: threading.Event = field(default_factory=threading.Event)
+
+
+@dataclass
+class Operation:
+    """A long-running operation; it completes ``delay`` seconds after it started, polled or not."""
+
+    op_id: str
+    verb: str
+    resource_id: str
+    started: float
+    delay: float
+    error: dict | None = None
+    status: str = "InProgress"
+
+
+@dataclass
+class Request:
+    """What the emulator received: used by tests to assert on what the client sent."""
+
+    method: str
+    path: str
+    rtype: str
+    body: Any
+    started: float
+    ended: float = 0.0
+    status: int = 0
+
+
+class AzureEmulator:
+    """ARM + token endpoint on ``https://127.0.0.1:<port>``; a context manager that starts/stops it."""
+
+    def __init__(self, ca, *, client_id: str = "emulator-client", client_secret: str = "emulator-secret",
+                 latency: float = 0.0, lro_delay: float = 0.0, retry_after: float = 0.01,
+                 public_ip: str | None = None):
+        if public_ip is not None and not ipaddress.ip_address(public_ip).is_loopback and \
+                not ipaddress.ip_address(public_ip).is_private:
+            raise ValueError("the emulator only reports loopback or private (lab) addresses")
+        self.ca = ca
+        self.client_id = client_id
+        self.client_secret = client_secret
+        self.latency = latency
+        self.lro_delay = lro_delay
+        self.retry_after = retry_after
+        self.public_ip = public_ip
+        self.resources: dict[str, dict] = {}
+        self.operations: dict[str, Operation] = {}
+        self.requests: list[Request] = []
+        self.faults: list[Fault] = []
+        self.tokens: set[str] = set()
+        self.lock = threading.RLock()
+        self._addresses = (f"127.0.0.{n}" for n in itertools.count(10))
+        self._server: ThreadingHTTPServer | None = None
+        self._tmp = tempfile.TemporaryDirectory(prefix="azure-emulator-")
+
+    # -- life cycle -----------------------------------------------------------------------------
+    def __enter__(self) -> "AzureEmulator":
+        cert = self.ca.issue_cert("127.0.0.1", "localhost")
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        cert.configure_cert(ctx)
+        handler = type("Handler", (_Handler,), {"emulator": self})
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self._server.daemon_threads = True
+        self._server.socket = ctx.wrap_socket(self._server.socket, server_side=True)
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for fault in self.faults:
+            fault.released.set()
+        self._server.shutdown()
+        self._server.server_close()
+        self._tmp.cleanup()
+
+    @property
+    def url(self) -> str:
+        return f"https://127.0.0.1:{self._server.server_address[1]}"
+
+    def ca_bundle(self) -> str:
+        """Path of a PEM file with the test CA, for ``REQUESTS_CA_BUNDLE``."""
+        path = Path(self._tmp.name) / "ca.pem"
+        self.ca.cert_pem.write_to_path(str(path))
+        return str(path)
+
+    # -- test controls --------------------------------------------------------------------------
+    def inject(self, method: str, rtype: str, kind: str, times: int = 1, status: int = 0,
+               code: str = "", message: str = "") -> Fault:
+        """Make the next ``times`` ``method`` requests on ``rtype`` (e.g. ``virtualMachines``) misbehave."""
+        fault = Fault(method.upper(), rtype.lower(), kind, times, status, code, message)
+        with self.lock:
+            self.faults.append(fault)
+        return fault
+
+    def seen(self, method: str | None = None, rtype: str | None = None) -> list[Request]:
+        """Requests received, optionally only one method and/or resource type (case-insensitive)."""
+        with self.lock:
+            return [r for r in self.requests
+                    if (method is None or r.method == method.upper())
+                    and (rtype is None or r.rtype == rtype.lower())]
+
+    def stack_resources(self, stack: str) -> list[str]:
+        """Ids of every resource tagged as ``stack``'s, plus anything inside its resource groups."""
+        with self.lock:
+            self._advance()
+            groups = [rid for rid, r in self.resources.items()
+                      if r["type"] == "Microsoft.Resources/resourceGroups" and r.get("tags", {}).get(TAG) == stack]
+            return sorted(r["id"] for rid, r in self.resources.items()
+                          if r.get("tags", {}).get(TAG) == stack
+                          or any(rid.startswith(g + "/") for g in groups))
+
+    def find(self, rtype: str) -> list[dict]:
+        """Stored resources of one type (the short name, e.g. ``publicIPAddresses``)."""
+        with self.lock:
+            self._advance()
+            return [copy.deepcopy(r) for r in self.resources.values()
+                    if r["type"].split("/")[-1].lower() == rtype.lower()]
+
+    def remove(self, resource_id: str) -> None:
+        """Delete a resource behind the client's back (someone used the portal)."""
+        with self.lock:
+            self.resources.pop(resource_id.lower(), None)
+
+    def add(self, resource_id: str, body: dict) -> None:
+        """Create a resource directly (one that was not made by ollastack)."""
+        with self.lock:
+            m = RESOURCE_RE.match(resource_id)
+            rtype = (f"{m['ns']}/{m['type']}" if m["type"] else "Microsoft.Resources/resourceGroups")
+            self.resources[resource_id.lower()] = {
+                "id": resource_id, "name": resource_id.rsplit("/", 1)[-1], "type": rtype,
+                "location": body.get("location", "westeurope"), "tags": body.get("tags", {}),
+                "properties": {**body.get("properties", {}), "provisioningState": "Succeeded"}}
+
+    # -- operations -----------------------------------------------------------------------------
+    def _advance(self) -> None:
+        """Finish every operation whose time has come, whether or not anyone polls it."""
+        now = time.monotonic()
+        for op in self.operations.values():
+            if op.status == "InProgress" and now - op.started >= op.delay:
+                self._finish(op)
+
+    def _finish(self, op: Operation) -> None:
+        resource = self.resources.get(op.resource_id)
+        if op.verb == "DELETE":
+            op.status = "Succeeded"
+            self._delete_now(op.resource_id)
+            return
+        op.status = "Failed" if op.error else "Succeeded"
+        if resource is not None:
+            resource["properties"]["provisioningState"] = op.status
+            for child in ("subnets", "securityRules"):
+                for item in resource["properties"].get(child, []):
+                    item["properties"]["provisioningState"] = op.status
+
+    def _delete_now(self, resource_id: str) -> None:
+        gone = self.resources.pop(resource_id, None)
+        if gone is None:
+            return
+        if gone["type"] == "Microsoft.Resources/resourceGroups":
+            for rid in [rid for rid in self.resources if rid.startswith(resource_id + "/")]:
+                del self.resources[rid]
+        os_disk = gone.get("properties", {}).get("storageProfile", {}).get("osDisk", {})
+        if os_disk.get("deleteOption") == "Delete":
+            self.resources.pop(os_disk.get("managedDisk", {}).get("id", "").lower(), None)
+
+    def _start(self, verb: str, resource_id: str, error: dict | None = None) -> Operation:
+        op = Operation(secrets.token_hex(8), verb, resource_id, time.monotonic(), self.lro_delay, error)
+        self.operations[op.op_id] = op
+        return op
+
+
+def _rule_ports(rule: dict) -> list[str]:
+    props = rule.get("properties", {})
+    return [p for p in [props.get("destinationPortRange")] + props.get("destinationPortRanges", []) if p]
+
+
+class _Handler(BaseHTTPRequestHandler):
+    emulator: AzureEmulator
+    _record: Request | None = None
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args) -> None:
+        pass
+
+    # -- plumbing -------------------------------------------------------------------------------
+    def _reply(self, status: int, body: Any = None, headers: dict | None = None) -> None:
+        data = b"" if body is None else json.dumps(body).encode()
+        try:
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.send_header("x-ms-request-id", secrets.token_hex(8))
+            for key, value in (headers or {}).items():
+                self.send_header(key, value)
+            self.end_headers()
+            self.wfile.write(data)
+        except (BrokenPipeError, ConnectionResetError, ssl.SSLError):
+            pass
+        if self._record is not None:
+            self._record.ended = time.monotonic()
+            self._record.status = status
+
+    def _error(self, status: int, code: str, message: str, headers: dict | None = None) -> None:
+        self._reply(status, {"error": {"code": code, "message": message}}, headers)
+
+    def _body(self) -> Any:
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length) if length else b""
+        if self.headers.get("Content-Type", "").startswith("application/x-www-form-urlencoded"):
+            return {k: v[0] for k, v in parse_qs(raw.decode()).items()}
+        return json.loads(raw) if raw else None
+
+    def _op_url(self, kind: str, op: Operation, sub: str) -> str:
+        return f"{self.emulator.url}/subscriptions/{sub}{OPS_PREFIX}/{kind}/{op.op_id}?api-version=2025-01-01"
+
+    def do_GET(self) -> None:
+        self._handle("GET")
+
+    def do_PUT(self) -> None:
+        self._handle("PUT")
+
+    def do_DELETE(self) -> None:
+        self._handle("DELETE")
+
+    def do_POST(self) -> None:
+        self._handle("POST")
+
+    def do_PATCH(self) -> None:
+        self._handle("PATCH")
+
+    def _handle(self, method: str) -> None:
+        emu = self.emulator
+        path = urlsplit(self.path).path.rstrip("/")
+        body = self._body()
+        match = RESOURCE_RE.match(path)
+        rtype = ""
+        if match:
+            rtype = (match["child"] or match["type"] or "resourceGroups").lower()
+        elif OP_RE.match(path):
+            rtype = "operations"
+        self._record = Request(method, path, rtype, body, time.monotonic())
+        with emu.lock:
+            emu.requests.append(self._record)
+        if emu.latency:
+            time.sleep(emu.latency)
+        if "/oauth2/" in path or "/.well-known/" in path:
+            return self._identity(method, path, body)
+        auth = self.headers.get("Authorization", "")
+        if auth.removeprefix("Bearer ") not in emu.tokens:
+            return self._error(401, "InvalidAuthenticationToken", "The access token is invalid.",
+                               {"WWW-Authenticate": 'Bearer error="invalid_token"'})
+        if self._fault(method, rtype):
+            return
+        with emu.lock:
+            emu._advance()
+            if rtype == "operations":
+                return self._poll(path)
+            if not match:
+                return self._error(404, "InvalidResourceType", f"No route for {path}.")
+            if method == "GET":
+                return self._get(match)
+            if method == "PUT":
+                return self._put(match, body or {})
+            if method == "DELETE":
+                return self._delete(match)
+        self._error(405, "MethodNotAllowed", f"{method} is not supported here.")
+
+    def _fault(self, method: str, rtype: str) -> bool:
+        emu = self.emulator
+        with emu.lock:
+            fault = next((f for f in emu.faults if f.times > 0 and f.method == method and f.rtype == rtype), None)
+            if fault is None or fault.kind == "failed":
+                return False
+            fault.times -= 1
+        if fault.kind == "hold":
+            fault.arrived.set()
+            fault.released.wait()
+            return False
+        if fault.kind == "throttle":
+            self._error(429, "TooManyRequests", "Too many requests; retry later.",
+                        {"Retry-After": str(emu.retry_after)})
+        elif fault.kind == "server":
+            self._error(fault.status or 503, "InternalServerError", "The server had a transient failure.")
+        else:
+            self._error(fault.status or 409, fault.code or "Conflict", fault.message or "Injected failure.")
+        return True
+
+    def _failed_fault(self, rtype: str) -> dict | None:
+        for fault in self.emulator.faults:
+            if fault.kind == "failed" and fault.times > 0 and fault.rtype == rtype:
+                fault.times -= 1
+                return {"code": fault.code or "InternalOperationError",
+                        "message": fault.message or "The operation failed."}
+        return None
+
+    # -- identity -------------------------------------------------------------------------------
+    def _identity(self, method: str, path: str, body: Any) -> None:
+        emu = self.emulator
+        tenant = path.strip("/").split("/")[0]
+        base = f"{emu.url}/{tenant}"
+        if path.endswith("/openid-configuration"):
+            return self._reply(200, {
+                "issuer": f"{base}/v2.0",
+                "authorization_endpoint": f"{base}/oauth2/v2.0/authorize",
+                "token_endpoint": f"{base}/oauth2/v2.0/token",
+                "device_authorization_endpoint": f"{base}/oauth2/v2.0/devicecode",
+                "tenant_region_scope": "EU",
+            })
+        if method == "POST" and path.endswith("/oauth2/v2.0/token"):
+            body = body or {}
+            if body.get("client_id") != emu.client_id or body.get("client_secret") != emu.client_secret:
+                return self._reply(401, {"error": "invalid_client",
+                                         "error_description": "AADSTS7000215: Invalid client secret provided."})
+            token = secrets.token_urlsafe(24)
+            with emu.lock:
+                emu.tokens.add(token)
+            return self._reply(200, {"token_type": "Bearer", "expires_in": 3600, "ext_expires_in": 3600,
+                                     "access_token": token})
+        self._reply(404, {"error": "not_found", "error_description": f"{path} is not emulated."})
+
+    # -- ARM ------------------------------------------------------------------------------------
+    def _poll(self, path: str) -> None:
+        emu = self.emulator
+        m = OP_RE.match(path)
+        op = emu.operations.get(m["op"])
+        if op is None:
+            return self._error(404, "OperationNotFound", "No such operation.")
+        sub = path.split("/")[2]
+        if m.group(1).lower() == "operationresults":
+            if op.status == "InProgress":
+                return self._reply(202, None, {"Location": self._op_url("operationResults", op, sub)})
+            return self._reply(200 if op.status == "Succeeded" else 500,
+                               None if op.status == "Succeeded" else {"error": op.error})
+        reply = {"id": path, "name": op.op_id, "status": op.status}
+        if op.status == "Failed":
+            reply["error"] = op.error
+        self._reply(200, reply)
+
+    def _ids(self, m: re.Match) -> tuple[str, str, str]:
+        """(resource id as sent, its key, the key of its top-level parent) for a matched path."""
+        rid = urlsplit(self.path).path.rstrip("/")
+        rg_id = f"/subscriptions/{m['sub']}/resourceGroups/{m['rg']}"
+        parent = f"{rg_id}/providers/{m['ns']}/{m['type']}/{m['name']}" if m["type"] else rg_id
+        return rid, rid.lower(), parent.lower()
+
+    def _not_found(self, m: re.Match) -> None:
+        rg_key = f"/subscriptions/{m['sub']}/resourcegroups/{m['rg']}".lower()
+        if rg_key not in self.emulator.resources:
+            return self._error(404, "ResourceGroupNotFound", f"Resource group '{m['rg']}' could not be found.")
+        what = f"{m['ns']}/{m['type']}/{m['name']}" if m["type"] else m["rg"]
+        self._error(404, "ResourceNotFound",
+                    f"The Resource '{what}' under resource group '{m['rg']}' was not found.")
+
+    def _get(self, m: re.Match) -> None:
+        emu = self.emulator
+        rid, key, parent_key = self._ids(m)
+        if m["child"]:
+            parent = emu.resources.get(parent_key)
+            child = self._child(parent, m["child"], m["cname"]) if parent else None
+            return self._reply(200, child) if child else self._not_found(m)
+        resource = emu.resources.get(key)
+        self._reply(200, resource) if resource else self._not_found(m)
+
+    @staticmethod
+    def _child(parent: dict, kind: str, name: str) -> dict | None:
+        key = "securityRules" if kind.lower() == "securityrules" else "subnets"
+        return next((c for c in parent["properties"].get(key, []) if c["name"].lower() == name.lower()), None)
+
+    def _put(self, m: re.Match, body: dict) -> None:
+        emu = self.emulator
+        rid, key, parent_key = self._ids(m)
+        sub = m["sub"]
+        if not m["type"]:
+            existed = key in emu.resources
+            emu.resources[key] = {"id": rid, "name": m["rg"], "type": "Microsoft.Resources/resourceGroups",
+                                  "location": body.get("location"), "tags": body.get("tags", {}),
+                                  "properties": {"provisioningState": "Succeeded"}}
+            return self._reply(200 if existed else 201, emu.resources[key])
+        rg_key = f"/subscriptions/{sub}/resourcegroups/{m['rg']}".lower()
+        if rg_key not in emu.resources:
+            return self._error(404, "ResourceGroupNotFound", f"Resource group '{m['rg']}' could not be found.")
+        if m["child"]:
+            return self._put_child(m, body, parent_key)
+        problem = self._bad_reference(body)
+        if problem:
+            return self._error(400, "InvalidResourceReference", problem)
+        existed = key in emu.resources
+        stored = {"id": rid, "name": m["name"], "type": f"{m['ns']}/{m['type']}",
+                  "location": body.get("location"), "tags": body.get("tags", {}),
+                  "properties": copy.deepcopy(body.get("properties", {}))}
+        if existed:
+            self._keep_computed(emu.resources[key], stored)
+        self._complete(stored)
+        stored["properties"]["provisioningState"] = "Updating" if existed else "Creating"
+        emu.resources[key] = stored
+        op = emu._start("PUT", key, self._failed_fault(m["type"].lower()))
+        self._reply(200 if existed else 201, stored,
+                    {"Azure-AsyncOperation": self._op_url("asyncOperations", op, sub)})
+
+    def _put_child(self, m: re.Match, body: dict, parent_key: str) -> None:
+        emu = self.emulator
+        parent = emu.resources.get(parent_key)
+        if parent is None:
+            return self._not_found(m)
+        kind = "securityRules" if m["child"].lower() == "securityrules" else "subnets"
+        items = parent["properties"].setdefault(kind, [])
+        old = self._child(parent, kind, m["cname"])
+        child = {"id": urlsplit(self.path).path.rstrip("/"), "name": m["cname"],
+                 "type": f"{parent['type']}/{kind}",
+                 "properties": {**copy.deepcopy(body.get("properties", {})), "provisioningState": "Updating"}}
+        if old is not None:
+            items[items.index(old)] = child
+        else:
+            items.append(child)
+        op = emu._start("PUT", parent_key, self._failed_fault(m["child"].lower()))
+        self._reply(200 if old else 201, child,
+                    {"Azure-AsyncOperation": self._op_url("asyncOperations", op, m["sub"])})
+
+    def _bad_reference(self, body: dict) -> str:
+        """A referenced resource that does not exist, as Azure reports it on create."""
+        props = body.get("properties", {})
+        refs = [props.get("networkSecurityGroup", {}).get("id")]
+        for conf in props.get("ipConfigurations", []):
+            refs += [conf.get("properties", {}).get("subnet", {}).get("id"),
+                     conf.get("properties", {}).get("publicIPAddress", {}).get("id")]
+        refs += [nic.get("id") for nic in props.get("networkProfile", {}).get("networkInterfaces", [])]
+        for ref in filter(None, refs):
+            m = RESOURCE_RE.match(urlsplit(ref).path)
+            if not m:
+                return f"Resource reference {ref} is not a valid id."
+            parent = self.emulator.resources.get(self._ids_of(m))
+            if parent is None or (m["child"] and self._child(parent, m["child"], m["cname"]) is None):
+                return f"Resource {ref} referenced by the request does not exist."
+        return ""
+
+    @staticmethod
+    def _ids_of(m: re.Match) -> str:
+        return f"/subscriptions/{m['sub']}/resourcegroups/{m['rg']}/providers/{m['ns']}/{m['type']}/{m['name']}".lower()
+
+    @staticmethod
+    def _keep_computed(old: dict, new: dict) -> None:
+        """A re-PUT keeps what Azure assigned (address, vmId) and its child lists unless given."""
+        for key in ("ipAddress", "vmId", "resourceGuid"):
+            if key in old["properties"]:
+                new["properties"].setdefault(key, old["properties"][key])
+
+    def _complete(self, stored: dict) -> None:
+        """Fill in what Azure computes: child ids, addresses, the FQDN, the VM's OS disk."""
+        emu = self.emulator
+        props = stored["properties"]
+        rtype = stored["type"].split("/")[-1].lower()
+        props.setdefault("resourceGuid", secrets.token_hex(16))
+        for kind in ("subnets", "securityRules"):
+            for item in props.get(kind, []):
+                item["id"] = f"{stored['id']}/{kind}/{item['name']}"
+                item.setdefault("properties", {})["provisioningState"] = "Creating"
+        if rtype == "publicipaddresses":
+            props.setdefault("ipAddress", emu.public_ip or next(emu._addresses))
+            label = props.get("dnsSettings", {}).get("domainNameLabel")
+            if label:
+                props["dnsSettings"]["fqdn"] = f"{label}.{stored['location']}.cloudapp.azure.com"
+        elif rtype == "networkinterfaces":
+            for n, conf in enumerate(props.get("ipConfigurations", [])):
+                conf["id"] = f"{stored['id']}/ipConfigurations/{conf['name']}"
+                conf.setdefault("properties", {}).setdefault("privateIPAddress", f"10.0.0.{4 + n}")
+        elif rtype == "virtualmachines":
+            props.setdefault("vmId", secrets.token_hex(16))
+            os_disk = props.setdefault("storageProfile", {}).setdefault("osDisk", {})
+            disk_name = os_disk.setdefault("name", f"{stored['name']}_OsDisk")
+            rg_id = stored["id"].split("/providers/")[0]
+            disk_id = f"{rg_id}/providers/Microsoft.Compute/disks/{disk_name}"
+            os_disk.setdefault("managedDisk", {})["id"] = disk_id
+            emu.resources[disk_id.lower()] = {
+                "id": disk_id, "name": disk_name, "type": "Microsoft.Compute/disks",
+                "location": stored["location"], "tags": dict(stored.get("tags", {})),
+                "properties": {"diskSizeGB": os_disk.get("diskSizeGB", 30), "provisioningState": "Succeeded"}}
+
+    def _delete(self, m: re.Match) -> None:
+        emu = self.emulator
+        rid, key, _ = self._ids(m)
+        if m["child"]:
+            return self._error(405, "MethodNotAllowed", "Deleting child resources is not emulated.")
+        if key not in emu.resources:
+            return self._reply(204)
+        user = self._user_of(key)
+        if user:
+            code = {"networkinterfaces": "NicInUse", "publicipaddresses": "PublicIPAddressCannotBeDeleted",
+                    "networksecuritygroups": "InUseNetworkSecurityGroupCannotBeDeleted",
+                    "virtualnetworks": "InUseSubnetCannotBeDeleted"}[m["type"].lower()]
+            return self._error(400, code, f"{rid} is in use by {user} and cannot be deleted.")
+        emu.resources[key]["properties"]["provisioningState"] = "Deleting"
+        op = emu._start("DELETE", key)
+        self._reply(202, None, {"Location": self._op_url("operationResults", op, m["sub"])})
+
+    def _user_of(self, key: str) -> str:
+        """The id of a resource that still references ``key`` (Azure refuses to delete it then)."""
+        for other in self.emulator.resources.values():
+            if other["id"].lower() == key:
+                continue
+            text = json.dumps(other.get("properties", {})).lower()
+            if f'"{key}"' in text or f'"{key}/subnets/' in text:
+                return other["id"]
+        return ""
