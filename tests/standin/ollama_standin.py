@@ -17,7 +17,7 @@ Environment:
   OLLAMA_STANDIN_VRAM_BYTES    memory of the pretend GPU; 0 (default) means CPU only
   OLLAMA_STANDIN_PULL_SECONDS  how long one pull takes, default 0 (tests of interrupted pulls)
 
-Catalogue: llama3.2:1b, qwen2.5:0.5b, tinyllama:latest, llama3.1:70b (real sizes); ``flaky*``
+Catalogue: llama3.2:1b, llama3.2 (3B), qwen2.5:0.5b, tinyllama:latest, llama3.1:70b (real sizes); ``flaky*``
 fails its first pull in a process and succeeds after; ``broken*`` and anything else is unknown.
 
 Example::
@@ -52,6 +52,7 @@ NOT_FOUND_ERROR = "pull model manifest: file does not exist"
 # name:tag -> (family, parameter size, quantization, bytes on disk as the real registry reports)
 CATALOGUE = {
     "llama3.2:1b": ("llama", "1.2B", "Q8_0", 1_321_098_329),
+    "llama3.2:latest": ("llama", "3.2B", "Q4_K_M", 2_019_393_189),
     "qwen2.5:0.5b": ("qwen2", "494.03M", "Q4_K_M", 397_821_319),
     "tinyllama:latest": ("llama", "1B", "Q4_0", 637_700_138),
     "llama3.1:70b": ("llama", "70.6B", "Q4_K_M", 42_520_413_916),
