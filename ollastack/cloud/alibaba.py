@@ -1,0 +1,579 @@
+"""Alibaba Cloud ECS provider: VPC, vSwitch, security group, key pair and one ECS instance.
+
+Every resource carries the tag ``ollastack-stack=<name>``. ``create`` looks resources up by that
+tag before creating anything, so a second run (or a run after an interrupted one) adopts what
+exists instead of duplicating it; ``destroy`` deletes only what carries the tag. Independent steps
+run concurrently (the key pair, image and zone look-ups overlap the VPC), so the wall time is the
+dependency chain VPC -> vSwitch -> instance, not the sum of all calls.
+
+Credentials: ``ALIBABA_CLOUD_ACCESS_KEY_ID`` / ``ALIBABA_CLOUD_ACCESS_KEY_SECRET`` (and
+``ALIBABA_CLOUD_SECURITY_TOKEN`` for STS), otherwise the alibabacloud-credentials default chain
+(profile file, CLI profile, OIDC, ECS RAM role).
+
+Example::
+
+    from ollastack.cloud import Progress, alibaba
+    hosts = alibaba.create(stack, StackState.load("demo", "alibaba"), Progress("alibaba: "))
+    removed = alibaba.destroy(stack, StackState.load("demo"), Progress("alibaba: "))
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import ipaddress
+import json
+import os
+import threading
+import time
+import uuid
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Callable
+from urllib.parse import urlsplit
+
+from alibabacloud_credentials.client import Client as CredentialClient
+from alibabacloud_ecs20140526 import models as ecs_models
+from alibabacloud_ecs20140526.client import Client as EcsClient
+from alibabacloud_tea_openapi.utils_models import Config
+from alibabacloud_vpc20160428 import models as vpc_models
+from alibabacloud_vpc20160428.client import Client as VpcClient
+from darabonba.exceptions import ResponseException, UnretryableException
+from darabonba.policy.retry import RetryCondition, RetryOptions
+
+from ollastack.cloud import CloudError, Progress
+from ollastack.config import Stack
+from ollastack.state import StackState
+
+TAG_KEY = "ollastack-stack"
+VPC_CIDR = "192.168.0.0/16"
+VSWITCH_CIDR = "192.168.1.0/24"
+WORLD = "0.0.0.0/0"
+# Retried by the SDK itself: throttling (400 Throttling*), server errors and lost connections.
+# Lost connections are safe to retry because every create call carries a ClientToken.
+RETRY_EXCEPTIONS = ["ThrottlingException", "ServerException", "RetryError"]
+RETRY_CODES = ["Throttling", "Throttling.User", "Throttling.Api", "ServiceUnavailable", "InternalError", "UnknownError"]
+# Transient states while a dependent resource is still being created or deleted.
+BUSY_CODES = ("DependencyViolation", "IncorrectInstanceStatus", "IncorrectVpcStatus", "IncorrectVSwitchStatus",
+              "IncorrectStatus", "OperationConflict", "LastTokenProcessing")
+HINTS = [
+    ("InvalidAccessKeyId", "check ALIBABA_CLOUD_ACCESS_KEY_ID (the key may be disabled or deleted)"),
+    ("SignatureDoesNotMatch", "the access key secret is wrong: check ALIBABA_CLOUD_ACCESS_KEY_SECRET"),
+    ("IncompleteSignature", "the access key secret is wrong: check ALIBABA_CLOUD_ACCESS_KEY_SECRET"),
+    ("InvalidTimeStamp", "this machine's clock is off: synchronise it (NTP) and run again"),
+    ("Forbidden", "the RAM user lacks a permission: grant it AliyunECSFullAccess and AliyunVPCFullAccess"),
+    ("NoPermission", "the RAM user lacks a permission: grant it AliyunECSFullAccess and AliyunVPCFullAccess"),
+    ("InvalidResourceType", "alibaba.instance_type is not offered there: choose another instance_type or zone"),
+    ("OperationDenied.NoStock", "no stock of alibaba.instance_type in this zone: set another alibaba.zone or type"),
+    ("QuotaExceed", "an account quota is reached: raise it in the Quota Center or delete unused resources"),
+    ("InvalidAccountStatus", "the account cannot buy resources (balance or verification): check the billing console"),
+    ("InvalidRegionId", "check alibaba.region"),
+    ("Throttling", "the API keeps throttling: wait a minute and run again"),
+]
+DEFAULT_HINT = "run `ollastack up` again to resume, or `ollastack down` to remove what was created"
+
+
+@dataclass(frozen=True)
+class Timing:
+    """Waits and retries; tests pass ``Timing(poll_s=0, backoff_ms=0)``."""
+
+    poll_s: float = 3.0          # between status polls (VPC, vSwitch, instance)
+    backoff_ms: int = 500        # first retry delay of throttled / failed calls, doubled each time
+    attempts: int = 6            # tries per API call, the first included
+    wait_s: float = 900.0        # give up waiting for a status after this long
+    report_s: float = 15.0       # repeat an unchanged status line this often
+
+
+def warnings(stack: Stack) -> list[str]:
+    """Lines the CLI prints before creating anything (ICP filing in mainland China)."""
+    line = stack.alibaba.icp_warning(stack.tls.domain)
+    return [line] if line else []
+
+
+def _endpoint(url: str) -> tuple[str | None, str]:
+    if not url:
+        return None, "https"
+    parts = urlsplit(url)
+    return parts.netloc, parts.scheme
+
+
+def _credentials() -> dict[str, Any]:
+    key_id = os.environ.get("ALIBABA_CLOUD_ACCESS_KEY_ID")
+    secret = os.environ.get("ALIBABA_CLOUD_ACCESS_KEY_SECRET")
+    if key_id and secret:
+        return {"access_key_id": key_id, "access_key_secret": secret,
+                "security_token": os.environ.get("ALIBABA_CLOUD_SECURITY_TOKEN") or None}
+    return {"credential": CredentialClient()}
+
+
+def _retry_options(timing: Timing) -> RetryOptions:
+    backoff = {"policy": "ExponentialWithEqualJitter", "period": timing.backoff_ms, "cap": 20_000}
+    return RetryOptions(retryable=True, retry_condition=[RetryCondition(
+        max_attempts=timing.attempts, exception=RETRY_EXCEPTIONS, error_code=RETRY_CODES,
+        backoff=backoff, max_delay=20_000)])
+
+
+def _hint(code: str) -> str:
+    return next((hint for prefix, hint in HINTS if code.startswith(prefix)), DEFAULT_HINT)
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+class ApiError(CloudError):
+    """A failed call, explained in one line; ``code`` is the API's error code ('' for network errors)."""
+
+    def __init__(self, line: str, code: str = ""):
+        super().__init__(line)
+        self.code = code
+
+
+class Api:
+    """The ECS and VPC clients of one stack, with retries configured and errors explained.
+
+    Example::
+
+        api = Api(stack, Timing())
+        zones = api.ecs.describe_zones(ecs_models.DescribeZonesRequest(region_id=api.region))
+        body = api.call(api.ecs.describe_zones, ecs_models.DescribeZonesRequest(region_id=api.region))
+    """
+
+    def __init__(self, stack: Stack, timing: Timing):
+        self.region = stack.alibaba.region
+        self.endpoints = {"ecs": stack.alibaba.ecs_endpoint, "vpc": stack.alibaba.vpc_endpoint}
+        self.ecs = EcsClient(self._config(stack.alibaba.ecs_endpoint, timing))
+        self.vpc = VpcClient(self._config(stack.alibaba.vpc_endpoint, timing))
+
+    def _config(self, url: str, timing: Timing) -> Config:
+        endpoint, protocol = _endpoint(url)
+        return Config(region_id=self.region, endpoint=endpoint, protocol=protocol, connect_timeout=10_000,
+                      read_timeout=60_000, retry_options=_retry_options(timing), **_credentials())
+
+    def call(self, method: Callable, request: Any) -> dict[str, Any]:
+        """Run one API call and return its response body as a PascalCase dict."""
+        action = type(request).__name__.removesuffix("Request")
+        try:
+            return method(request).body.to_map()
+        except ResponseException as exc:
+            code = str(exc.code or "")
+            message = _one_line(str(exc.message or "")).removeprefix(f"code: {exc.status_code}, ")
+            raise ApiError(f"Alibaba Cloud {action} failed: {code}: {message}; {_hint(code)}", code) from None
+        except UnretryableException as exc:
+            product = "ecs" if method.__self__ is self.ecs else "vpc"
+            where = self.endpoints[product] or f"the {product.upper()} endpoint of {self.region}"
+            raise ApiError(f"Alibaba Cloud {action}: cannot reach {where} ({_one_line(exc.inner_exception)}); "
+                           f"check the network or alibaba.{product}_endpoint, then run again") from None
+        except Exception as exc:
+            if type(exc).__module__.startswith("alibabacloud_credentials"):
+                raise ApiError("no usable Alibaba Cloud credentials: set ALIBABA_CLOUD_ACCESS_KEY_ID and "
+                               "ALIBABA_CLOUD_ACCESS_KEY_SECRET, or configure a profile with `aliyun configure`") from None
+            raise
+
+    def items(self, method: Callable, request: Any, outer: str, inner: str) -> list[dict[str, Any]]:
+        """All pages of a Describe* call."""
+        request.page_size, request.page_number, found = 50, 1, []
+        while True:
+            body = self.call(method, request)
+            found += body.get(outer, {}).get(inner, [])
+            if request.page_number * request.page_size >= int(body.get("TotalCount", 0)):
+                return found
+            request.page_number += 1
+
+
+def _tagged(resource: dict[str, Any], stack_name: str) -> bool:
+    tags = resource.get("Tags", {}).get("Tag", [])
+    return any((t.get("TagKey") or t.get("Key")) == TAG_KEY and (t.get("TagValue") or t.get("Value")) == stack_name
+               for t in tags)
+
+
+def _tag(models: Any, action: str, stack_name: str) -> list[Any]:
+    return [getattr(models, f"{action}RequestTag")(key=TAG_KEY, value=stack_name)]
+
+
+class Steps:
+    """The create steps of one stack; each finds its resource by tag or creates and records it."""
+
+    def __init__(self, stack: Stack, state: StackState, progress: Progress, timing: Timing):
+        self.stack, self.state, self.progress, self.timing = stack, state, progress, timing
+        self.name = stack.stack.name
+        self.prefix = f"ollastack-{self.name}"
+        self.api = Api(stack, timing)
+        self.region = stack.alibaba.region
+        self.run_token = uuid.uuid4().hex
+        self.lock = threading.Lock()
+
+    def record(self, kind: str, name: str, **attrs: Any) -> None:
+        with self.lock:
+            self.state.record(kind, name, region=self.region, **attrs)
+
+    def wait(self, what: str, poll: Callable[[], tuple[str, Any]], ready: str) -> Any:
+        """Poll until the status is ``ready``; show each new status and repeat it now and then."""
+        started = last_report = time.monotonic()
+        last = None
+        while True:
+            status, value = poll()
+            now = time.monotonic()
+            if status == ready:
+                return value
+            if status != last or now - last_report >= self.timing.report_s:
+                self.progress(f"{what}: {status} ({now - started:.0f} s)")
+                last, last_report = status, now
+            if now - started > self.timing.wait_s:
+                raise CloudError(f"{what} is still {status} after {self.timing.wait_s:.0f} s: check it in the ECS "
+                                 "console, then run `ollastack up` again to keep waiting")
+            time.sleep(self.timing.poll_s)
+
+    # -- look-ups ----------------------------------------------------------------------------
+    def zone(self) -> str:
+        want, pinned = self.stack.alibaba.instance_type, self.stack.alibaba.zone
+        body = self.api.call(self.api.ecs.describe_zones, ecs_models.DescribeZonesRequest(
+            region_id=self.region, instance_charge_type="PostPaid"))
+        offering = sorted(z["ZoneId"] for z in body.get("Zones", {}).get("Zone", [])
+                          if want in z.get("AvailableInstanceTypes", {}).get("InstanceTypes", []))
+        if pinned and pinned not in offering:
+            raise CloudError(f"alibaba.zone {pinned} does not offer {want} (zones that do: {', '.join(offering) or 'none'}); "
+                             "set another zone or leave it empty")
+        if not offering:
+            raise CloudError(f"alibaba.instance_type {want} is not offered in any zone of {self.region}: "
+                             "choose another instance_type or region")
+        return pinned or offering[0]
+
+    def image(self) -> str:
+        pinned, pattern = self.stack.alibaba.image_id, self.stack.alibaba.image_pattern
+        request = ecs_models.DescribeImagesRequest(region_id=self.region, image_id=pinned or None,
+                                                   image_owner_alias=None if pinned else "system",
+                                                   ostype="linux", status="Available")
+        images = self.api.items(self.api.ecs.describe_images, request, "Images", "Image")
+        matching = [i for i in images if pinned or fnmatch.fnmatch(i["ImageName"], pattern)]
+        if not matching:
+            wanted = f"alibaba.image_id {pinned}" if pinned else f"a system image matching alibaba.image_pattern {pattern!r}"
+            raise CloudError(f"no {wanted} in {self.region}: check the setting (e.g. debian_12*x64*)")
+        newest = max(matching, key=lambda i: (i.get("CreationTime", ""), i["ImageName"]))
+        self.progress(f"image {newest['ImageName']} ({newest['ImageId']})")
+        return newest["ImageId"]
+
+    # -- resources ---------------------------------------------------------------------------
+    def key_pair(self) -> str:
+        name = self.prefix
+        body = open(os.path.expanduser(self.stack.access.ssh_public_key)).read().strip()
+        existing = self._key_pairs(name)
+        if not existing:
+            try:
+                self.api.call(self.api.ecs.import_key_pair, ecs_models.ImportKeyPairRequest(
+                    region_id=self.region, key_pair_name=name, public_key_body=body,
+                    tag=_tag(ecs_models, "ImportKeyPair", self.name)))
+                self.progress(f"key pair {name} imported")
+            except ApiError as exc:
+                if exc.code != "KeyPair.AlreadyExist":
+                    raise
+                existing = self._key_pairs(name)
+        if existing and not _tagged(existing[0], self.name):
+            raise CloudError(f"a key pair named {name} exists but is not tagged {TAG_KEY}={self.name}: "
+                             "delete it in the ECS console or rename the stack")
+        self.record("key_pair", name, id=name)
+        return name
+
+    def _key_pairs(self, name: str) -> list[dict[str, Any]]:
+        return self.api.items(self.api.ecs.describe_key_pairs, ecs_models.DescribeKeyPairsRequest(
+            region_id=self.region, key_pair_name=name), "KeyPairs", "KeyPair")
+
+    def vpc(self) -> str:
+        found = self.api.items(self.api.vpc.describe_vpcs, vpc_models.DescribeVpcsRequest(
+            region_id=self.region, tag=_tag(vpc_models, "DescribeVpcs", self.name)), "Vpcs", "Vpc")
+        if found:
+            vpc_id = found[0]["VpcId"]
+        else:
+            vpc_id = self.api.call(self.api.vpc.create_vpc, vpc_models.CreateVpcRequest(
+                region_id=self.region, vpc_name=self.prefix, cidr_block=VPC_CIDR, description="ollastack",
+                client_token=f"{self.run_token}-vpc", tag=_tag(vpc_models, "CreateVpc", self.name)))["VpcId"]
+            self.progress(f"VPC {vpc_id} created")
+        self.record("vpc", self.prefix, id=vpc_id)
+        self.wait(f"VPC {vpc_id}", lambda: (self._one(self.api.vpc.describe_vpcs, vpc_models.DescribeVpcsRequest(
+            region_id=self.region, vpc_id=vpc_id), "Vpcs", "Vpc")["Status"], None), "Available")
+        return vpc_id
+
+    def vswitch(self, vpc_id: str, zone: str) -> tuple[str, str]:
+        found = self.api.items(self.api.vpc.describe_vswitches, vpc_models.DescribeVSwitchesRequest(
+            region_id=self.region, vpc_id=vpc_id, tag=_tag(vpc_models, "DescribeVSwitches", self.name)),
+            "VSwitches", "VSwitch")
+        if found:
+            vsw_id, zone = found[0]["VSwitchId"], found[0]["ZoneId"]
+        else:
+            vsw_id = self.api.call(self.api.vpc.create_vswitch, vpc_models.CreateVSwitchRequest(
+                region_id=self.region, vpc_id=vpc_id, zone_id=zone, cidr_block=VSWITCH_CIDR,
+                v_switch_name=self.prefix, client_token=f"{vpc_id}-vsw",
+                tag=_tag(vpc_models, "CreateVSwitch", self.name)))["VSwitchId"]
+            self.progress(f"vSwitch {vsw_id} created in {zone}")
+        self.record("vswitch", self.prefix, id=vsw_id, zone=zone)
+        self.wait(f"vSwitch {vsw_id}", lambda: (self._one(self.api.vpc.describe_vswitches, vpc_models.DescribeVSwitchesRequest(
+            region_id=self.region, v_switch_id=vsw_id), "VSwitches", "VSwitch")["Status"], None), "Available")
+        return vsw_id, zone
+
+    def security_group(self, vpc_id: str) -> str:
+        found = self.api.items(self.api.ecs.describe_security_groups, ecs_models.DescribeSecurityGroupsRequest(
+            region_id=self.region, vpc_id=vpc_id, tag=_tag(ecs_models, "DescribeSecurityGroups", self.name)),
+            "SecurityGroups", "SecurityGroup")
+        if found:
+            sg_id = found[0]["SecurityGroupId"]
+        else:
+            sg_id = self.api.call(self.api.ecs.create_security_group, ecs_models.CreateSecurityGroupRequest(
+                region_id=self.region, vpc_id=vpc_id, security_group_name=self.prefix, security_group_type="normal",
+                description="ollastack: SSH from admin_cidrs, HTTP(S) from anywhere", client_token=f"{vpc_id}-sg",
+                tag=_tag(ecs_models, "CreateSecurityGroup", self.name)))["SecurityGroupId"]
+            self.progress(f"security group {sg_id} created")
+        self.record("security_group", self.prefix, id=sg_id)
+        self._rules(sg_id)
+        return sg_id
+
+    def _rules(self, sg_id: str) -> None:
+        """Make the ingress rules exactly: 22 from each admin CIDR, 80 and 443 from anywhere."""
+        wanted = {("TCP", "22/22", cidr) for cidr in self.stack.access.admin_cidrs}
+        wanted |= {("TCP", "80/80", WORLD), ("TCP", "443/443", WORLD)}
+        body = self.api.call(self.api.ecs.describe_security_group_attribute, ecs_models.DescribeSecurityGroupAttributeRequest(
+            region_id=self.region, security_group_id=sg_id, direction="ingress"))
+        have = {(p["IpProtocol"].upper(), p["PortRange"], p.get("SourceCidrIp") or p.get("Ipv6SourceCidrIp", ""))
+                for p in body.get("Permissions", {}).get("Permission", []) if p.get("Policy", "Accept").lower() == "accept"}
+        if missing := sorted(wanted - have):
+            try:
+                self.api.call(self.api.ecs.authorize_security_group, ecs_models.AuthorizeSecurityGroupRequest(
+                    region_id=self.region, security_group_id=sg_id,
+                    permissions=[_permission(ecs_models.AuthorizeSecurityGroupRequestPermissions, r) for r in missing]))
+            except ApiError as exc:
+                if exc.code != "InvalidPermission.Duplicate":
+                    raise
+            self.progress(f"security group {sg_id}: allowed " + ", ".join(f"{p.split('/')[0]} from {s}" for _, p, s in missing))
+        if extra := sorted(have - wanted):
+            self.api.call(self.api.ecs.revoke_security_group, ecs_models.RevokeSecurityGroupRequest(
+                region_id=self.region, security_group_id=sg_id,
+                permissions=[_permission(ecs_models.RevokeSecurityGroupRequestPermissions, r) for r in extra]))
+            self.progress(f"security group {sg_id}: removed " + ", ".join(f"{p} from {s}" for _, p, s in extra))
+
+    def instance(self, vswitch: tuple[str, str], sg_id: str, key_pair: str, image_id: str) -> dict[str, Any]:
+        vsw_id, zone = vswitch
+        cfg = self.stack.alibaba
+        found = [i for i in self._instances() if i["Status"] not in ("Stopping", "Deleted")]
+        if found:
+            inst_id = found[0]["InstanceId"]
+            if found[0]["InstanceType"] != cfg.instance_type:
+                self.progress(f"instance {inst_id} is {found[0]['InstanceType']}, not {cfg.instance_type}: "
+                              "run `ollastack down` and `up` to change the type")
+        else:
+            token = hashlib.sha256(f"{vsw_id}/{sg_id}/{image_id}".encode()).hexdigest()[:40]
+            inst_id = self.api.call(self.api.ecs.run_instances, ecs_models.RunInstancesRequest(
+                region_id=self.region, zone_id=zone, image_id=image_id, instance_type=cfg.instance_type,
+                v_switch_id=vsw_id, security_group_id=sg_id, key_pair_name=key_pair, amount=1,
+                instance_name=self.prefix, host_name=f"{self.name}-1", description="ollastack",
+                instance_charge_type="PostPaid", internet_charge_type="PayByTraffic",
+                internet_max_bandwidth_out=cfg.bandwidth_mbps,
+                system_disk=ecs_models.RunInstancesRequestSystemDisk(size=str(cfg.system_disk_gb),
+                                                                     category=cfg.system_disk_category),
+                client_token=f"ollastack-{token}", tag=_tag(ecs_models, "RunInstances", self.name),
+            ))["InstanceIdSets"]["InstanceIdSet"][0]
+            self.progress(f"instance {inst_id} ({cfg.instance_type}) created")
+        self.record("instance", self.prefix, id=inst_id, zone=zone)
+        return self.wait(f"instance {inst_id}", lambda: self._instance_status(inst_id), "Running")
+
+    def _instances(self, **filters: Any) -> list[dict[str, Any]]:
+        return self.api.items(self.api.ecs.describe_instances, ecs_models.DescribeInstancesRequest(
+            region_id=self.region, tag=_tag(ecs_models, "DescribeInstances", self.name), **filters),
+            "Instances", "Instance")
+
+    def _instance_status(self, inst_id: str) -> tuple[str, Any]:
+        found = self._instances(instance_ids=json.dumps([inst_id]))
+        if not found:
+            raise CloudError(f"instance {inst_id} disappeared while starting: run `ollastack up` again")
+        addresses = found[0].get("PublicIpAddress", {}).get("IpAddress", [])
+        eip = found[0].get("EipAddress", {}).get("IpAddress", "")
+        address = eip or (addresses[0] if addresses else "")
+        status = found[0]["Status"]
+        if status == "Running" and not address:
+            status = "Running, waiting for its public address"
+        return status, address
+
+    def _one(self, method: Callable, request: Any, outer: str, inner: str) -> dict[str, Any]:
+        found = self.api.call(method, request).get(outer, {}).get(inner, [])
+        if not found:
+            raise CloudError(f"{inner} disappeared while being created (deleted by someone else?): run `ollastack up` again")
+        return found[0]
+
+
+def _permission(model: type, rule: tuple[str, str, str]) -> Any:
+    proto, ports, source = rule
+    v6 = ipaddress.ip_network(source).version == 6
+    return model(ip_protocol=proto, port_range=ports, policy="accept", priority="1",
+                 description="ollastack", **{"ipv_6source_cidr_ip" if v6 else "source_cidr_ip": source})
+
+
+def run_plan(plan: dict[str, tuple[list[str], Callable[..., Any]]], timings: dict[str, tuple[float, float]] | None = None,
+             workers: int | None = None) -> dict[str, Any]:
+    """Run steps as soon as their dependencies are done; return each step's result.
+
+    ``plan`` maps a step to (dependencies, function of the dependencies' results, in order).
+    ``timings`` (optional) receives (start, end) monotonic times per step; ``workers=1`` runs the
+    steps one after another in plan order (which must then list dependencies first).
+
+    Example::
+
+        run_plan({"a": ([], lambda: 1), "b": (["a"], lambda a: a + 1)})   # {"a": 1, "b": 2}
+    """
+    futures: dict[str, Future] = {}
+    times = timings if timings is not None else {}
+
+    def step(name: str) -> Any:
+        deps, func = plan[name]
+        args = [futures[d].result() for d in deps]
+        start = time.monotonic()
+        try:
+            return func(*args)
+        finally:
+            times[name] = (start, time.monotonic())
+
+    with ThreadPoolExecutor(max_workers=workers or len(plan), thread_name_prefix="ollastack-step") as pool:
+        for name in plan:
+            futures[name] = pool.submit(step, name)
+    # Independent steps finish (and record what they created) before the first failure is raised.
+    failed = next((f.exception() for f in futures.values() if f.exception() is not None), None)
+    if failed is not None:
+        raise failed
+    return {name: f.result() for name, f in futures.items()}
+
+
+def create(stack: Stack, state: StackState, progress: Progress, timing: Timing = Timing(),
+           timings: dict[str, tuple[float, float]] | None = None, workers: int | None = None) -> list[dict[str, Any]]:
+    """Create (or finish creating) the stack's resources and return its one host.
+
+    Example::
+
+        hosts = create(stack, StackState.load("demo", "alibaba"), Progress("alibaba: "))
+        hosts[0]["address"]        # the instance's public IP
+    """
+    steps = Steps(stack, state, progress, timing)
+    results = run_plan({
+        "zone": ([], steps.zone),
+        "image": ([], steps.image),
+        "key_pair": ([], steps.key_pair),
+        "vpc": ([], steps.vpc),
+        "vswitch": (["vpc", "zone"], steps.vswitch),
+        "security_group": (["vpc"], steps.security_group),
+        "instance": (["vswitch", "security_group", "key_pair", "image"], steps.instance),
+    }, timings, workers)
+    address = results["instance"]
+    hosts = [{"name": f"{stack.stack.name}-1", "address": address, "user": stack.alibaba.admin_username,
+              "tls_names": [stack.tls.domain] if stack.tls.domain else [address]}]
+    state.set_hosts(hosts)
+    progress(f"instance ready at {address}")
+    return hosts
+
+
+@dataclass(frozen=True)
+class Kind:
+    """How to find, look up and delete one kind of resource (``id_key`` names its id field)."""
+
+    kind: str
+    id_key: str
+    tagged: Callable[[], list[dict[str, Any]]]
+    by_id: Callable[[str], list[dict[str, Any]]]
+    delete: Callable[[str], Any]
+
+
+class Teardown:
+    """Deletes a stack's resources in dependency order, only those tagged as the stack's."""
+
+    def __init__(self, stack: Stack, state: StackState, progress: Progress, timing: Timing):
+        self.state, self.progress, self.timing = state, progress, timing
+        self.name = stack.stack.name
+        self.region = stack.alibaba.region
+        self.api = Api(stack, timing)
+
+    def kinds(self) -> list[Kind]:
+        api, region, name = self.api, self.region, self.name
+        ecs, vpc = ecs_models, vpc_models
+
+        def listing(method, request_type, outer, inner, **fixed):
+            return lambda **kw: api.items(method, request_type(region_id=region, **fixed, **kw), outer, inner)
+
+        instances = listing(api.ecs.describe_instances, ecs.DescribeInstancesRequest, "Instances", "Instance")
+        keys = listing(api.ecs.describe_key_pairs, ecs.DescribeKeyPairsRequest, "KeyPairs", "KeyPair")
+        groups = listing(api.ecs.describe_security_groups, ecs.DescribeSecurityGroupsRequest, "SecurityGroups", "SecurityGroup")
+        vswitches = listing(api.vpc.describe_vswitches, vpc.DescribeVSwitchesRequest, "VSwitches", "VSwitch")
+        vpcs = listing(api.vpc.describe_vpcs, vpc.DescribeVpcsRequest, "Vpcs", "Vpc")
+        return [
+            Kind("instance", "InstanceId", lambda: instances(tag=_tag(ecs, "DescribeInstances", name)),
+                 lambda i: instances(instance_ids=json.dumps([i])), self._delete_instance),
+            Kind("key_pair", "KeyPairName", lambda: keys(tag=_tag(ecs, "DescribeKeyPairs", name)),
+                 lambda i: keys(key_pair_name=i),
+                 lambda i: api.call(api.ecs.delete_key_pairs, ecs.DeleteKeyPairsRequest(
+                     region_id=region, key_pair_names=json.dumps([i])))),
+            Kind("security_group", "SecurityGroupId", lambda: groups(tag=_tag(ecs, "DescribeSecurityGroups", name)),
+                 lambda i: groups(security_group_id=i),
+                 lambda i: api.call(api.ecs.delete_security_group, ecs.DeleteSecurityGroupRequest(
+                     region_id=region, security_group_id=i))),
+            Kind("vswitch", "VSwitchId", lambda: vswitches(tag=_tag(vpc, "DescribeVSwitches", name)),
+                 lambda i: vswitches(v_switch_id=i),
+                 lambda i: api.call(api.vpc.delete_vswitch, vpc.DeleteVSwitchRequest(region_id=region, v_switch_id=i))),
+            Kind("vpc", "VpcId", lambda: vpcs(tag=_tag(vpc, "DescribeVpcs", name)),
+                 lambda i: vpcs(vpc_id=i),
+                 lambda i: api.call(api.vpc.delete_vpc, vpc.DeleteVpcRequest(region_id=region, vpc_id=i))),
+        ]
+
+    def run(self) -> list[str]:
+        removed = []
+        for kind in self.kinds():
+            for rid in self.targets(kind):
+                if self.remove(kind, rid):
+                    removed.append(f"{kind.kind} {rid}")
+                    self.progress(f"{kind.kind} {rid} deleted")
+            for entry in [r for r in self.state.resources if r["kind"] == kind.kind]:
+                self.state.forget(entry["kind"], entry["name"])
+        self.state.set_hosts([])
+        return removed
+
+    def targets(self, kind: Kind) -> list[str]:
+        """Ids tagged as this stack's, plus recorded ids that still exist and carry the tag."""
+        ids = [r[kind.id_key] for r in kind.tagged()]
+        for entry in self.state.resources:
+            rid = entry.get("id")
+            if entry["kind"] != kind.kind or not rid or rid in ids:
+                continue
+            found = kind.by_id(rid)
+            if found and _tagged(found[0], self.name):
+                ids.append(rid)
+            elif found:
+                self.progress(f"{kind.kind} {rid} is not tagged {TAG_KEY}={self.name}: left alone")
+        return ids
+
+    def remove(self, kind: Kind, rid: str) -> bool:
+        """Delete one resource, waiting while dependents are still going away; False if already gone."""
+        started = time.monotonic()
+        while True:
+            try:
+                kind.delete(rid)
+                return True
+            except ApiError as exc:
+                if exc.code.endswith(".NotFound") or exc.code == "NotFound":
+                    return False
+                if not exc.code.startswith(BUSY_CODES) or time.monotonic() - started > self.timing.wait_s:
+                    raise
+            time.sleep(self.timing.poll_s)
+
+    def _delete_instance(self, inst_id: str) -> None:
+        self.api.call(self.api.ecs.delete_instance, ecs_models.DeleteInstanceRequest(instance_id=inst_id, force=True))
+        started = time.monotonic()
+        while self.api.items(self.api.ecs.describe_instances, ecs_models.DescribeInstancesRequest(
+                region_id=self.region, instance_ids=json.dumps([inst_id])), "Instances", "Instance"):
+            if time.monotonic() - started > self.timing.wait_s:
+                raise CloudError(f"instance {inst_id} is still being released after {self.timing.wait_s:.0f} s: "
+                                 "run `ollastack down` again later")
+            time.sleep(self.timing.poll_s)
+
+
+def destroy(stack: Stack, state: StackState, progress: Progress, timing: Timing = Timing()) -> list[str]:
+    """Delete the stack's instance, key pair, security group, vSwitch and VPC; return what was removed.
+
+    Example::
+
+        removed = destroy(stack, StackState.load("demo"), Progress("alibaba: "))
+        # ["instance i-...", "key_pair ollastack-demo", "security_group sg-...", ...]
+    """
+    return Teardown(stack, state, progress, timing).run()
