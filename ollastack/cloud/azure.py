@@ -1,0 +1,471 @@
+"""Azure provider: one Debian VM with a static public IP, locked down by a network security group.
+
+Resources, all in one resource group and tagged ``ollastack-stack=<stack name>``::
+
+    resource group
+      ├── virtual network + subnet ─┐
+      ├── network security group ───┼── NIC ── VM (+ its OS disk, deleted with it)
+      └── public IP (+ DNS label) ──┘
+
+The three in the middle are created concurrently once the resource group exists. Each resource is
+recorded in the state file before its create request is sent, so a run that is interrupted at any
+point leaves a trace: ``create`` again finishes the job (it GETs each resource and creates only
+what is missing), ``destroy`` removes what exists. Inbound traffic: SSH only from
+``access.admin_cidrs``, HTTP/HTTPS from anywhere, everything else denied (Ollama's port included).
+
+Credentials come from ``DefaultAzureCredential``: environment variables (``AZURE_CLIENT_ID``,
+``AZURE_TENANT_ID``, ``AZURE_CLIENT_SECRET``), ``az login``, a managed identity, ...
+
+Example::
+
+    from ollastack.cloud import Progress, azure
+    hosts = azure.create(stack, StackState.load(stack.stack.name, "azure"), Progress("azure: "))
+    removed = azure.destroy(stack, StackState.load(stack.stack.name), Progress("azure: "))
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Callable
+from urllib.parse import urlsplit
+
+from azure.core import AzureClouds
+from azure.core.exceptions import (ClientAuthenticationError, HttpResponseError, ResourceNotFoundError,
+                                   ServiceRequestError)
+from azure.identity import AzureAuthorityHosts, DefaultAzureCredential
+from azure.mgmt.compute import ComputeManagementClient
+from azure.mgmt.core.tools import get_arm_endpoints
+from azure.mgmt.network import NetworkManagementClient
+from azure.mgmt.resource.resources import ResourceManagementClient
+
+from ollastack.cloud import CloudError
+from ollastack.config import Stack
+from ollastack.state import StackState
+
+TAG = "ollastack-stack"
+VNET_PREFIX = "10.0.0.0/16"
+SUBNET_PREFIX = "10.0.0.0/24"
+OS_DISK_TYPE = "StandardSSD_LRS"
+# Azure's N-series (NC, ND, NV, NG...) are the GPU sizes.
+GPU_SIZE_RE = re.compile(r"^Standard_N[A-Z]", re.IGNORECASE)
+ID_RE = re.compile(r"^/subscriptions/(?P<sub>[^/]+)/resourceGroups/(?P<rg>[^/]+)(/providers/.+/(?P<name>[^/]+))?$",
+                   re.IGNORECASE)
+CLOUDS = {
+    "public": (AzureClouds.AZURE_PUBLIC_CLOUD, AzureAuthorityHosts.AZURE_PUBLIC_CLOUD),
+    "china": (AzureClouds.AZURE_CHINA_CLOUD, AzureAuthorityHosts.AZURE_CHINA),
+    "usgov": (AzureClouds.AZURE_US_GOVERNMENT, AzureAuthorityHosts.AZURE_GOVERNMENT),
+}
+KNOWN_AUTHORITIES = {host for _, host in CLOUDS.values()}
+# Throttling (429, honouring Retry-After) and 5xx are retried by the SDK's retry policy; with a
+# backoff factor of 1 s the waits are 0, 2, 4, 8, 16 s: about half a minute before giving up.
+RETRY = {"retry_total": 6, "retry_backoff_factor": 1.0, "retry_backoff_max": 60}
+# Destroy order: each tier only after the one before is gone (Azure refuses to delete what is in use).
+DESTROY_TIERS = (("virtual_machine",), ("network_interface",),
+                 ("public_ip", "network_security_group", "virtual_network"), ("resource_group",))
+LABELS = {"resource_group": "resource group", "virtual_network": "virtual network",
+          "network_security_group": "network security group", "public_ip": "public IP",
+          "network_interface": "network interface", "virtual_machine": "virtual machine"}
+HINTS = {
+    "SkuNotAvailable": "pick another azure.vm_size or azure.location",
+    "QuotaExceeded": "request more vCPU quota for this size family in azure.location, or pick another azure.vm_size",
+    "OperationNotAllowed": "request more quota in azure.location or pick another azure.vm_size",
+    "AuthorizationFailed": "give the signed-in identity the Contributor role on the subscription",
+    "InvalidAuthenticationToken": "sign in again (az login) or check AZURE_CLIENT_ID/AZURE_TENANT_ID/AZURE_CLIENT_SECRET",
+    "SubscriptionNotFound": "check azure.subscription_id / AZURE_SUBSCRIPTION_ID",
+    "InvalidParameter": "check the azure.* settings named in the message",
+    "ImageNotFound": "check azure.image (publisher:offer:sku:version) is offered in azure.location",
+}
+AUTH_HINT = ("set AZURE_CLIENT_ID, AZURE_TENANT_ID and AZURE_CLIENT_SECRET (a service principal), "
+             "or run `az login`")
+RETRY_HINT = "run `ollastack up` again to finish, or `ollastack down` to remove what was created"
+
+
+def create(stack: Stack, state: StackState, progress: Callable[[str], None]) -> list[dict]:
+    """Create (or finish creating) the stack's resources and return its one host.
+
+    Example::
+
+        [host] = create(stack, state, Progress())
+        host["address"], host["tls_names"]   # public IP, ["<label>.<location>.cloudapp.azure.com"]
+    """
+    session = _Session(stack, state, progress)
+    if not state.provider:
+        state.data["provider"] = "azure"
+    session.resource_group()
+    _parallel([session.virtual_network, session.security_group, session.public_ip])
+    session.network_interface()
+    session.virtual_machine()
+    pip = session.found["public_ip"]["properties"]
+    fqdn = pip.get("dnsSettings", {}).get("fqdn")
+    host = {"name": session.names["virtual_machine"], "address": pip["ipAddress"],
+            "user": stack.azure.admin_username, "tls_names": [fqdn] if fqdn else []}
+    state.set_hosts([host])
+    return [host]
+
+
+def destroy(stack: Stack, state: StackState, progress: Callable[[str], None]) -> list[str]:
+    """Delete what ``state`` records, tier by tier, and return the ids of what was removed.
+
+    Resources not tagged as this stack's are left in place; ones already gone are skipped.
+
+    Example::
+
+        removed = destroy(stack, state, Progress())   # ["/subscriptions/.../virtualMachines/demo-vm", ...]
+    """
+    session = _Session(stack, state, progress)
+    removed: list[str] = []
+    for tier in DESTROY_TIERS:
+        entries = [dict(r) for r in state.resources if r["kind"] in tier]
+        results = _parallel([lambda e=e: session.delete(e) for e in entries])
+        removed += [rid for rid in results if rid]
+    state.set_hosts([])
+    return removed
+
+
+def is_gpu_size(vm_size: str) -> bool:
+    """True for N-series (GPU) sizes such as ``Standard_NC4as_T4_v3``."""
+    return bool(GPU_SIZE_RE.match(vm_size))
+
+
+def credential(section) -> DefaultAzureCredential:
+    """``DefaultAzureCredential`` for the configured cloud; ``AZURE_AUTHORITY_HOST`` still wins.
+
+    Instance discovery asks login.microsoftonline.com to vouch for the authority; an authority
+    that is not one of Azure's own (Azure Stack, a test emulator) cannot be vouched for, and the
+    user named it explicitly, so discovery is skipped for it.
+    """
+    authority = os.environ.get("AZURE_AUTHORITY_HOST") or CLOUDS[section.cloud][1]
+    host = urlsplit(authority if "//" in authority else f"https://{authority}").hostname
+    extra = {} if host in KNOWN_AUTHORITIES else {"disable_instance_discovery": True}
+    return DefaultAzureCredential(authority=authority, **extra)
+
+
+def _parallel(tasks: list[Callable[[], Any]]) -> list[Any]:
+    """Run ``tasks`` concurrently; wait for all, then re-raise the first failure (in task order)."""
+    if len(tasks) <= 1:
+        return [task() for task in tasks]
+    with ThreadPoolExecutor(max_workers=len(tasks)) as pool:
+        futures = [pool.submit(task) for task in tasks]
+    return [f.result() for f in futures]
+
+
+def _seconds(started: float) -> str:
+    return f"{time.monotonic() - started:.1f}s"
+
+
+def _one_line(text: str, limit: int = 200) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _sign_in_reason(exc: Exception) -> str:
+    """The useful part of a credential chain's multi-line report (Entra's AADSTS line if any)."""
+    text = " ".join(str(getattr(exc, "message", "") or exc).split())
+    entra = re.search(r"AADSTS\d+:[^.]*", text)
+    if entra:
+        return entra.group(0)
+    if "unavailable" in text.lower():
+        return "no credential found"
+    return _one_line(text.split(". ")[0], 120)
+
+
+def cloud_error(exc: Exception, doing: str) -> CloudError:
+    """Turn an SDK exception into a one-line ``CloudError`` with the Azure code and a next step."""
+    if isinstance(exc, ClientAuthenticationError) and exc.response is None:
+        return CloudError(f"azure: sign-in failed while {doing} ({_sign_in_reason(exc)}); {AUTH_HINT}")
+    if isinstance(exc, ServiceRequestError):
+        return CloudError(f"azure: cannot reach Azure while {doing} ({_one_line(exc, 120)}); "
+                          "check the network and azure.resource_manager_url")
+    if isinstance(exc, HttpResponseError):
+        code = (exc.error.code if exc.error and exc.error.code else "") or f"HTTP{exc.status_code}"
+        message = (exc.error.message if exc.error and exc.error.message else "") or exc.reason or ""
+        if exc.status_code == 401:
+            hint = f"{AUTH_HINT}"
+        elif code in HINTS and (code != "OperationNotAllowed" or "quota" in message.lower()):
+            hint = HINTS[code]
+        else:
+            hint = RETRY_HINT
+        return CloudError(f"azure: {doing} failed: {code}: {_one_line(message)}; {hint}")
+    return CloudError(f"azure: {doing} failed: {_one_line(exc)}; {RETRY_HINT}")
+
+
+class _Session:
+    """Clients, names and bookkeeping of one create/destroy run."""
+
+    def __init__(self, stack: Stack, state: StackState, progress: Callable[[str], None]):
+        self.stack = stack
+        self.state = state
+        self._progress = progress
+        self._lock = threading.Lock()
+        self.found: dict[str, dict] = {}
+        self.sub = stack.azure.subscription()
+        if not self.sub:
+            raise CloudError("azure: no subscription; set azure.subscription_id or AZURE_SUBSCRIPTION_ID")
+        name = stack.stack.name
+        self.group = stack.azure.resource_group or f"{name}-rg"
+        self.names = {"virtual_network": f"{name}-vnet", "network_security_group": f"{name}-nsg",
+                      "public_ip": f"{name}-ip", "network_interface": f"{name}-nic",
+                      "virtual_machine": f"{name}-vm"}
+        self.tags = {TAG: name}
+        cloud, _ = CLOUDS[stack.azure.cloud]
+        endpoints = get_arm_endpoints(cloud)
+        options = dict(credential=credential(stack.azure), subscription_id=self.sub,
+                       base_url=stack.azure.resource_manager_url or endpoints["resource_manager"],
+                       credential_scopes=endpoints["credential_scopes"], cloud_setting=cloud,
+                       polling_interval=stack.azure.polling_interval, **RETRY)
+        self.resources = ResourceManagementClient(**options)
+        self.network = NetworkManagementClient(**options)
+        self.compute = ComputeManagementClient(**options)
+
+    # -- bookkeeping ----------------------------------------------------------------------------
+    def progress(self, message: str) -> None:
+        with self._lock:
+            self._progress(message)
+
+    def record(self, kind: str, name: str, rid: str) -> None:
+        with self._lock:
+            self.state.record(kind, name, id=rid, type=kind)
+
+    def forget(self, kind: str, name: str) -> None:
+        with self._lock:
+            self.state.forget(kind, name)
+
+    def rid(self, provider_path: str = "") -> str:
+        base = f"/subscriptions/{self.sub}/resourceGroups/{self.group}"
+        return f"{base}/providers/{provider_path}" if provider_path else base
+
+    def _ops(self, kind: str) -> tuple[Any, Any]:
+        """(get, begin_delete) operations of a resource kind."""
+        net, vm = self.network, self.compute
+        return {"virtual_network": (net.virtual_networks.get, net.virtual_networks.begin_delete),
+                "network_security_group": (net.network_security_groups.get, net.network_security_groups.begin_delete),
+                "public_ip": (net.public_ip_addresses.get, net.public_ip_addresses.begin_delete),
+                "network_interface": (net.network_interfaces.get, net.network_interfaces.begin_delete),
+                "virtual_machine": (vm.virtual_machines.get, vm.virtual_machines.begin_delete)}[kind]
+
+    # -- create steps ---------------------------------------------------------------------------
+    def _ensure(self, kind: str, rid: str, body: dict, put: Callable[[dict], Any],
+                drift: Callable[[dict], None] | None = None) -> dict:
+        """GET the resource; create it if missing or failed; fix drift in place; remember it."""
+        name = rid.rsplit("/", 1)[-1]
+        label = f"{LABELS[kind]} {name}"
+        started = time.monotonic()
+        get, _ = self._ops(kind)
+        try:
+            existing = self._get(get, name)
+            if existing is not None and existing.get("tags", {}).get(TAG) != self.stack.stack.name:
+                raise CloudError(f"azure: {label} in resource group {self.group} exists but is not tagged "
+                                 f"{TAG}={self.stack.stack.name}; pick another stack.name or azure.resource_group")
+            if existing is not None and existing["properties"].get("provisioningState") == "Succeeded":
+                self.record(kind, name, rid)
+                if drift:
+                    drift(existing)
+                self.progress(f"{label}: found ({_seconds(started)})")
+                self.found[kind] = existing
+                return existing
+            self.record(kind, name, rid)
+            result = put(body).as_dict()
+        except HttpResponseError as exc:
+            raise cloud_error(exc, f"creating {label}") from None
+        except (ClientAuthenticationError, ServiceRequestError) as exc:
+            raise cloud_error(exc, f"creating {label}") from None
+        verb = "created" if existing is None else "re-created (was " + \
+            existing["properties"].get("provisioningState", "?") + ")"
+        self.progress(f"{label}: {verb} ({_seconds(started)})")
+        self.found[kind] = result
+        return result
+
+    def _get(self, get: Callable, name: str) -> dict | None:
+        try:
+            return get(self.group, name).as_dict()
+        except ResourceNotFoundError:
+            return None
+
+    def resource_group(self) -> None:
+        """The resource group; one that exists without this stack's tag is used but never deleted."""
+        started = time.monotonic()
+        label = f"resource group {self.group}"
+        groups = self.resources.resource_groups
+        try:
+            try:
+                existing = groups.get(self.group).as_dict()
+            except ResourceNotFoundError:
+                existing = None
+            if existing is not None:
+                ours = existing.get("tags", {}).get(TAG) == self.stack.stack.name
+                if ours:
+                    self.record("resource_group", self.group, self.rid())
+                self.progress(f"{label}: found{'' if ours else ' (not created by ollastack: kept on destroy)'} "
+                              f"({_seconds(started)})")
+                return
+            self.record("resource_group", self.group, self.rid())
+            groups.create_or_update(self.group, {"location": self.stack.azure.location, "tags": self.tags})
+        except (HttpResponseError, ClientAuthenticationError, ServiceRequestError) as exc:
+            raise cloud_error(exc, f"creating {label}") from None
+        self.progress(f"{label}: created ({_seconds(started)})")
+
+    def virtual_network(self) -> dict:
+        name = self.names["virtual_network"]
+        body = {"location": self.stack.azure.location, "tags": self.tags,
+                "properties": {"addressSpace": {"addressPrefixes": [VNET_PREFIX]},
+                               "subnets": [{"name": "default", "properties": {"addressPrefix": SUBNET_PREFIX}}]}}
+        return self._ensure("virtual_network", self.rid(f"Microsoft.Network/virtualNetworks/{name}"), body,
+                            lambda b: self.network.virtual_networks.begin_create_or_update(self.group, name, b).result())
+
+    def security_rules(self) -> dict[str, dict]:
+        """Inbound rules: SSH from the admin networks, web from anywhere, nothing else (not 11434)."""
+        def rule(priority: int, access: str, protocol: str, sources: dict, ports: dict) -> dict:
+            return {"priority": priority, "direction": "Inbound", "access": access, "protocol": protocol,
+                    "sourcePortRange": "*", "destinationAddressPrefix": "*", **sources, **ports}
+        anywhere = {"sourceAddressPrefix": "*"}
+        return {
+            "allow-ssh-admin": rule(100, "Allow", "Tcp", {"sourceAddressPrefixes": list(self.stack.access.admin_cidrs)},
+                                    {"destinationPortRange": "22"}),
+            "allow-web": rule(110, "Allow", "Tcp", anywhere, {"destinationPortRanges": ["80", "443"]}),
+            # Overrides Azure's default AllowVnetInBound / AllowAzureLoadBalancerInBound rules too.
+            "deny-other-inbound": rule(4096, "Deny", "*", anywhere, {"destinationPortRange": "*"}),
+        }
+
+    def security_group(self) -> dict:
+        name = self.names["network_security_group"]
+        rules = self.security_rules()
+        body = {"location": self.stack.azure.location, "tags": self.tags,
+                "properties": {"securityRules": [{"name": n, "properties": p} for n, p in rules.items()]}}
+        return self._ensure("network_security_group", self.rid(f"Microsoft.Network/networkSecurityGroups/{name}"),
+                            body, lambda b: self.network.network_security_groups.begin_create_or_update(
+                                self.group, name, b).result(),
+                            drift=lambda existing: self._fix_rules(name, existing, rules))
+
+    def _fix_rules(self, nsg: str, existing: dict, rules: dict[str, dict]) -> None:
+        """Update, in place, each of our rules that differs from the settings (e.g. new admin CIDRs)."""
+        current = {r["name"]: r.get("properties", {}) for r in existing["properties"].get("securityRules", [])}
+        for name, wanted in rules.items():
+            have = current.get(name, {})
+            if all(_same(have.get(k), v) for k, v in wanted.items()):
+                continue
+            started = time.monotonic()
+            self.network.security_rules.begin_create_or_update(
+                self.group, nsg, name, {"properties": wanted}).result()
+            self.progress(f"security rule {nsg}/{name}: updated in place ({_seconds(started)})")
+
+    def public_ip(self) -> dict:
+        name = self.names["public_ip"]
+        label = self.stack.azure.dns_label
+        props: dict[str, Any] = {"publicIPAllocationMethod": "Static", "publicIPAddressVersion": "IPv4"}
+        if label:
+            props["dnsSettings"] = {"domainNameLabel": label}
+        body = {"location": self.stack.azure.location, "tags": self.tags, "sku": {"name": "Standard"},
+                "properties": props}
+
+        def put(b):
+            return self.network.public_ip_addresses.begin_create_or_update(self.group, name, b).result()
+
+        def relabel(existing):
+            if existing["properties"].get("dnsSettings", {}).get("domainNameLabel", "") != label:
+                started = time.monotonic()
+                existing.update(put(body).as_dict())
+                self.progress(f"public IP {name}: DNS label updated in place ({_seconds(started)})")
+
+        return self._ensure("public_ip", self.rid(f"Microsoft.Network/publicIPAddresses/{name}"), body, put,
+                            drift=relabel)
+
+    def network_interface(self) -> dict:
+        name = self.names["network_interface"]
+        vnet = self.found["virtual_network"]
+        subnet_id = next(s["id"] for s in vnet["properties"]["subnets"] if s["name"] == "default")
+        body = {"location": self.stack.azure.location, "tags": self.tags,
+                "properties": {
+                    "networkSecurityGroup": {"id": self.found["network_security_group"]["id"]},
+                    "ipConfigurations": [{"name": "ipconfig1", "properties": {
+                        "privateIPAllocationMethod": "Dynamic", "subnet": {"id": subnet_id},
+                        "publicIPAddress": {"id": self.found["public_ip"]["id"]}}}]}}
+        return self._ensure("network_interface", self.rid(f"Microsoft.Network/networkInterfaces/{name}"), body,
+                            lambda b: self.network.network_interfaces.begin_create_or_update(
+                                self.group, name, b).result())
+
+    def vm_body(self) -> dict:
+        """The VM request: SSH key only, the configured image/size/disk, and a boot mode for GPUs.
+
+        Gen2 images boot as Trusted Launch (Secure Boot on) by default on Azure, and Secure Boot
+        refuses kernel modules not signed by a trusted key, which is what NVIDIA's DKMS driver
+        builds on the VM are. GPU sizes are therefore created with security type ``Standard``
+        (no Secure Boot) so the driver can load; other sizes keep Azure's default.
+        """
+        az = self.stack.azure
+        public_key = self.stack.key_paths()[0].read_text().strip()
+        publisher, offer, sku, version = az.image.split(":")
+        props: dict[str, Any] = {
+            "hardwareProfile": {"vmSize": az.vm_size},
+            "storageProfile": {
+                "imageReference": {"publisher": publisher, "offer": offer, "sku": sku, "version": version},
+                "osDisk": {"name": f"{self.names['virtual_machine']}-osdisk", "createOption": "FromImage",
+                           "diskSizeGB": az.os_disk_gb, "deleteOption": "Delete",
+                           "managedDisk": {"storageAccountType": OS_DISK_TYPE}}},
+            "osProfile": {
+                "computerName": self.stack.stack.name, "adminUsername": az.admin_username,
+                "linuxConfiguration": {"disablePasswordAuthentication": True, "ssh": {"publicKeys": [
+                    {"path": f"/home/{az.admin_username}/.ssh/authorized_keys", "keyData": public_key}]}}},
+            "networkProfile": {"networkInterfaces": [
+                {"id": self.found["network_interface"]["id"], "properties": {"primary": True}}]},
+        }
+        if is_gpu_size(az.vm_size):
+            props["securityProfile"] = {"securityType": "Standard"}
+        return {"location": az.location, "tags": self.tags, "properties": props}
+
+    def virtual_machine(self) -> dict:
+        name = self.names["virtual_machine"]
+        size = self.stack.azure.vm_size
+
+        def resize_note(existing):
+            have = existing["properties"].get("hardwareProfile", {}).get("vmSize")
+            if have != size:
+                self.progress(f"virtual machine {name}: is {have}, azure.vm_size says {size}; "
+                              "not resized (run `ollastack down` and `up` to change it)")
+
+        return self._ensure("virtual_machine", self.rid(f"Microsoft.Compute/virtualMachines/{name}"),
+                            self.vm_body(), lambda b: self.compute.virtual_machines.begin_create_or_update(
+                                self.group, name, b).result(), drift=resize_note)
+
+    # -- destroy --------------------------------------------------------------------------------
+    def delete(self, entry: dict) -> str | None:
+        """Delete one recorded resource if it still exists and is ours; return its id if deleted."""
+        kind, name, rid = entry["kind"], entry["name"], entry["id"]
+        label = f"{LABELS.get(kind, kind)} {name}"
+        m = ID_RE.match(rid)
+        if m is None or m["sub"].lower() != self.sub.lower():
+            raise CloudError(f"azure: state records {label} in another subscription ({rid}); "
+                             "set azure.subscription_id to that subscription and run `ollastack down` again")
+        started = time.monotonic()
+        try:
+            if kind == "resource_group":
+                get, delete = self.resources.resource_groups.get, self.resources.resource_groups.begin_delete
+                args: tuple = (m["rg"],)
+            else:
+                get, delete = self._ops(kind)
+                args = (m["rg"], m["name"])
+            try:
+                existing = get(*args).as_dict()
+            except ResourceNotFoundError:
+                self.forget(kind, name)
+                self.progress(f"{label}: already gone ({_seconds(started)})")
+                return None
+            if existing.get("tags", {}).get(TAG) != self.stack.stack.name:
+                self.forget(kind, name)
+                self.progress(f"{label}: not tagged {TAG}={self.stack.stack.name}, left in place")
+                return None
+            delete(*args).result()
+        except (HttpResponseError, ClientAuthenticationError, ServiceRequestError) as exc:
+            raise cloud_error(exc, f"deleting {label}") from None
+        self.forget(kind, name)
+        self.progress(f"{label}: deleted ({_seconds(started)})")
+        return rid
+
+
+def _same(have: Any, wanted: Any) -> bool:
+    if isinstance(wanted, list):
+        return sorted(map(str, have or [])) == sorted(map(str, wanted))
+    return str(have).lower() == str(wanted).lower()
