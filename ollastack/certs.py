@@ -1,0 +1,241 @@
+"""A private CA per stack and the server certificates it signs, written under ``ssl/<stack>/``.
+
+Files in a stack's directory: ``ca.pem`` and ``ca-key.pem`` (the CA), and per host ``<host>.pem``
+(leaf), ``<host>-fullchain.pem`` (leaf + CA: what nginx serves) and ``<host>-key.pem``. Keys are
+0600 and every file is replaced atomically. Calls are idempotent: a certificate is re-issued only
+when its CA, its names or its remaining lifetime no longer fit.
+
+Example::
+
+    from ollastack.certs import ensure_server_cert, ssl_dir
+
+    cert, key, changed = ensure_server_cert(ssl_dir("demo"), "demo-1", ["10.0.0.4", "ai.example.org"])
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+import re
+from pathlib import Path
+from typing import NamedTuple
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from ollastack.state import write_atomic
+
+CA_DAYS = 3650
+# A CA this close to expiry is replaced, so leaves are never cut short by their issuer.
+CA_RENEW_DAYS = 30
+HOST_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,252}$")
+DNS_LABEL_RE = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
+
+
+class CertError(Exception):
+    """Certificate files that cannot be used as they are; the message says what to do."""
+
+
+class ServerCertPaths(NamedTuple):
+    cert: Path
+    fullchain: Path
+    key: Path
+
+
+def ssl_dir(stack_name: str, root: str | Path = "ssl") -> Path:
+    """Where a stack's CA and certificates live: ``ssl_dir("demo") == Path("ssl/demo")``."""
+    return Path(root) / stack_name
+
+
+def server_cert_paths(stack_dir: str | Path, host_name: str) -> ServerCertPaths:
+    """The three files of one host: ``server_cert_paths("ssl/demo", "demo-1").fullchain``."""
+    if not HOST_NAME_RE.match(host_name):
+        raise CertError(f"host name {host_name!r} cannot name certificate files: use letters, digits, '.', '-'")
+    base = Path(stack_dir)
+    return ServerCertPaths(base / f"{host_name}.pem", base / f"{host_name}-fullchain.pem",
+                           base / f"{host_name}-key.pem")
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+def _pem(cert: x509.Certificate) -> str:
+    return cert.public_bytes(serialization.Encoding.PEM).decode()
+
+
+def _key_pem(key: ec.EllipticCurvePrivateKey) -> str:
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                             serialization.NoEncryption()).decode()
+
+
+def _same_key(cert: x509.Certificate, key) -> bool:
+    spki = serialization.PublicFormat.SubjectPublicKeyInfo
+    return (cert.public_key().public_bytes(serialization.Encoding.DER, spki)
+            == key.public_key().public_bytes(serialization.Encoding.DER, spki))
+
+
+def _load_ca(cert_path: Path, key_path: Path):
+    """The existing CA as (cert, key), or None when there is none worth keeping (absent or expiring)."""
+    if not cert_path.exists():
+        return None
+    cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
+    if cert.not_valid_after_utc - _now() < dt.timedelta(days=CA_RENEW_DAYS):
+        return None
+    if not key_path.exists():
+        raise CertError(f"{key_path} is missing: restore it, or delete {cert_path} to create a new CA "
+                        "(clients must then trust the new ca.pem)")
+    key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
+    if not _same_key(cert, key):
+        raise CertError(f"{key_path} does not belong to {cert_path}: restore the matching key, or delete both "
+                        "to create a new CA (clients must then trust the new ca.pem)")
+    return cert, key
+
+
+def _new_ca(stack_name: str) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "ollastack"),
+                      x509.NameAttribute(NameOID.COMMON_NAME, f"ollastack {stack_name} CA")])
+    now = _now()
+    ski = x509.SubjectKeyIdentifier.from_public_key(key.public_key())
+    cert = (x509.CertificateBuilder()
+            .subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(minutes=5))
+            .not_valid_after(now + dt.timedelta(days=CA_DAYS))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+            .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
+                                         content_commitment=False, key_encipherment=False,
+                                         data_encipherment=False, key_agreement=False,
+                                         encipher_only=False, decipher_only=False), critical=True)
+            .add_extension(ski, critical=False)
+            .sign(key, hashes.SHA256()))
+    return cert, key
+
+
+def ensure_ca(stack_dir: str | Path) -> tuple[Path, Path]:
+    """Create the stack's CA once (EC P-256, CA:true pathlen 0, 10 years) and return (ca.pem, ca-key.pem).
+
+    The stack name is the directory's name: ``ensure_ca("ssl/demo")`` makes "ollastack demo CA".
+    """
+    stack_dir = Path(stack_dir)
+    cert_path, key_path = stack_dir / "ca.pem", stack_dir / "ca-key.pem"
+    if _load_ca(cert_path, key_path) is None:
+        stack_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        cert, key = _new_ca(stack_dir.resolve().name)
+        # Key first: a crash in between leaves a key without a certificate, which the next run replaces.
+        write_atomic(key_path, _key_pem(key), mode=0o600)
+        write_atomic(cert_path, _pem(cert), mode=0o644)
+    return cert_path, key_path
+
+
+def parse_san(value: str) -> x509.GeneralName:
+    """An IP address or a DNS name (``*.`` allowed first), decided by parsing it.
+
+    >>> parse_san("10.0.0.4"), parse_san("AI.example.org")
+    (<IPAddress(value=10.0.0.4)>, <DNSName(value='ai.example.org')>)
+    """
+    text = value.strip()
+    try:
+        return x509.IPAddress(ipaddress.ip_address(text.strip("[]")))
+    except ValueError:
+        pass
+    name = text.lower().rstrip(".")
+    labels = name.split(".")
+    if labels[0] == "*" and len(labels) > 2:
+        labels = labels[1:]
+    # An all-digit last label is a mistyped IP address (10.0.0.256), never a DNS name.
+    if (not name or len(name) > 253 or labels[-1].isdigit()
+            or not all(DNS_LABEL_RE.match(label) for label in labels)):
+        raise CertError(f"certificate name {value!r} is neither an IP address nor a DNS name "
+                        "(e.g. 10.0.0.4 or ai.example.org)")
+    return x509.DNSName(name)
+
+
+def _sans(cert: x509.Certificate) -> list[x509.GeneralName]:
+    try:
+        return list(cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value)
+    except x509.ExtensionNotFound:
+        return []
+
+
+def _reusable(paths: ServerCertPaths, ca_cert: x509.Certificate, wanted: set, renew_before: dt.timedelta) -> bool:
+    """True when the files on disk already are what would be issued now."""
+    if not all(p.exists() for p in paths):
+        return False
+    cert = x509.load_pem_x509_certificate(paths.cert.read_bytes())
+    try:
+        cert.verify_directly_issued_by(ca_cert)
+    except (ValueError, TypeError, InvalidSignature):
+        return False
+    key = serialization.load_pem_private_key(paths.key.read_bytes(), password=None)
+    return (set(_sans(cert)) == wanted
+            and cert.not_valid_after_utc - _now() > renew_before
+            and _same_key(cert, key)
+            and paths.fullchain.read_text() == _pem(cert) + _pem(ca_cert))
+
+
+def _issue(ca_cert, ca_key, host_name: str, sans: list[x509.GeneralName], days: int):
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = _now()
+    not_after = min(now + dt.timedelta(days=days), ca_cert.not_valid_after_utc)
+    ca_ski = ca_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+    cert = (x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host_name[:64])]))
+            .issuer_name(ca_cert.subject).public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(not_after)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=False, crl_sign=False,
+                                         content_commitment=False, key_encipherment=False,
+                                         data_encipherment=False, key_agreement=False,
+                                         encipher_only=False, decipher_only=False), critical=True)
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+            .add_extension(x509.SubjectAlternativeName(sans), critical=False)
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski), critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    return cert, key
+
+
+def ensure_server_cert(stack_dir: str | Path, host_name: str, sans: list[str], days: int = 397,
+                       renew_before_days: int = 30) -> tuple[Path, Path, bool]:
+    """Issue ``<host>.pem`` for ``sans`` (``host_name`` when empty) unless a fitting one exists.
+
+    Returns (leaf certificate path, key path, changed); the fullchain nginx serves lies beside them
+    (``server_cert_paths(stack_dir, host_name).fullchain``). Re-issued when the CA changed, the
+    names differ, or fewer than ``renew_before_days`` days are left.
+
+    Example::
+
+        cert, key, changed = ensure_server_cert("ssl/demo", "demo-1", ["127.0.0.1", "demo.local"])
+    """
+    if not 0 <= renew_before_days < days:
+        raise CertError(f"renew_before_days ({renew_before_days}) must be at least 0 and below days ({days})")
+    paths = server_cert_paths(stack_dir, host_name)
+    wanted = [parse_san(s) for s in (sans or [host_name])]
+    ca_cert_path, ca_key_path = ensure_ca(stack_dir)
+    ca_cert, ca_key = _load_ca(ca_cert_path, ca_key_path)
+    if _reusable(paths, ca_cert, set(wanted), dt.timedelta(days=renew_before_days)):
+        return paths.cert, paths.key, False
+    cert, key = _issue(ca_cert, ca_key, host_name, list(dict.fromkeys(wanted)), days)
+    write_atomic(paths.key, _key_pem(key), mode=0o600)
+    write_atomic(paths.cert, _pem(cert), mode=0o644)
+    write_atomic(paths.fullchain, _pem(cert) + _pem(ca_cert), mode=0o644)
+    return paths.cert, paths.key, True
+
+
+def describe(cert_path: str | Path) -> dict:
+    """What a status report shows about a certificate: issuer, not_after, days_left, sans, serial.
+
+    >>> describe("ssl/demo/demo-1.pem")["days_left"]   # doctest: +SKIP
+    396
+    """
+    cert = x509.load_pem_x509_certificate(Path(cert_path).read_bytes())
+    not_after = cert.not_valid_after_utc
+    return {"issuer": cert.issuer.rfc4514_string(), "not_after": not_after.isoformat(),
+            "days_left": (not_after - _now()).days, "sans": [str(name.value) for name in _sans(cert)],
+            "serial": format(cert.serial_number, "x")}
