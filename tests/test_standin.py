@@ -347,3 +347,16 @@ def test_archive_rejects_bad_input(tmp_path):
         build_archive(tmp_path, "0.13.3", fmt="zip")
     with pytest.raises(ValueError, match="version"):
         build_archive(tmp_path, '1"; import os')
+
+
+def test_unwritable_model_store_gives_error_line_and_start_failure(ollama, binary, tmp_path):
+    blocker = ollama.models / MANIFESTS / "qwen2.5"
+    blocker.parent.mkdir(parents=True)
+    blocker.write_text("a file where a directory belongs")
+    lines = ollama.post_lines("/api/pull", {"model": "qwen2.5:0.5b"})
+    assert lines[-1]["error"].startswith("open ") and lines[-2] == {"status": "writing manifest"}
+    not_a_dir = tmp_path / "models-file"
+    not_a_dir.write_text("")
+    env = dict(ollama.env, OLLAMA_MODELS=str(not_a_dir), OLLAMA_HOST=f"127.0.0.1:{free_port()}")
+    failed = subprocess.run([str(binary), "serve"], env=env, capture_output=True, text=True, timeout=30)
+    assert failed.returncode == 1 and failed.stderr.startswith(f"Error: mkdir {not_a_dir}")

@@ -268,7 +268,11 @@ class ModelStore:
                     return
         yield {"status": "verifying sha256 digest"}
         yield {"status": "writing manifest"}
-        self.save(name, config, layers)
+        try:
+            self.save(name, config, layers)
+        except OSError as exc:
+            yield {"error": f"open {exc.filename}: {exc.strerror}"}
+            return
         yield {"status": "success"}
 
 
@@ -285,6 +289,9 @@ class Handler(BaseHTTPRequestHandler):
 
     protocol_version = "HTTP/1.1"
     store: ModelStore
+
+    def version_string(self) -> str:
+        return f"ollama-standin/{VERSION}"
 
     def log_message(self, format: str, *args: object) -> None:
         """Silenced: ``finish_request`` writes one gin-style line per request instead."""
@@ -552,6 +559,10 @@ def serve() -> int:
     shown = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     try:
         store = ModelStore(models_dir())
+    except OSError as exc:
+        log(f"Error: mkdir {exc.filename}: {exc.strerror or exc}")
+        return 1
+    try:
         server = Server(host, port, store)
     except OSError as exc:
         log(f"Error: listen tcp {shown}: {exc.strerror or exc}")
