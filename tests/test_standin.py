@@ -158,9 +158,12 @@ def test_unknown_model_pull_gives_error_line_after_200(ollama, name):
     assert ollama.get("/api/tags") == {"models": []}
 
 
-def test_pull_needs_a_model_name(ollama):
+def test_pull_needs_a_valid_model_name(ollama):
     status, _, body = ollama.request("POST", "/api/pull", {})
     assert (status, json.loads(body)) == (400, {"error": "model is required"})
+    for path in ("/api/pull", "/api/chat"):
+        status, _, body = ollama.request("POST", path, {"model": "../../etc/passwd"})
+        assert (status, json.loads(body)) == (400, {"error": "invalid model name"})
 
 
 def test_flaky_model_fails_once_per_process_then_succeeds(ollama):

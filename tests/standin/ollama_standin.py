@@ -109,9 +109,14 @@ def parse_duration(value: object, default: float | None) -> float | None:
     return None if seconds < 0 else seconds
 
 
+NAME_RE = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*/){0,2}[A-Za-z0-9][A-Za-z0-9._-]*(:[A-Za-z0-9_][A-Za-z0-9._-]{0,127})?$")
+
+
 def split_name(name: str) -> tuple[str, str, str, str]:
     """(registry, namespace, model, tag); a name without a tag means ``:latest``."""
-    path, _, tag = name.partition(":")
+    path, sep, tag = name.rpartition(":")
+    if not sep:
+        path, tag = name, ""
     parts = path.split("/")
     registry = parts.pop(0) if len(parts) == 3 else REGISTRY
     namespace = parts.pop(0) if len(parts) == 2 else "library"
@@ -398,6 +403,9 @@ class Handler(BaseHTTPRequestHandler):
         if not name:
             self.reply_json(400, {"error": "model is required"})
             return
+        if not NAME_RE.match(str(name)):
+            self.reply_json(400, {"error": "invalid model name"})
+            return
         events = self.store.pull(name)
         if request.get("stream", True):
             self.stream(events)
@@ -421,6 +429,9 @@ class Handler(BaseHTTPRequestHandler):
         name = request.get("model") or request.get("name")
         if not name:
             self.reply_json(400, error_shape("model is required"))
+            return None
+        if not NAME_RE.match(str(name)):
+            self.reply_json(400, error_shape("invalid model name"))
             return None
         model = self.store.describe(name)
         if model is None:
