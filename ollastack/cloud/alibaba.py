@@ -247,7 +247,7 @@ class Steps:
         images = self.api.items(self.api.ecs.describe_images, request, "Images", "Image")
         matching = [i for i in images if pinned or fnmatch.fnmatch(i["ImageName"], pattern)]
         if not matching:
-            wanted = f"alibaba.image_id {pinned}" if pinned else f"a system image matching alibaba.image_pattern {pattern!r}"
+            wanted = f"image alibaba.image_id {pinned}" if pinned else f"system image matching alibaba.image_pattern {pattern!r}"
             raise CloudError(f"no {wanted} in {self.region}: check the setting (e.g. debian_12*x64*)")
         newest = max(matching, key=lambda i: (i.get("CreationTime", ""), i["ImageName"]))
         self.progress(f"image {newest['ImageName']} ({newest['ImageId']})")
