@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+import os
 import re
 from pathlib import Path
 from typing import NamedTuple
@@ -45,9 +46,12 @@ class ServerCertPaths(NamedTuple):
     key: Path
 
 
-def ssl_dir(stack_name: str, root: str | Path = "ssl") -> Path:
-    """Where a stack's CA and certificates live: ``ssl_dir("demo") == Path("ssl/demo")``."""
-    return Path(root) / stack_name
+def ssl_dir(stack_name: str, root: str | Path | None = None) -> Path:
+    """Where a stack's CA and certificates live: ``ssl_dir("demo") == Path("ssl/demo")``.
+
+    The root is ``$OLLASTACK_SSL_DIR`` when set, else ``ssl`` in the working directory.
+    """
+    return Path(root or os.environ.get("OLLASTACK_SSL_DIR") or "ssl") / stack_name
 
 
 def server_cert_paths(stack_dir: str | Path, host_name: str) -> ServerCertPaths:

@@ -29,6 +29,7 @@ from typing import Any, Callable
 from urllib.parse import urlparse
 
 from ollastack.config import Stack
+from ollastack.inventory import pyinfra_hosts
 from ollastack.state import write_atomic
 
 LAB_ENV = "OLLASTACK_LAB_DIR"
@@ -479,3 +480,14 @@ def down(stack_name: str | None, progress: Progress) -> list[str]:
             _remove_cgroup(d)
     _write_known_hosts()
     return removed
+
+
+def inventory(stack: Stack) -> list[tuple[str, dict[str, Any]]]:
+    """pyinfra entries for the stack's running lab hosts; the control machine may always reach SSH."""
+    hosts = [h for h in list_hosts(stack.stack.name) if h["running"]]
+    entries = pyinfra_hosts(stack, hosts, known_hosts=known_hosts_path(), strict="yes")
+    gateway = f"{_network(stack.lab.subnet)[1]}/32"
+    for _, data in entries:
+        if gateway not in data["access_admin_cidrs"]:
+            data["access_admin_cidrs"] = [*data["access_admin_cidrs"], gateway]
+    return entries

@@ -1,0 +1,1 @@
+"""pyinfra deploys of ollastack: one component per module, composed by ``deploy/site.py``."""

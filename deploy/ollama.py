@@ -1,0 +1,112 @@
+"""Ollama as a systemd service: pinned release, settings in a drop-in, models pulled when missing."""
+
+from __future__ import annotations
+
+import posixpath
+
+from pyinfra import host
+from pyinfra.api import deploy
+from pyinfra.operations import files, server, systemd
+from pyinfra.operations.util import any_changed
+
+from deploy.defaults import DEFAULTS
+from deploy.facts import FileText, OllamaModels
+from ollastack import PROJECT_ROOT
+
+TEMPLATES = PROJECT_ROOT / "templates"
+RELEASE_URL = "https://github.com/ollama/ollama/releases/download/v{version}/ollama-linux-amd64.tgz"
+CACHE = "/var/cache/ollastack"
+PULL_SCRIPT = "/usr/local/lib/ollastack/ollama-pull.py"
+
+
+def client_address(listen: str) -> str:
+    """Where to reach Ollama on the host itself: ``client_address("0.0.0.0:11434") == "127.0.0.1:11434"``."""
+    address, _, port = listen.rpartition(":")
+    if address in ("0.0.0.0", ""):
+        address = "127.0.0.1"
+    elif address in ("[::]", "::"):
+        address = "[::1]"
+    return f"{address}:{port}"
+
+
+def environment(data) -> dict[str, str]:
+    """The Ollama environment written to the drop-in, from the ``ollama_*`` host data."""
+    env = {
+        "OLLAMA_HOST": data.ollama_host,
+        "OLLAMA_MODELS": data.ollama_models_dir,
+        "OLLAMA_KEEP_ALIVE": data.ollama_keep_alive,
+        "OLLAMA_NUM_PARALLEL": str(data.ollama_num_parallel),
+        "OLLAMA_MAX_LOADED_MODELS": str(data.ollama_max_loaded_models),
+        "OLLAMA_MAX_QUEUE": str(data.ollama_max_queue),
+        "OLLAMA_CONTEXT_LENGTH": str(data.ollama_context_length),
+        "OLLAMA_FLASH_ATTENTION": "1" if data.ollama_flash_attention else "0",
+        "OLLAMA_KV_CACHE_TYPE": data.ollama_kv_cache_type,
+    }
+    if data.ollama_https_proxy:
+        env["HTTPS_PROXY"] = data.ollama_https_proxy
+    return env
+
+
+def _archive_source(data) -> tuple[str, str]:
+    """(source, file name on the host) of the release archive: a local file or a URL."""
+    source = data.ollama_archive or data.ollama_url or RELEASE_URL.format(version=data.ollama_version)
+    suffix = ".tar.zst" if source.endswith(".tar.zst") else ".tgz"
+    return source, f"ollama-{data.ollama_version}-{data.ollama_sha256[:16]}{suffix}"
+
+
+def install_release(data):
+    """Put the pinned archive on the host and swap it in, unless that exact release is installed."""
+    if host.get_fact(FileText, path="/var/lib/ollastack/ollama.sha256") == data.ollama_sha256:
+        return None
+    source, name = _archive_source(data)
+    remote = posixpath.join(CACHE, name)
+    files.directory(name="Ollama download cache", path=CACHE, mode="0755")
+    if data.ollama_archive:
+        files.put(name=f"Push Ollama {data.ollama_version} archive", src=source, dest=remote)
+    else:
+        files.download(name=f"Download Ollama {data.ollama_version}", src=source, dest=remote,
+                       sha256sum=data.ollama_sha256, _retries=2, _retry_delay=5)
+    script = posixpath.join(CACHE, "install-ollama.sh")
+    files.template(name="Ollama install script", src=str(TEMPLATES / "ollama-install.sh.j2"), dest=script,
+                   mode="0755", archive=remote, sha256=data.ollama_sha256)
+    return server.shell(name=f"Verify and install Ollama {data.ollama_version}", commands=[script])
+
+
+def pull_models(data) -> None:
+    """Pull every configured model that ``/api/tags`` does not list yet."""
+    address = client_address(data.ollama_host)
+    present = set(host.get_fact(OllamaModels, address=address) or [])
+    files.put(name="Model pull helper", src=str(PROJECT_ROOT / "deploy/files/ollama-pull.py"),
+              dest=PULL_SCRIPT, mode="0755")
+    for model in data.ollama_models:
+        tagged = model if ":" in model.rsplit("/", 1)[-1] else f"{model}:latest"
+        if tagged not in present:
+            server.shell(name=f"Pull model {model}", commands=[f"python3 {PULL_SCRIPT} {address} {model}"],
+                         _retries=data.ollama_pull_retries, _retry_delay=5)
+
+
+@deploy("Ollama", data_defaults=DEFAULTS)
+def ollama():
+    data = host.data
+    server.user(name="ollama system user", user="ollama", system=True, home="/usr/share/ollama",
+                shell="/bin/false", ensure_home=True, create_home=True)
+    files.directory(name="Ollama models directory", path=data.ollama_models_dir, user="ollama",
+                    group="ollama", mode="0755")
+    installed = install_release(data)
+    unit = files.template(name="Ollama unit", src=str(TEMPLATES / "ollama.service.j2"),
+                          dest="/etc/systemd/system/ollama.service")
+    override = files.template(name="Ollama settings (override.conf)", src=str(TEMPLATES / "ollama-override.conf.j2"),
+                              dest="/etc/systemd/system/ollama.service.d/override.conf",
+                              environment=environment(data))
+    changes = [op for op in (installed, unit, override) if op is not None]
+    systemd.daemon_reload(name="Reload systemd units", _if=any_changed(unit, override))
+    restart = systemd.service(name="Restart Ollama", service="ollama", running=True, enabled=True,
+                              restarted=True, _if=any_changed(*changes))
+    systemd.service(name="Ollama running and enabled", service="ollama", running=True, enabled=True)
+    address = client_address(data.ollama_host)
+    server.shell(name="Wait for Ollama's API",
+                 commands=[f"for i in $(seq 120); do curl -fsS --max-time 2 http://{address}/api/version "
+                           f"&& exit 0; sleep 0.5; done; echo 'Ollama did not answer on {address} within 60s: "
+                           f"journalctl -u ollama' >&2; exit 1"],
+                 _if=restart.did_change)
+    pull_models(data)

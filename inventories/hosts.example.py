@@ -1,0 +1,11 @@
+"""A static inventory: existing Debian hosts, settings from ./stack.toml (or $OLLASTACK_CONFIG).
+
+    cp inventories/hosts.example.py inventories/hosts.py   # edit the addresses
+    pyinfra -y inventories/hosts.py deploy/site.py
+"""
+
+from ollastack.inventory import stack_inventory
+
+servers = stack_inventory(hosts=[
+    {"name": "chat-1", "address": "192.0.2.10", "user": "debian"},
+])

@@ -1,0 +1,10 @@
+"""pyinfra inventory of the running lab hosts of the stack (``$OLLASTACK_CONFIG`` or ./stack.toml).
+
+    ollastack lab up && pyinfra -y inventories/lab.py deploy/site.py
+"""
+
+from ollastack import lab as _lab
+from ollastack.config import load_stack
+
+_stack = load_stack()
+lab = _lab.inventory(_stack)
