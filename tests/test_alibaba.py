@@ -4,7 +4,9 @@ stand-in in ``tests/alibaba_emulator.py`` (which checks every request's ACS3 sig
 from __future__ import annotations
 
 import io
+import ipaddress
 import runpy
+import socket
 from pathlib import Path
 
 import pytest
@@ -25,6 +27,22 @@ FAST = alibaba.Timing(poll_s=0, backoff_ms=0, wait_s=20)
 CREATES = ("CreateVpc", "CreateVSwitch", "CreateSecurityGroup", "AuthorizeSecurityGroup", "RevokeSecurityGroup",
            "ImportKeyPair", "RunInstances")
 PROXY_VARS = ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY", "all_proxy")
+
+
+@pytest.fixture(autouse=True)
+def _loopback_only(monkeypatch):
+    """Refuse any connection off loopback (the credentials chain would probe ECS metadata)."""
+    connect, refused = socket.socket.connect, []
+
+    def guarded(sock, address):
+        if sock.family in (socket.AF_INET, socket.AF_INET6) and not ipaddress.ip_address(address[0]).is_loopback:
+            refused.append(address[0])
+            raise ConnectionRefusedError(f"test refused a connection to {address[0]}")
+        return connect(sock, address)
+
+    monkeypatch.setattr(socket.socket, "connect", guarded)
+    yield
+    assert refused == [], f"tried to connect off loopback: {refused}"
 
 
 @pytest.fixture(autouse=True)
@@ -335,3 +353,22 @@ def test_inventory_file_reads_state(emu, keys, tmp_path, monkeypatch):
     ((address, data),) = inventory
     assert address == "127.0.0.1"
     assert data["ssh_user"] == "root" and data["ssh_key"] == str(keys[1]) and data["ollastack_name"] == "demo-1"
+
+
+def test_missing_credentials_are_explained(emu, keys, monkeypatch, tmp_path):
+    from alibabacloud_credentials.utils import auth_util
+
+    for var in ("ALIBABA_CLOUD_ACCESS_KEY_ID", "ALIBABA_CLOUD_ACCESS_KEY_SECRET"):
+        monkeypatch.delenv(var)
+    # The chain reads its switches at import time: turn off every source but the (empty) files.
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setattr(auth_util, "environment_ecs_metadata_disabled", "true")
+    monkeypatch.setattr(auth_util, "environment_cli_profile_disabled", "true")
+    monkeypatch.setattr(auth_util, "enable_oidc_credential", False)
+    monkeypatch.setattr(auth_util, "environment_credentials_uri", None)
+    monkeypatch.setattr(auth_util, "environment_credentials_file", str(tmp_path / "none"))
+    monkeypatch.setattr(auth_util, "environment_access_key_id", None)
+    monkeypatch.setattr(auth_util, "environment_access_key_secret", None)
+    with pytest.raises(CloudError, match="no usable Alibaba Cloud credentials: set ALIBABA_CLOUD_ACCESS_KEY_ID"):
+        up(make_stack(emu, keys))
+    assert emu.requests == []

@@ -70,6 +70,16 @@ HINTS = [
     ("InvalidRegionId", "check alibaba.region"),
     ("Throttling", "the API keeps throttling: wait a minute and run again"),
 ]
+# The create steps (methods of Steps) and what each needs; listed so that dependencies come first.
+DEPENDENCIES = {
+    "zone": [],
+    "image": [],
+    "key_pair": [],
+    "vpc": [],
+    "vswitch": ["vpc", "zone"],
+    "security_group": ["vpc"],
+    "instance": ["vswitch", "security_group", "key_pair", "image"],
+}
 DEFAULT_HINT = "run `ollastack up` again to resume, or `ollastack down` to remove what was created"
 
 
@@ -160,15 +170,13 @@ class Api:
             message = _one_line(str(exc.message or "")).removeprefix(f"code: {exc.status_code}, ")
             raise ApiError(f"Alibaba Cloud {action} failed: {code}: {message}; {_hint(code)}", code) from None
         except UnretryableException as exc:
+            if type(exc.inner_exception).__module__.startswith("alibabacloud_credentials"):
+                raise ApiError("no usable Alibaba Cloud credentials: set ALIBABA_CLOUD_ACCESS_KEY_ID and "
+                               "ALIBABA_CLOUD_ACCESS_KEY_SECRET, or configure a profile with `aliyun configure`") from None
             product = "ecs" if method.__self__ is self.ecs else "vpc"
             where = self.endpoints[product] or f"the {product.upper()} endpoint of {self.region}"
             raise ApiError(f"Alibaba Cloud {action}: cannot reach {where} ({_one_line(exc.inner_exception)}); "
                            f"check the network or alibaba.{product}_endpoint, then run again") from None
-        except Exception as exc:
-            if type(exc).__module__.startswith("alibabacloud_credentials"):
-                raise ApiError("no usable Alibaba Cloud credentials: set ALIBABA_CLOUD_ACCESS_KEY_ID and "
-                               "ALIBABA_CLOUD_ACCESS_KEY_SECRET, or configure a profile with `aliyun configure`") from None
-            raise
 
     def items(self, method: Callable, request: Any, outer: str, inner: str) -> list[dict[str, Any]]:
         """All pages of a Describe* call."""
@@ -449,15 +457,7 @@ def create(stack: Stack, state: StackState, progress: Progress, timing: Timing =
         hosts[0]["address"]        # the instance's public IP
     """
     steps = Steps(stack, state, progress, timing)
-    results = run_plan({
-        "zone": ([], steps.zone),
-        "image": ([], steps.image),
-        "key_pair": ([], steps.key_pair),
-        "vpc": ([], steps.vpc),
-        "vswitch": (["vpc", "zone"], steps.vswitch),
-        "security_group": (["vpc"], steps.security_group),
-        "instance": (["vswitch", "security_group", "key_pair", "image"], steps.instance),
-    }, timings, workers)
+    results = run_plan({name: (deps, getattr(steps, name)) for name, deps in DEPENDENCIES.items()}, timings, workers)
     address = results["instance"]
     hosts = [{"name": f"{stack.stack.name}-1", "address": address, "user": stack.alibaba.admin_username,
               "tls_names": [stack.tls.domain] if stack.tls.domain else [address]}]
