@@ -30,6 +30,7 @@ from urllib.parse import urlparse
 
 from ollastack.config import Stack
 from ollastack.inventory import pyinfra_hosts
+from ollastack.ssh import SshTimeout, wait_for_ssh
 from ollastack.state import write_atomic
 
 LAB_ENV = "OLLASTACK_LAB_DIR"
@@ -365,19 +366,6 @@ def _boot(host_dir: Path, name: str) -> int:
     return proc.pid
 
 
-def wait_for_ssh(address: str, private_key: str, timeout: float = 90) -> float:
-    """Seconds until ``ssh root@address true`` succeeds with the lab's known_hosts."""
-    started = time.monotonic()
-    cmd = ["ssh", "-i", private_key, "-o", "BatchMode=yes", "-o", "ConnectTimeout=3",
-           "-o", f"UserKnownHostsFile={known_hosts_path()}", "-o", "StrictHostKeyChecking=yes",
-           f"root@{address}", "true"]
-    while time.monotonic() - started < timeout:
-        if subprocess.run(cmd, capture_output=True).returncode == 0:
-            return time.monotonic() - started
-        time.sleep(0.5)
-    raise LabError(f"lab host {address} did not answer SSH within {timeout:.0f}s; see its console.log under {_hosts_dir()}")
-
-
 def up(stack: Stack, progress: Progress, count: int | None = None) -> list[dict[str, Any]]:
     """Make ``count`` (default ``lab.hosts``) hosts of the stack run, starting stopped ones, adding missing ones."""
     check_prerequisites()
@@ -411,7 +399,10 @@ def up(stack: Stack, progress: Progress, count: int | None = None) -> list[dict[
         progress(f"{name}: booting at {host['address']}")
     hosts = list_hosts(stack_name)
     for host in hosts:
-        took = wait_for_ssh(host["address"], str(private_key_file))
+        try:
+            took = wait_for_ssh(host["address"], "root", private_key_file, known_hosts_path(), timeout=90)
+        except SshTimeout as exc:
+            raise LabError(f"{exc}; see {_hosts_dir() / host['name'] / 'console.log'}") from None
         progress(f"{host['name']}: SSH ready ({took:.1f}s)")
     return [{k: h[k] for k in ("name", "address", "user")} for h in hosts]
 

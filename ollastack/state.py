@@ -25,6 +25,11 @@ def state_dir() -> Path:
     return Path(os.environ.get(STATE_ENV) or ".ollastack/state")
 
 
+def known_hosts_file(stack_name: str) -> Path:
+    """Where host keys of a stack's cloud/static hosts are remembered (trusted on first use)."""
+    return state_dir() / f"{stack_name}.known_hosts"
+
+
 def write_atomic(path: Path, text: str, mode: int = 0o600) -> None:
     """Replace ``path`` with ``text`` so readers see the old or the new file, never half of one."""
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,144 @@
+"""The ``ollastack`` command: validate, up, down, status, lab up/down/list, settings.
+
+Exit codes mean something to pipelines: 0 ok, 1 a failure on a host or in the cloud, 2 bad input
+(nothing was touched). Progress goes to stderr, so ``--json`` output on stdout stays parseable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from ollastack import lab, orchestrate
+from ollastack.cloud import CloudError, Progress
+from ollastack.config import ConfigError, Stack, iter_settings, load_stack
+
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+
+
+def _emit(args: argparse.Namespace, payload: Any, text: str) -> None:
+    print(json.dumps(payload, indent=2) if args.json else text)
+
+
+def cmd_validate(args: argparse.Namespace, stack: Stack) -> int:
+    _emit(args, {"ok": True, "stack": stack.stack.name, "provider": stack.stack.provider},
+          f"{args.config_path}: ok (stack {stack.stack.name!r}, provider {stack.stack.provider})")
+    return EXIT_OK
+
+
+def cmd_settings(args: argparse.Namespace) -> int:
+    rows = list(iter_settings())
+    if args.json:
+        print(json.dumps([{"name": n, "default": d, "description": doc} for n, d, doc in rows], indent=2))
+    else:
+        print(settings_markdown())
+    return EXIT_OK
+
+
+def settings_markdown() -> str:
+    """The README's settings table, generated from the stack description model."""
+    lines = ["| setting | default | what it does |", "|---|---|---|"]
+    for name, default, doc in iter_settings():
+        shown = json.dumps(default) if not isinstance(default, str) else (f'"{default}"' if default else '""')
+        lines.append(f"| `{name}` | `{shown}` | {doc} |")
+    return "\n".join(lines)
+
+
+def cmd_lab(args: argparse.Namespace, stack: Stack) -> int:
+    progress = Progress("lab: ")
+    if args.lab_command == "up":
+        hosts = lab.up(stack, progress, count=args.hosts)
+        _emit(args, hosts, "\n".join(f"{h['name']}\t{h['address']}" for h in hosts))
+    elif args.lab_command == "down":
+        removed = lab.down(None if args.all else stack.stack.name, progress)
+        _emit(args, {"removed": removed}, "\n".join(removed) or "nothing to remove")
+    else:
+        hosts = lab.list_hosts(None if args.all else stack.stack.name)
+        _emit(args, hosts, "\n".join(f"{h['name']}\t{h['address']}\t{'running' if h['running'] else 'stopped'}"
+                                      for h in hosts) or "no lab hosts")
+    return EXIT_OK
+
+
+def cmd_up(args: argparse.Namespace, stack: Stack) -> int:
+    result = orchestrate.up(stack, Progress(), config_path=str(args.config_path))
+    urls = "\n".join(h["url"] for h in result["hosts"])
+    _emit(args, result, f"ready:\n{urls}\ntrust the stack CA once: curl --cacert {result['ca']} {result['hosts'][0]['url']}"
+          if result.get("ca") else f"ready:\n{urls}")
+    return EXIT_OK if result["ok"] else EXIT_FAILED
+
+
+def cmd_down(args: argparse.Namespace, stack: Stack) -> int:
+    if not args.yes and sys.stdin.isatty():
+        answer = input(f"Delete every resource of stack {stack.stack.name!r} ({stack.stack.provider})? [y/N] ")
+        if answer.strip().lower() not in ("y", "yes"):
+            print("nothing was deleted", file=sys.stderr)
+            return EXIT_FAILED
+    elif not args.yes:
+        print("down deletes resources: pass --yes when running non-interactively", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    removed = orchestrate.down(stack, Progress())
+    _emit(args, {"removed": removed}, "\n".join(removed) or "nothing to remove")
+    return EXIT_OK
+
+
+def cmd_status(args: argparse.Namespace, stack: Stack) -> int:
+    report = orchestrate.status(stack)
+    lines = [f"stack {report['stack']} ({report['provider']})"]
+    for host in report["hosts"]:
+        lines.append(f"  {host['name']} {host['address']}: {host['https']}")
+    _emit(args, report, "\n".join(lines))
+    return EXIT_OK if all(h["ok"] for h in report["hosts"]) else EXIT_FAILED
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ollastack", description=__doc__.splitlines()[0])
+    parser.add_argument("--config", help="stack description (default: $OLLASTACK_CONFIG or ./stack.toml)")
+    parser.add_argument("--json", action="store_true", help="machine-readable output on stdout")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("validate", help="check the stack description; touches nothing")
+    sub.add_parser("settings", help="every setting with its default (markdown table)")
+    sub.add_parser("up", help="create hosts (lab or cloud), converge them, verify HTTPS, print the URL")
+    down = sub.add_parser("down", help="delete every resource this stack created")
+    down.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    sub.add_parser("status", help="hosts of the stack and whether HTTPS answers")
+    lab_parser = sub.add_parser("lab", help="local Debian hosts (systemd-nspawn) to try the stack")
+    lab_sub = lab_parser.add_subparsers(dest="lab_command", required=True)
+    lab_up = lab_sub.add_parser("up", help="start the stack's lab hosts")
+    lab_up.add_argument("--hosts", type=int, help="how many (default: lab.hosts)")
+    for name in ("down", "list"):
+        p = lab_sub.add_parser(name, help=f"{name} the stack's lab hosts")
+        p.add_argument("--all", action="store_true", help="every lab host on this machine, of any stack")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "settings":
+        return cmd_settings(args)
+    from ollastack.config import config_path
+    args.config_path = config_path(args.config)
+    try:
+        stack = load_stack(args.config_path)
+        if args.command == "lab" and args.lab_command == "up" and args.hosts is not None \
+                and not 1 <= args.hosts <= 8:
+            raise ConfigError("--hosts", [f"--hosts = {args.hosts}: expected 1 to 8"])
+    except ConfigError as exc:
+        print(exc.render(), file=sys.stderr)
+        return EXIT_BAD_INPUT
+    handlers = {"validate": cmd_validate, "up": cmd_up, "down": cmd_down, "status": cmd_status, "lab": cmd_lab}
+    try:
+        return handlers[args.command](args, stack)
+    except (lab.LabError, CloudError, orchestrate.ConvergeError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        print("interrupted: run the same command again to resume, or `ollastack down` to remove what was created",
+              file=sys.stderr)
+        return EXIT_FAILED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

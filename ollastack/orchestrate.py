@@ -1,0 +1,143 @@
+"""``ollastack up / down / status``: hosts (lab, cloud or static) -> converge (pyinfra) -> verify.
+
+Data flows one way: the stack description gives hosts (from the lab, a cloud provider or a static
+list), the provider's inventory file turns them into pyinfra hosts, and ``deploy/site.py`` converges
+them. This module never touches a host itself except to check that HTTPS answers.
+
+Example::
+
+    result = orchestrate.up(load_stack("stack.toml"), Progress(), config_path="stack.toml")
+    print(result["hosts"][0]["url"])
+"""
+
+from __future__ import annotations
+
+import os
+import ssl
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from ollastack import PROJECT_ROOT, certs, cloud, lab
+from ollastack.cloud import CloudError, Progress
+from ollastack.config import Stack
+from ollastack.ssh import SshTimeout, wait_for_ssh
+from ollastack.state import StackState, known_hosts_file, state_dir
+
+
+class ConvergeError(Exception):
+    """pyinfra reported a failure on at least one host."""
+
+
+def provision(stack: Stack, progress: Progress) -> list[dict[str, Any]]:
+    """Make the stack's hosts exist and accept SSH; returns {"name", "address", "user", ...} each."""
+    provider = stack.stack.provider
+    if provider == "lab":
+        return lab.up(stack, progress)
+    if provider == "static":
+        hosts = [{"name": h, "address": h, "user": stack.static.user} for h in stack.static.hosts]
+    else:
+        state = StackState.load(stack.stack.name, provider)
+        hosts = cloud.provider(provider).create(stack, state, progress)
+    _, private_key = stack.key_paths()
+    for host in hosts:
+        progress(f"{host['name']}: waiting for SSH on {host['address']}")
+        try:
+            took = wait_for_ssh(host["address"], host["user"], private_key, known_hosts_file(stack.stack.name),
+                                strict="accept-new", port=int(host.get("port") or 22))
+        except SshTimeout as exc:
+            raise CloudError(str(exc)) from None
+        progress(f"{host['name']}: SSH ready ({took:.1f}s)")
+    return hosts
+
+
+def _env(config_path: str) -> dict[str, str]:
+    """Environment for the pyinfra run: every path absolute, since pyinfra runs from the project root."""
+    env = dict(os.environ)
+    env["OLLASTACK_CONFIG"] = str(Path(config_path).resolve())
+    env["OLLASTACK_STATE_DIR"] = str(state_dir().resolve())
+    env["OLLASTACK_SSL_DIR"] = str(certs.ssl_dir("x").parent.resolve())
+    return env
+
+
+def converge(stack: Stack, config_path: str, progress: Progress) -> None:
+    """Run ``pyinfra -y inventories/<provider>.py deploy/site.py``, its output shown as progress."""
+    inventory = f"inventories/{stack.stack.provider}.py"
+    progress(f"converging with pyinfra ({inventory} deploy/site.py)")
+    cmd = [sys.executable, "-m", "pyinfra", "-y", inventory, "deploy/site.py"]
+    # pyinfra's own progress goes to stderr so that stdout stays free for --json.
+    result = subprocess.run(cmd, cwd=PROJECT_ROOT, env=_env(config_path), stdout=sys.stderr)
+    if result.returncode != 0:
+        raise ConvergeError(f"the converge failed on at least one host (pyinfra exit {result.returncode}); "
+                            "fix what it reported above and run `ollastack up` again: finished steps are skipped")
+
+
+def https_check(stack: Stack, host: dict[str, Any]) -> dict[str, Any]:
+    """Whether https://<name>/ answers with a certificate the client can verify."""
+    name = host_url_name(stack, host)
+    context = ssl.create_default_context()
+    ca = certs.ssl_dir(stack.stack.name) / "ca.pem"
+    if stack.tls.mode == "self-signed" and ca.exists():
+        context = ssl.create_default_context(cafile=str(ca))
+    url = f"https://{name}/"
+    request = urllib.request.Request(url)
+    try:
+        with urllib.request.urlopen(request, context=context, timeout=15) as response:
+            status = response.status
+    except urllib.error.HTTPError as exc:
+        status = exc.code
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        return {"url": url, "ok": False, "https": f"not answering: {reason}"}
+    return {"url": url, "ok": True, "https": f"HTTPS verified, HTTP {status}"}
+
+
+def host_url_name(stack: Stack, host: dict[str, Any]) -> str:
+    if stack.tls.domain:
+        return stack.tls.domain
+    return (host.get("tls_names") or [host["address"]])[0]
+
+
+def up(stack: Stack, progress: Progress, config_path: str) -> dict[str, Any]:
+    hosts = provision(stack, progress)
+    converge(stack, config_path, progress)
+    report = []
+    for host in hosts:
+        check = https_check(stack, host)
+        progress(f"{host['name']}: {check['https']}")
+        report.append({"name": host["name"], "address": host["address"], **check})
+    ca = certs.ssl_dir(stack.stack.name) / "ca.pem"
+    return {"ok": all(h["ok"] for h in report), "stack": stack.stack.name, "provider": stack.stack.provider,
+            "hosts": report, "ca": str(ca) if stack.tls.mode == "self-signed" else None}
+
+
+def down(stack: Stack, progress: Progress) -> list[str]:
+    provider = stack.stack.provider
+    if provider == "lab":
+        return lab.down(stack.stack.name, progress)
+    if provider == "static":
+        progress("static hosts are not created by ollastack: nothing to delete")
+        return []
+    state = StackState.load(stack.stack.name, provider)
+    removed = cloud.provider(provider).destroy(stack, state, progress)
+    known_hosts_file(stack.stack.name).unlink(missing_ok=True)
+    return removed
+
+
+def hosts_of(stack: Stack) -> list[dict[str, Any]]:
+    provider = stack.stack.provider
+    if provider == "lab":
+        return [h for h in lab.list_hosts(stack.stack.name) if h["running"]]
+    if provider == "static":
+        return [{"name": h, "address": h} for h in stack.static.hosts]
+    return StackState.load(stack.stack.name, provider).hosts
+
+
+def status(stack: Stack) -> dict[str, Any]:
+    hosts = []
+    for host in hosts_of(stack):
+        hosts.append({"name": host["name"], "address": host["address"], **https_check(stack, host)})
+    return {"stack": stack.stack.name, "provider": stack.stack.provider, "hosts": hosts}
