@@ -145,8 +145,8 @@ class Api:
     Example::
 
         api = Api(stack, Timing())
-        zones = api.ecs.describe_zones(ecs_models.DescribeZonesRequest(region_id=api.region))
         body = api.call(api.ecs.describe_zones, ecs_models.DescribeZonesRequest(region_id=api.region))
+        body["Zones"]["Zone"][0]["ZoneId"]
     """
 
     def __init__(self, stack: Stack, timing: Timing):
@@ -490,8 +490,8 @@ class Teardown:
         api, region, name = self.api, self.region, self.name
         ecs, vpc = ecs_models, vpc_models
 
-        def listing(method, request_type, outer, inner, **fixed):
-            return lambda **kw: api.items(method, request_type(region_id=region, **fixed, **kw), outer, inner)
+        def listing(method, request_type, outer, inner):
+            return lambda **kw: api.items(method, request_type(region_id=region, **kw), outer, inner)
 
         instances = listing(api.ecs.describe_instances, ecs.DescribeInstancesRequest, "Instances", "Instance")
         keys = listing(api.ecs.describe_key_pairs, ecs.DescribeKeyPairsRequest, "KeyPairs", "KeyPair")
