@@ -5,7 +5,7 @@ that ``ollastack.cloud.azure`` uses, over real HTTPS, to the real Azure SDK clie
 
 - ``/{tenant}/v2.0/.well-known/openid-configuration`` and ``/{tenant}/oauth2/v2.0/token``
   (client-credentials grant) so ``DefaultAzureCredential`` signs in through EnvironmentCredential;
-- resource groups (synchronous PUT, DELETE with ``202`` + ``Location`` polling);
+- resource groups (synchronous PUT, DELETE with ``202`` + ``Location`` polling, listing what they hold);
 - virtual networks (+ subnets), network security groups (+ security rules), public IPs, NICs,
   virtual machines (+ their managed OS disk): PUT answers ``201``/``200`` with an
   ``Azure-AsyncOperation`` header, DELETE answers ``202`` with a ``Location`` header;
@@ -35,6 +35,7 @@ import itertools
 import json
 import re
 import secrets
+import socket
 import ssl
 import tempfile
 import threading
@@ -51,6 +52,7 @@ RESOURCE_RE = re.compile(
     r"^/subscriptions/(?P<sub>[^/]+)/resourcegroups/(?P<rg>[^/]+)"
     r"(?:/providers/(?P<ns>[^/]+)/(?P<type>[^/]+)/(?P<name>[^/]+)(?:/(?P<child>[^/]+)/(?P<cname>[^/]+))?)?$",
     re.IGNORECASE)
+LIST_RE = re.compile(r"^/subscriptions/(?P<sub>[^/]+)/resourcegroups/(?P<rg>[^/]+)/resources$", re.IGNORECASE)
 OP_RE = re.compile(r"^/subscriptions/[^/]+" + OPS_PREFIX + r"/(asyncOperations|operationResults)/(?P<op>[^/]+)$",
                    re.IGNORECASE)
 CHILD_TYPES = {"subnets": "virtualNetworks", "securityrules": "networkSecurityGroups"}
@@ -188,7 +190,7 @@ class AzureEmulator:
     def remove(self, resource_id: str) -> None:
         """Delete a resource behind the client's back (someone used the portal)."""
         with self.lock:
-            self.resources.pop(resource_id.lower(), None)
+            self._delete_now(resource_id.lower())
 
     def add(self, resource_id: str, body: dict) -> None:
         """Create a resource directly (one that was not made by ollastack)."""
@@ -238,9 +240,25 @@ class AzureEmulator:
         return op
 
 
-def _rule_ports(rule: dict) -> list[str]:
-    props = rule.get("properties", {})
-    return [p for p in [props.get("destinationPortRange")] + props.get("destinationPortRanges", []) if p]
+def loopback_only(setattr_=setattr) -> None:
+    """Refuse every IP connection that is not to loopback: tests must never reach a real address.
+
+    ``setattr_`` lets pytest undo it (``loopback_only(monkeypatch.setattr)``); a child process
+    calls it plainly.
+    """
+    real_connect = socket.socket.connect
+
+    def connect(self, address):
+        if self.family in (socket.AF_INET, socket.AF_INET6):
+            try:
+                allowed = ipaddress.ip_address(address[0]).is_loopback
+            except ValueError:
+                allowed = False
+            if not allowed:
+                raise ConnectionRefusedError(f"test network guard: {address[0]} is not a loopback address")
+        return real_connect(self, address)
+
+    setattr_(socket.socket, "connect", connect)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -324,6 +342,9 @@ class _Handler(BaseHTTPRequestHandler):
             emu._advance()
             if rtype == "operations":
                 return self._poll(path)
+            listing = LIST_RE.match(path)
+            if listing and method == "GET":
+                return self._list(listing)
             if not match:
                 return self._error(404, "InvalidResourceType", f"No route for {path}.")
             if method == "GET":
@@ -404,6 +425,13 @@ class _Handler(BaseHTTPRequestHandler):
         if op.status == "Failed":
             reply["error"] = op.error
         self._reply(200, reply)
+
+    def _list(self, m: re.Match) -> None:
+        prefix = f"/subscriptions/{m['sub']}/resourcegroups/{m['rg']}/".lower()
+        if prefix.rstrip("/") not in self.emulator.resources:
+            return self._not_found(m)
+        self._reply(200, {"value": [{k: r[k] for k in ("id", "name", "type", "location", "tags")}
+                                    for key, r in sorted(self.emulator.resources.items()) if key.startswith(prefix)]})
 
     def _ids(self, m: re.Match) -> tuple[str, str, str]:
         """(resource id as sent, its key, the key of its top-level parent) for a matched path."""
@@ -541,7 +569,7 @@ class _Handler(BaseHTTPRequestHandler):
             os_disk.setdefault("managedDisk", {})["id"] = disk_id
             emu.resources[disk_id.lower()] = {
                 "id": disk_id, "name": disk_name, "type": "Microsoft.Compute/disks",
-                "location": stored["location"], "tags": dict(stored.get("tags", {})),
+                "location": stored["location"], "tags": {},   # Azure does not copy the VM's tags
                 "properties": {"diskSizeGB": os_disk.get("diskSizeGB", 30), "provisioningState": "Succeeded"}}
 
     def _delete(self, m: re.Match) -> None:

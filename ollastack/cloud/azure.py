@@ -457,12 +457,22 @@ class _Session:
                 self.forget(kind, name)
                 self.progress(f"{label}: not tagged {TAG}={self.stack.stack.name}, left in place")
                 return None
+            if kind == "resource_group":
+                self._refuse_if_shared(m["rg"], label)
             delete(*args).result()
         except (HttpResponseError, ClientAuthenticationError, ServiceRequestError) as exc:
             raise cloud_error(exc, f"deleting {label}") from None
         self.forget(kind, name)
         self.progress(f"{label}: deleted ({_seconds(started)})")
         return rid
+
+    def _refuse_if_shared(self, group: str, label: str) -> None:
+        """Deleting a group deletes all it holds: refuse while it holds what this stack did not create."""
+        others = [r.name for r in self.resources.resources.list_by_resource_group(group)
+                  if (r.tags or {}).get(TAG) != self.stack.stack.name]
+        if others:
+            raise CloudError(f"azure: {label} was kept: it also holds {', '.join(sorted(others))}, not created by "
+                             "ollastack; move or delete those, then run `ollastack down` again")
 
 
 def _same(have: Any, wanted: Any) -> bool:

@@ -1,0 +1,425 @@
+"""The Azure provider, driven through the real Azure SDK clients over HTTPS against the ARM stand-in
+in ``tests/azure_emulator.py`` (sign-in included: DefaultAzureCredential -> EnvironmentCredential ->
+the emulator's token endpoint). Assertions look at what the emulator received and holds."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import trustme
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519
+
+from ollastack.cloud import CloudError, azure
+from ollastack.config import ConfigError, parse_stack
+from ollastack.state import StackState
+from tests.azure_emulator import TAG, AzureEmulator, loopback_only
+
+ROOT = Path(__file__).resolve().parent.parent
+SUB = "00000000-0000-0000-0000-00000000c0de"
+SECRET = "emulator-secret"
+ADMIN = ["198.51.100.7/32"]
+KINDS = ["resource_group", "virtual_network", "network_security_group", "public_ip", "network_interface",
+         "virtual_machine"]
+STEPS = [("resourceGroups", "resource group"), ("virtualNetworks", "virtual network"),
+         ("networkSecurityGroups", "network security group"), ("publicIPAddresses", "public IP"),
+         ("networkInterfaces", "network interface"), ("virtualMachines", "virtual machine")]
+
+
+class Crash(Exception):
+    """The control machine dying mid-create (raised from the progress callback)."""
+
+
+@pytest.fixture(autouse=True)
+def _loopback_only(monkeypatch):
+    loopback_only(monkeypatch.setattr)
+
+
+@pytest.fixture(scope="module")
+def ca():
+    return trustme.CA()
+
+
+@pytest.fixture
+def keys(tmp_path):
+    key = ed25519.Ed25519PrivateKey.generate()
+    private, public = tmp_path / "id_ed25519", tmp_path / "id_ed25519.pub"
+    private.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
+                                          serialization.NoEncryption()))
+    private.chmod(0o600)
+    public.write_bytes(key.public_key().public_bytes(serialization.Encoding.OpenSSH,
+                                                     serialization.PublicFormat.OpenSSH) + b" test@ollastack\n")
+    return public, private
+
+
+@pytest.fixture
+def arm(ca, monkeypatch, tmp_path):
+    with AzureEmulator(ca, client_secret=SECRET) as emulator:
+        for var in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"):
+            monkeypatch.delenv(var, raising=False)
+        monkeypatch.setenv("REQUESTS_CA_BUNDLE", emulator.ca_bundle())
+        monkeypatch.setenv("AZURE_AUTHORITY_HOST", emulator.url)
+        monkeypatch.setenv("AZURE_TENANT_ID", "ollastack-tests")
+        monkeypatch.setenv("AZURE_CLIENT_ID", emulator.client_id)
+        monkeypatch.setenv("AZURE_CLIENT_SECRET", SECRET)
+        # Only EnvironmentCredential: no managed-identity probe of 169.254.169.254, no az CLI.
+        monkeypatch.setenv("AZURE_TOKEN_CREDENTIALS", "EnvironmentCredential")
+        monkeypatch.setenv("AZURE_SUBSCRIPTION_ID", SUB)
+        monkeypatch.setenv("OLLASTACK_STATE_DIR", str(tmp_path / "state"))
+        yield emulator
+
+
+@pytest.fixture
+def make_stack(arm, keys):
+    def make(name="demo", **azure_settings):
+        settings = {"resource_manager_url": arm.url, "polling_interval": 0, "dns_label": f"{name}-chat"}
+        settings.update(azure_settings)
+        admin = settings.pop("admin_cidrs", ADMIN)
+        return parse_stack({"stack": {"name": name, "provider": "azure"},
+                            "access": {"admin_cidrs": admin, "ssh_public_key": str(keys[0]),
+                                       "ssh_private_key": str(keys[1])},
+                            "azure": settings})
+    return make
+
+
+def up(stack, progress=None):
+    lines: list[str] = []
+    hosts = azure.create(stack, StackState.load(stack.stack.name, "azure"), progress or lines.append)
+    return hosts, lines
+
+
+def down(stack):
+    lines: list[str] = []
+    removed = azure.destroy(stack, StackState.load(stack.stack.name), lines.append)
+    return removed, lines
+
+
+def put_bodies(arm, rtype):
+    return [r.body for r in arm.seen("PUT", rtype) if r.status in (200, 201)]
+
+
+def rules_by_name(nsg_body):
+    return {r["name"]: r["properties"] for r in nsg_body["properties"]["securityRules"]}
+
+
+# -- a stack comes up -------------------------------------------------------------------------------
+def test_create_sends_locked_down_resources_and_returns_loopback_host(arm, make_stack, keys):
+    stack = make_stack()
+    [host], lines = up(stack)
+
+    assert ipaddress.ip_address(host["address"]).is_loopback
+    assert host == {"name": "demo-vm", "address": host["address"], "user": "ollastack",
+                    "tls_names": ["demo-chat.westeurope.cloudapp.azure.com"]}
+    [nsg] = put_bodies(arm, "networkSecurityGroups")
+    rules = rules_by_name(nsg)
+    allowed = {n: r for n, r in rules.items() if r["access"] == "Allow"}
+    assert allowed["allow-ssh-admin"]["sourceAddressPrefixes"] == ADMIN
+    assert allowed["allow-ssh-admin"]["destinationPortRange"] == "22"
+    assert allowed["allow-web"]["sourceAddressPrefix"] == "*"
+    assert sorted(allowed["allow-web"]["destinationPortRanges"]) == ["443", "80"]
+    open_ports = {p for r in allowed.values() for p in [r.get("destinationPortRange")] + r.get("destinationPortRanges", [])}
+    assert open_ports - {None} == {"22", "80", "443"}          # never 11434
+    assert all(r["direction"] == "Inbound" for r in rules.values())
+    assert (rules["deny-other-inbound"]["access"], rules["deny-other-inbound"]["destinationPortRange"]) == ("Deny", "*")
+
+    [vm] = put_bodies(arm, "virtualMachines")
+    props = vm["properties"]
+    assert props["hardwareProfile"]["vmSize"] == "Standard_NC4as_T4_v3"
+    assert props["storageProfile"]["imageReference"] == {"publisher": "Debian", "offer": "debian-12",
+                                                         "sku": "12-gen2", "version": "latest"}
+    assert props["storageProfile"]["osDisk"]["diskSizeGB"] == 64
+    assert props["storageProfile"]["osDisk"]["deleteOption"] == "Delete"
+    linux = props["osProfile"]["linuxConfiguration"]
+    assert linux["disablePasswordAuthentication"] is True
+    assert "adminPassword" not in props["osProfile"]
+    assert linux["ssh"]["publicKeys"] == [{"path": "/home/ollastack/.ssh/authorized_keys",
+                                          "keyData": keys[0].read_text().strip()}]
+    assert props["securityProfile"] == {"securityType": "Standard"}   # GPU size: no Secure Boot
+    [pip] = put_bodies(arm, "publicIPAddresses")
+    assert pip["properties"]["publicIPAllocationMethod"] == "Static"
+    assert pip["properties"]["dnsSettings"] == {"domainNameLabel": "demo-chat"}
+
+    for request in arm.seen("PUT"):
+        assert request.body["tags"] == {TAG: "demo"}, request.path
+    state = StackState.load("demo")
+    assert [r["kind"] for r in state.resources][0] == "resource_group"
+    assert sorted(r["kind"] for r in state.resources) == sorted(KINDS)
+    assert state.hosts == [host]
+    assert len(lines) == 6 and all("created" in line for line in lines)
+
+
+def test_network_resources_are_created_concurrently(ca, monkeypatch, make_stack, arm):
+    arm.lro_delay = 0.3
+    up(make_stack())
+    puts = {r.rtype: r for r in arm.seen("PUT") if r.rtype in ("virtualnetworks", "networksecuritygroups",
+                                                                 "publicipaddresses")}
+    done = [max(r.ended for r in arm.seen("GET", rtype)) for rtype in puts]
+    assert max(r.started for r in puts.values()) < min(done), "the three waited for each other"
+
+
+def test_cpu_size_keeps_azure_default_security_and_custom_settings(arm, make_stack):
+    up(make_stack(vm_size="Standard_D4s_v5", image="Debian:debian-12:12-gen2:0.20250101.1",
+                  os_disk_gb=40, admin_username="chat", resource_group="chat-rg", dns_label=""))
+    [vm] = put_bodies(arm, "virtualMachines")
+    assert "securityProfile" not in vm["properties"]
+    assert vm["properties"]["storageProfile"]["imageReference"]["version"] == "0.20250101.1"
+    assert vm["properties"]["storageProfile"]["osDisk"]["diskSizeGB"] == 40
+    assert vm["properties"]["osProfile"]["adminUsername"] == "chat"
+    assert all("/resourceGroups/chat-rg" in r.path or "/resourcegroups/chat-rg" in r.path.lower()
+               for r in arm.seen("PUT"))
+    assert StackState.load("demo").hosts[0]["tls_names"] == []
+
+
+def test_second_create_creates_nothing(arm, make_stack):
+    stack = make_stack()
+    first, _ = up(stack)
+    before = len(arm.requests)
+    second, lines = up(stack)
+    assert second == first
+    assert [r for r in arm.requests[before:] if r.method != "GET" and r.rtype] == []
+    assert len(lines) == 6 and all(": found" in line for line in lines)
+
+
+def test_changed_admin_cidr_updates_the_rule_in_place(arm, make_stack):
+    up(make_stack())
+    [nsg_before] = arm.find("networkSecurityGroups")
+    before = len(arm.requests)
+    new = ["198.51.100.7/32", "192.0.2.0/24"]
+    _, lines = up(make_stack(admin_cidrs=new))
+
+    changes = [r for r in arm.requests[before:] if r.method in ("PUT", "DELETE")]
+    assert [(r.method, r.path.rsplit("/", 2)[-2:]) for r in changes] == [("PUT", ["securityRules", "allow-ssh-admin"])]
+    assert changes[0].body["properties"]["sourceAddressPrefixes"] == new
+    [nsg_after] = arm.find("networkSecurityGroups")
+    assert nsg_after["properties"]["resourceGuid"] == nsg_before["properties"]["resourceGuid"]
+    assert rules_by_name(nsg_after)["allow-ssh-admin"]["sourceAddressPrefixes"] == new
+    assert any("allow-ssh-admin: updated in place" in line for line in lines)
+
+
+# -- throttling, server errors, failures -------------------------------------------------------------
+def test_throttling_and_server_errors_are_retried(arm, make_stack):
+    arm.inject("PUT", "publicIPAddresses", "throttle", times=3)
+    arm.inject("PUT", "virtualMachines", "server", status=503)
+    arm.inject("GET", "operations", "server", status=500)
+    [host], _ = up(make_stack())
+    assert [r.status for r in arm.seen("PUT", "publicIPAddresses")] == [429, 429, 429, 201]
+    assert [r.status for r in arm.seen("PUT", "virtualMachines")] == [503, 201]
+    assert 500 in [r.status for r in arm.seen("GET", "operations")]
+    assert len(arm.find("virtualMachines")) == 1 and host["address"]
+
+
+@pytest.mark.parametrize("rtype,label,kind,code", [
+    ("resourceGroups", "resource group", "error", "RequestDisallowedByPolicy"),
+    ("virtualNetworks", "virtual network", "error", "InvalidAddressPrefix"),
+    ("networkSecurityGroups", "network security group", "failed", "InternalServerError"),
+    ("publicIPAddresses", "public IP", "error", "PublicIPCountLimitReached"),
+    ("networkInterfaces", "network interface", "failed", "NetworkingInternalOperationError"),
+    ("virtualMachines", "virtual machine", "error", "SkuNotAvailable"),
+    ("virtualMachines", "virtual machine", "failed", "OSProvisioningTimedOut"),
+])
+def test_failure_at_each_step_then_destroy_leaves_nothing(arm, make_stack, rtype, label, kind, code):
+    stack = make_stack()
+    arm.inject("PUT", rtype, kind, code=code, message=f"Injected {code}.")
+    with pytest.raises(CloudError) as failure:
+        up(stack)
+    message = str(failure.value)
+    assert "\n" not in message and code in message and label in message
+    removed, _ = down(stack)
+    assert arm.stack_resources("demo") == []
+    assert arm.find("resourceGroups") == []
+    assert StackState.load("demo").resources == []
+    assert (removed == []) == (rtype == "resourceGroups")     # nothing was created before the group
+
+
+@pytest.mark.parametrize("label", [label for _, label in STEPS])
+def test_interrupted_create_resumes_without_duplicates(arm, make_stack, label):
+    stack = make_stack()
+
+    def crash_after(message):
+        if message.startswith(label + " "):
+            raise Crash(message)
+
+    with pytest.raises(Crash):
+        up(stack, crash_after)
+    [host], _ = up(stack)
+
+    for rtype, _ in STEPS:
+        assert len(arm.find(rtype)) == 1, rtype
+        assert len(put_bodies(arm, rtype)) == 1, f"{rtype} created twice"
+    assert len(arm.stack_resources("demo")) == 7            # + the VM's OS disk
+    down(stack)
+    assert arm.stack_resources("demo") == []
+
+
+def test_killed_create_process_is_resumed_then_destroyed(arm, make_stack, tmp_path):
+    stack = make_stack()
+    config = tmp_path / "stack.toml"
+    config.write_text(textwrap.dedent(f"""
+        [stack]
+        name = "demo"
+        provider = "azure"
+        [access]
+        admin_cidrs = {ADMIN!r}
+        ssh_public_key = "{stack.access.ssh_public_key}"
+        ssh_private_key = "{stack.access.ssh_private_key}"
+        [azure]
+        resource_manager_url = "{arm.url}"
+        polling_interval = 0
+    """).replace("'", '"'))
+    child = textwrap.dedent("""
+        from tests.azure_emulator import loopback_only
+        loopback_only()
+        from ollastack.cloud import azure
+        from ollastack.config import load_stack
+        from ollastack.state import StackState
+        stack = load_stack()
+        azure.create(stack, StackState.load(stack.stack.name, "azure"), print)
+    """)
+    hold = arm.inject("PUT", "virtualMachines", "hold")
+    env = {**os.environ, "OLLASTACK_CONFIG": str(config), "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([sys.executable, "-c", child], env=env, cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        assert hold.arrived.wait(60), proc.stdout.read().decode() if proc.poll() is not None else "no VM request"
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+    finally:
+        proc.kill()
+        hold.released.set()
+    assert proc.returncode == -signal.SIGKILL
+    recorded = [r["kind"] for r in StackState.load("demo").resources]
+    assert sorted(recorded) == sorted(KINDS)       # the VM was recorded before its request went out
+
+    [host], lines = up(stack)
+    assert sum(": found" in line for line in lines) == 6
+    assert len(arm.find("virtualMachines")) == 1
+    removed, _ = down(stack)
+    assert len(removed) == 6 and arm.stack_resources("demo") == []
+
+
+# -- errors explained in one line ---------------------------------------------------------------------
+def test_wrong_credentials_give_one_line_error(arm, make_stack, monkeypatch):
+    monkeypatch.setenv("AZURE_CLIENT_SECRET", "not-the-secret")
+    with pytest.raises(CloudError) as failure:
+        up(make_stack())
+    message = str(failure.value)
+    assert "\n" not in message
+    assert "AZURE_CLIENT_ID" in message and "AZURE_CLIENT_SECRET" in message and "az login" in message
+    assert "AADSTS7000215" in message and "not-the-secret" not in message
+    assert arm.seen("PUT") == [] and StackState.load("demo").resources == []
+
+
+def test_quota_error_is_surfaced_with_its_azure_code(arm, make_stack):
+    arm.inject("PUT", "virtualMachines", "error", status=409, code="OperationNotAllowed",
+               message="Operation could not be completed as it results in exceeding approved "
+                       "standardNCASv3_T4Family Cores quota. Current Limit: 0.")
+    with pytest.raises(CloudError) as failure:
+        up(make_stack())
+    message = str(failure.value)
+    assert message.startswith("azure: creating virtual machine demo-vm failed: OperationNotAllowed:")
+    assert "request more quota" in message and "\n" not in message
+
+
+def test_foreign_resource_with_our_name_is_not_adopted(arm, make_stack):
+    rg = f"/subscriptions/{SUB}/resourceGroups/demo-rg"
+    arm.add(rg, {"tags": {TAG: "demo"}})
+    arm.add(f"{rg}/providers/Microsoft.Network/publicIPAddresses/demo-ip", {"tags": {"owner": "someone"}})
+    with pytest.raises(CloudError, match="demo-ip .* is not tagged ollastack-stack=demo"):
+        up(make_stack())
+    with pytest.raises(CloudError, match="resource group demo-rg was kept: it also holds demo-ip"):
+        down(make_stack())
+    assert [r["name"] for r in arm.find("publicIPAddresses")] == ["demo-ip"]
+    assert [r["name"] for r in arm.find("resourceGroups")] == ["demo-rg"]
+
+
+# -- destroy ------------------------------------------------------------------------------------------
+def test_destroy_keeps_untagged_group_and_its_other_resources(arm, make_stack):
+    rg = f"/subscriptions/{SUB}/resourceGroups/shared-rg"
+    arm.add(rg, {"tags": {"team": "ml"}})
+    arm.add(f"{rg}/providers/Microsoft.Network/publicIPAddresses/other-ip", {})
+    stack = make_stack(resource_group="shared-rg")
+    up(stack)
+    removed, lines = down(stack)
+    assert len(removed) == 5 and not any(r.endswith("/shared-rg") for r in removed)
+    assert [r["name"] for r in arm.find("resourceGroups")] == ["shared-rg"]
+    assert [r["name"] for r in arm.find("publicIPAddresses")] == ["other-ip"]
+    assert arm.find("disks") == []
+    deletes = [r.rtype for r in arm.seen("DELETE")]
+    assert deletes.index("virtualmachines") < deletes.index("networkinterfaces") < deletes.index("publicipaddresses")
+
+
+def test_destroy_tolerates_resources_already_deleted(arm, make_stack):
+    stack = make_stack()
+    up(stack)
+    [vm] = arm.find("virtualMachines")
+    arm.remove(vm["id"])
+    removed, lines = down(stack)
+    assert vm["id"] not in removed and len(removed) == 5
+    assert any("virtual machine demo-vm: already gone" in line for line in lines)
+    assert arm.stack_resources("demo") == []
+    assert down(stack) == ([], [])
+
+
+def test_destroy_only_deletes_what_is_tagged_as_ours(arm, make_stack):
+    stack = make_stack()
+    up(stack)
+    [nic] = arm.find("networkInterfaces")
+    arm.resources[nic["id"].lower()]["tags"] = {TAG: "another-stack"}
+    with pytest.raises(CloudError, match="in use"):
+        down(stack)          # the NIC is left alone, so Azure refuses to delete what it still uses
+    assert arm.find("networkInterfaces") != [] and arm.find("virtualMachines") == []
+
+
+# -- settings and the inventory -----------------------------------------------------------------------
+def test_azure_provider_needs_a_subscription(keys, monkeypatch):
+    monkeypatch.delenv("AZURE_SUBSCRIPTION_ID", raising=False)
+    data = {"stack": {"provider": "azure"},
+            "access": {"ssh_public_key": str(keys[0]), "ssh_private_key": str(keys[1])}}
+    with pytest.raises(ConfigError, match="azure.subscription_id: .*AZURE_SUBSCRIPTION_ID"):
+        parse_stack(data)
+    monkeypatch.setenv("AZURE_SUBSCRIPTION_ID", SUB)
+    assert parse_stack(data).azure.subscription() == SUB
+    with pytest.raises(ConfigError) as bad:
+        parse_stack({**data, "azure": {"image": "debian-12", "resource_manager_url": "http://127.0.0.1:1",
+                                       "admin_username": "root", "cloud": "mars"}})
+    assert len(bad.value.problems) == 4
+
+
+@pytest.mark.parametrize("cloud,endpoint,authority", [
+    ("public", "https://management.azure.com/", "login.microsoftonline.com"),
+    ("china", "https://management.chinacloudapi.cn/", "login.chinacloudapi.cn"),
+    ("usgov", "https://management.usgovcloudapi.net/", "login.microsoftonline.us"),
+])
+def test_cloud_setting_picks_endpoint_and_authority(make_stack, monkeypatch, cloud, endpoint, authority):
+    monkeypatch.delenv("AZURE_AUTHORITY_HOST")
+    stack = make_stack(cloud=cloud, resource_manager_url="")
+    session = azure._Session(stack, StackState.load("demo", "azure"), print)
+    assert session.compute._config.credential_scopes[0].startswith(endpoint.rstrip("/"))
+    assert session.network._config.base_url == endpoint
+    environment = session.compute._config.credential.credentials[0]
+    assert environment._credential._authority == f"https://{authority}"
+
+
+def test_inventory_file_lists_the_vm(arm, make_stack, keys, tmp_path):
+    up(make_stack())
+    config = tmp_path / "stack.toml"
+    config.write_text(f'[stack]\nname = "demo"\nprovider = "azure"\n[access]\nssh_public_key = "{keys[0]}"\n'
+                      f'ssh_private_key = "{keys[1]}"\n')
+    env = {**os.environ, "OLLASTACK_CONFIG": str(config)}
+    out = subprocess.run(["pyinfra", str(ROOT / "inventories" / "azure.py"), "debug-inventory"], env=env,
+                         cwd=tmp_path, capture_output=True, text=True, timeout=60, check=True).stdout
+    address = re.search(r"^\[([0-9.]+)\]", out, re.MULTILINE).group(1)
+    data = json.loads(out.split("--> Data:", 1)[1].split("\n-->", 1)[0])
+    assert ipaddress.ip_address(address).is_loopback and "--> Groups: azure" in out
+    assert (data["ssh_user"], data["_sudo"], data["ollama_host"]) == ("ollastack", True, "127.0.0.1:11434")
+    assert data["tls_names"] == ["demo-chat.westeurope.cloudapp.azure.com"]
+    assert data["ssh_known_hosts_file"].endswith("state/demo.known_hosts")
