@@ -394,16 +394,18 @@ def test_azure_provider_needs_a_subscription(keys, monkeypatch):
     assert len(bad.value.problems) == 4
 
 
-@pytest.mark.parametrize("cloud,endpoint,authority", [
-    ("public", "https://management.azure.com/", "login.microsoftonline.com"),
-    ("china", "https://management.chinacloudapi.cn/", "login.chinacloudapi.cn"),
-    ("usgov", "https://management.usgovcloudapi.net/", "login.microsoftonline.us"),
+@pytest.mark.parametrize("cloud,endpoint,scope,authority", [
+    ("public", "https://management.azure.com/", "https://management.azure.com/.default", "login.microsoftonline.com"),
+    ("china", "https://management.chinacloudapi.cn/", "https://management.chinacloudapi.cn/.default",
+     "login.chinacloudapi.cn"),
+    ("usgov", "https://management.usgovcloudapi.net/", "https://management.core.usgovcloudapi.net/.default",
+     "login.microsoftonline.us"),
 ])
-def test_cloud_setting_picks_endpoint_and_authority(make_stack, monkeypatch, cloud, endpoint, authority):
+def test_cloud_setting_picks_endpoint_and_authority(make_stack, monkeypatch, cloud, endpoint, scope, authority):
     monkeypatch.delenv("AZURE_AUTHORITY_HOST")
     stack = make_stack(cloud=cloud, resource_manager_url="")
     session = azure._Session(stack, StackState.load("demo", "azure"), print)
-    assert session.compute._config.credential_scopes[0].startswith(endpoint.rstrip("/"))
+    assert session.compute._config.credential_scopes == [scope]
     assert session.network._config.base_url == endpoint
     environment = session.compute._config.credential.credentials[0]
     assert environment._credential._authority == f"https://{authority}"
@@ -416,7 +418,8 @@ def test_inventory_file_lists_the_vm(arm, make_stack, keys, tmp_path):
                       f'ssh_private_key = "{keys[1]}"\n')
     env = {**os.environ, "OLLASTACK_CONFIG": str(config)}
     out = subprocess.run(["pyinfra", str(ROOT / "inventories" / "azure.py"), "debug-inventory"], env=env,
-                         cwd=tmp_path, capture_output=True, text=True, timeout=60, check=True).stdout
+                         cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=60,
+                         check=True).stdout
     address = re.search(r"^\[([0-9.]+)\]", out, re.MULTILINE).group(1)
     data = json.loads(out.split("--> Data:", 1)[1].split("\n-->", 1)[0])
     assert ipaddress.ip_address(address).is_loopback and "--> Groups: azure" in out
