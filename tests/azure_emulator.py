@@ -240,13 +240,15 @@ class AzureEmulator:
         return op
 
 
-def loopback_only(setattr_=setattr) -> None:
+def loopback_only(setattr_=setattr) -> list[str]:
     """Refuse every IP connection that is not to loopback: tests must never reach a real address.
 
-    ``setattr_`` lets pytest undo it (``loopback_only(monkeypatch.setattr)``); a child process
-    calls it plainly.
+    Returns the list of refused addresses, so a test can check that nothing even tried (a
+    credential probing 169.254.169.254 would otherwise just fail quietly). ``setattr_`` lets
+    pytest undo it (``loopback_only(monkeypatch.setattr)``); a child process calls it plainly.
     """
     real_connect = socket.socket.connect
+    refused: list[str] = []
 
     def connect(self, address):
         if self.family in (socket.AF_INET, socket.AF_INET6):
@@ -255,10 +257,12 @@ def loopback_only(setattr_=setattr) -> None:
             except ValueError:
                 allowed = False
             if not allowed:
+                refused.append(str(address[0]))
                 raise ConnectionRefusedError(f"test network guard: {address[0]} is not a loopback address")
         return real_connect(self, address)
 
     setattr_(socket.socket, "connect", connect)
+    return refused
 
 
 class _Handler(BaseHTTPRequestHandler):

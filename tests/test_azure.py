@@ -41,7 +41,9 @@ class Crash(Exception):
 
 @pytest.fixture(autouse=True)
 def _loopback_only(monkeypatch):
-    loopback_only(monkeypatch.setattr)
+    refused = loopback_only(monkeypatch.setattr)
+    yield
+    assert refused == [], "something tried to leave loopback"
 
 
 @pytest.fixture(scope="module")
@@ -157,7 +159,7 @@ def test_create_sends_locked_down_resources_and_returns_loopback_host(arm, make_
     assert len(lines) == 6 and all("created" in line for line in lines)
 
 
-def test_network_resources_are_created_concurrently(ca, monkeypatch, make_stack, arm):
+def test_network_resources_are_created_concurrently(make_stack, arm):
     arm.lro_delay = 0.3
     up(make_stack())
     puts = {r.rtype: r for r in arm.seen("PUT") if r.rtype in ("virtualnetworks", "networksecuritygroups",

@@ -81,6 +81,8 @@ HINTS = {
 }
 AUTH_HINT = ("set AZURE_CLIENT_ID, AZURE_TENANT_ID and AZURE_CLIENT_SECRET (a service principal), "
              "or run `az login`")
+# Sign-in failures are ClientAuthenticationError, a subclass of HttpResponseError (without a response).
+SDK_ERRORS = (HttpResponseError, ServiceRequestError)
 RETRY_HINT = "run `ollastack up` again to finish, or `ollastack down` to remove what was created"
 
 
@@ -269,13 +271,13 @@ class _Session:
                 return existing
             self.record(kind, name, rid)
             result = put(body).as_dict()
-        except HttpResponseError as exc:
+        except SDK_ERRORS as exc:
             raise cloud_error(exc, f"creating {label}") from None
-        except (ClientAuthenticationError, ServiceRequestError) as exc:
-            raise cloud_error(exc, f"creating {label}") from None
-        verb = "created" if existing is None else "re-created (was " + \
-            existing["properties"].get("provisioningState", "?") + ")"
-        self.progress(f"{label}: {verb} ({_seconds(started)})")
+        if existing is None:
+            self.progress(f"{label}: created ({_seconds(started)})")
+        else:
+            was = existing["properties"].get("provisioningState")
+            self.progress(f"{label}: created again, it was {was} ({_seconds(started)})")
         self.found[kind] = result
         return result
 
@@ -304,7 +306,7 @@ class _Session:
                 return
             self.record("resource_group", self.group, self.rid())
             groups.create_or_update(self.group, {"location": self.stack.azure.location, "tags": self.tags})
-        except (HttpResponseError, ClientAuthenticationError, ServiceRequestError) as exc:
+        except SDK_ERRORS as exc:
             raise cloud_error(exc, f"creating {label}") from None
         self.progress(f"{label}: created ({_seconds(started)})")
 
@@ -460,7 +462,7 @@ class _Session:
             if kind == "resource_group":
                 self._refuse_if_shared(m["rg"], label)
             delete(*args).result()
-        except (HttpResponseError, ClientAuthenticationError, ServiceRequestError) as exc:
+        except SDK_ERRORS as exc:
             raise cloud_error(exc, f"deleting {label}") from None
         self.forget(kind, name)
         self.progress(f"{label}: deleted ({_seconds(started)})")
