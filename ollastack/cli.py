@@ -30,7 +30,9 @@ def cmd_validate(args: argparse.Namespace, stack: Stack) -> int:
 
 def cmd_settings(args: argparse.Namespace) -> int:
     rows = list(iter_settings())
-    if args.json:
+    if args.example:
+        print(example_toml(), end="")
+    elif args.json:
         print(json.dumps([{"name": n, "default": d, "description": doc} for n, d, doc in rows], indent=2))
     else:
         print(settings_markdown())
@@ -44,6 +46,36 @@ def settings_markdown() -> str:
         shown = json.dumps(default) if not isinstance(default, str) else (f'"{default}"' if default else '""')
         lines.append(f"| `{name}` | `{shown}` | {doc} |")
     return "\n".join(lines)
+
+
+def write_docs(root=None) -> None:
+    """Regenerate the README settings table and stack.example.toml from the model (``make docs``)."""
+    from ollastack import PROJECT_ROOT
+
+    root = root or PROJECT_ROOT
+    readme = (root / "README.md").read_text()
+    head, rest = readme.split("<!-- settings:start -->\n", 1)
+    _, tail = rest.split("<!-- settings:end -->", 1)
+    (root / "README.md").write_text(f"{head}<!-- settings:start -->\n{settings_markdown()}\n<!-- settings:end -->{tail}")
+    (root / "stack.example.toml").write_text(example_toml())
+
+
+def _toml_value(value: Any) -> str:
+    return json.dumps(value)
+
+
+def example_toml() -> str:
+    """``stack.example.toml``: every setting with its default and its one line of documentation."""
+    lines = ["# ollastack stack description: copy to stack.toml and edit. Every setting is shown with its",
+             "# default; delete what you do not change. `ollastack validate` checks the file.", ""]
+    section = None
+    for name, default, doc in iter_settings():
+        table, key = name.split(".", 1)
+        if table != section:
+            lines += ([""] if section else []) + [f"[{table}]"]
+            section = table
+        lines += [f"# {doc}", f"{key} = {_toml_value(default)}"]
+    return "\n".join(lines) + "\n"
 
 
 def cmd_lab(args: argparse.Namespace, stack: Stack) -> int:
@@ -98,7 +130,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--json", action="store_true", help="machine-readable output on stdout")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("validate", help="check the stack description; touches nothing")
-    sub.add_parser("settings", help="every setting with its default (markdown table)")
+    settings = sub.add_parser("settings", help="every setting with its default (markdown table)")
+    settings.add_argument("--example", action="store_true", help="print a stack.example.toml instead")
     sub.add_parser("up", help="create hosts (lab or cloud), converge them, verify HTTPS, print the URL")
     down = sub.add_parser("down", help="delete every resource this stack created")
     down.add_argument("--yes", action="store_true", help="do not ask for confirmation")

@@ -14,6 +14,8 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import ipaddress
 import json
 import os
@@ -366,12 +368,35 @@ def _boot(host_dir: Path, name: str) -> int:
     return proc.pid
 
 
+@contextlib.contextmanager
+def _locked():
+    """One lab change at a time on this machine (address allocation, bridge, image build)."""
+    lab_dir().mkdir(parents=True, exist_ok=True)
+    with open(lab_dir() / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
 def up(stack: Stack, progress: Progress, count: int | None = None) -> list[dict[str, Any]]:
     """Make ``count`` (default ``lab.hosts``) hosts of the stack run, starting stopped ones, adding missing ones."""
     check_prerequisites()
+    with _locked():
+        _start(stack, progress, count)
+    hosts = list_hosts(stack.stack.name)
+    _, private_key_file = stack.key_paths()
+    for host in hosts:
+        try:
+            took = wait_for_ssh(host["address"], "root", private_key_file, known_hosts_path(), timeout=90)
+        except SshTimeout as exc:
+            raise LabError(f"{exc}; see {_hosts_dir() / host['name'] / 'console.log'}") from None
+        progress(f"{host['name']}: SSH ready ({took:.1f}s)")
+    return [{k: h[k] for k in ("name", "address", "user")} for h in hosts]
+
+
+def _start(stack: Stack, progress: Progress, count: int | None) -> None:
     stack_name, subnet, release = stack.stack.name, stack.lab.subnet, stack.lab.release
     count = count or stack.lab.hosts
-    public_key_file, private_key_file = stack.key_paths()
+    public_key_file, _ = stack.key_paths()
     image = ensure_image(release, progress)
     ensure_network(subnet)
     public_key = public_key_file.read_text()
@@ -397,14 +422,6 @@ def up(stack: Stack, progress: Progress, count: int | None = None) -> list[dict[
         write_atomic(meta_path, json.dumps(host, indent=2) + "\n", mode=0o644)
         _write_known_hosts()
         progress(f"{name}: booting at {host['address']}")
-    hosts = list_hosts(stack_name)
-    for host in hosts:
-        try:
-            took = wait_for_ssh(host["address"], "root", private_key_file, known_hosts_path(), timeout=90)
-        except SshTimeout as exc:
-            raise LabError(f"{exc}; see {_hosts_dir() / host['name'] / 'console.log'}") from None
-        progress(f"{host['name']}: SSH ready ({took:.1f}s)")
-    return [{k: h[k] for k in ("name", "address", "user")} for h in hosts]
 
 
 def _stop(host: dict[str, Any], timeout: float = 20) -> None:
@@ -456,6 +473,11 @@ def _unmount_under(path: Path) -> None:
 def down(stack_name: str | None, progress: Progress) -> list[str]:
     """Stop and delete the stack's hosts (all lab hosts if ``stack_name`` is None); the bridge goes with the last."""
     check_prerequisites()
+    with _locked():
+        return _remove(stack_name, progress)
+
+
+def _remove(stack_name: str | None, progress: Progress) -> list[str]:
     removed = []
     for host in list_hosts(stack_name):
         _stop(host)

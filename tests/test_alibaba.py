@@ -17,7 +17,7 @@ from alibabacloud_tea_openapi.utils_models import Config
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from alibaba_emulator import AlibabaEmulator
+from tests.alibaba_emulator import AlibabaEmulator
 from ollastack.cloud import CloudError, Progress, alibaba
 from ollastack.config import parse_stack
 from ollastack.state import StackState

@@ -1,0 +1,18 @@
+# The two set-up commands of the README: `make install`, then `make test`.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+# Lab hosts (debootstrap + systemd-nspawn), their network (nftables, iproute2), SSH, zstd archives.
+APT_PACKAGES := debootstrap systemd-container nftables iproute2 openssh-client zstd curl ca-certificates
+PYTHON ?= python3
+
+.PHONY: install test docs
+install:
+	$(SUDO) apt-get update -qq
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(APT_PACKAGES)
+	$(PYTHON) -m pip install -q -e '.[test]'
+
+test:
+	$(PYTHON) -m pytest -v -rs --durations=15
+
+# After adding or changing a setting: regenerate the README table and stack.example.toml.
+docs:
+	$(PYTHON) -c "from ollastack.cli import write_docs; write_docs()"

@@ -1,0 +1,67 @@
+"""Shared fixtures: an SSH key pair, Ollama stand-in archives, lab stacks and a converged lab host.
+
+Lab tests (marker ``lab``) boot real Debian 12 hosts with systemd-nspawn; they need root and the
+tools `make install` puts on the machine. They share one stack (``citest``) whose hosts are
+removed at the end of the session.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.labkit import LabStack
+from tests.standin.build_archive import build_archive
+
+
+@pytest.fixture(scope="session")
+def workdir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("ollastack")
+
+
+@pytest.fixture(scope="session")
+def keypair(workdir) -> tuple[Path, Path]:
+    private = workdir / "id_ed25519"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "ollastack-tests", "-f", str(private)],
+                   check=True)
+    return private.with_suffix(".pub"), private
+
+
+@pytest.fixture(scope="session")
+def archives(workdir) -> dict[str, tuple[Path, str]]:
+    """Stand-in release archives: {"0.13.3": (path, sha256), "0.13.4-zst": ...}."""
+    out = {}
+    for version, fmt in (("0.13.3", "tgz"), ("0.13.4", "tar.zst")):
+        dest = workdir / f"archive-{version}"
+        dest.mkdir()
+        out[version] = build_archive(dest, version, fmt)
+    return out
+
+
+@pytest.fixture(scope="session")
+def lab_stack(workdir, keypair, archives):
+    if os.geteuid() != 0:
+        pytest.skip("lab tests need root")
+    stack = LabStack(workdir, keypair, archives)
+    yield stack
+    stack.ollastack("lab", "down")
+
+
+@pytest.fixture(scope="session")
+def lab_host(lab_stack) -> dict:
+    """One running lab host of the test stack (image built on first use)."""
+    result = lab_stack.ollastack("--json", "lab", "up", "--hosts", "1")
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)[0]
+
+
+@pytest.fixture(scope="session")
+def converged(lab_stack, lab_host) -> dict:
+    """The lab host after a first converge with the default test stack; returns pyinfra's report."""
+    lab_stack.write()
+    _, report = lab_stack.pyinfra()
+    return report

@@ -1,0 +1,69 @@
+"""Helpers of the lab tests: a rewritable stack description, the real pyinfra and ollastack CLIs, ssh."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from ollastack import PROJECT_ROOT, lab
+
+STACK = "citest"
+SSH_OPTS = ["-o", "BatchMode=yes", "-o", "ConnectTimeout=5"]
+
+
+class LabStack:
+    """A stack description for the lab tests, rewritten per test, plus helpers to converge and inspect."""
+
+    def __init__(self, workdir: Path, keypair, archives):
+        self.dir = workdir
+        self.keypair = keypair
+        self.archives = archives
+        self.path = workdir / "stack.toml"
+        self.env = dict(os.environ, OLLASTACK_CONFIG=str(self.path), OLLASTACK_SSL_DIR=str(workdir / "ssl"),
+                        OLLASTACK_STATE_DIR=str(workdir / "state"))
+        self.write()
+
+    def write(self, ollama: dict | None = None, extra: str = "") -> None:
+        archive, sha = self.archives["0.13.3"]
+        settings = {"archive": str(archive), "sha256": sha, "models": ["llama3.2:1b"]}
+        settings.update(ollama or {})
+        lines = "\n".join(f"{k} = {json.dumps(v)}" for k, v in settings.items())
+        public, private = self.keypair
+        self.path.write_text(
+            f'[stack]\nname = "{STACK}"\nprovider = "lab"\n\n'
+            f'[access]\nadmin_cidrs = ["198.51.100.0/24"]\nssh_public_key = "{public}"\nssh_private_key = "{private}"\n\n'
+            f"[ollama]\n{lines}\n\n{extra}")
+
+    def pyinfra(self, *extra: str, check: bool = True) -> tuple[subprocess.CompletedProcess, dict | None]:
+        """Run the real pyinfra CLI against the lab inventory; returns the process and its --json results."""
+        cmd = [sys.executable, "-m", "pyinfra", "-y", "--json", *extra, "inventories/lab.py", "deploy/site.py"]
+        result = subprocess.run(cmd, cwd=PROJECT_ROOT, env=self.env, capture_output=True, text=True, timeout=900)
+        lines = [line for line in result.stdout.splitlines() if line.startswith('{"plan"')]
+        report = json.loads(lines[-1]) if lines else None
+        if check and result.returncode != 0:
+            raise AssertionError(f"pyinfra failed ({result.returncode}):\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}")
+        return result, report
+
+    def ollastack(self, *args: str, timeout: int = 900) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "ollastack.cli", *args], env=self.env, capture_output=True,
+                              text=True, timeout=timeout)
+
+    @property
+    def ca(self) -> Path:
+        return self.dir / "ssl" / STACK / "ca.pem"
+
+
+def changed_ops(report: dict) -> list[str]:
+    """Names of the operations that changed something, from pyinfra's --json results."""
+    return [op["name"] for op in report["results"]["ops"] if op["success"]]
+
+
+def ssh(address: str, command: str, keypair, check: bool = True) -> subprocess.CompletedProcess:
+    result = subprocess.run(["ssh", "-i", str(keypair[1]), *SSH_OPTS, "-o", f"UserKnownHostsFile={lab.known_hosts_path()}",
+                             f"root@{address}", command], capture_output=True, text=True, timeout=300)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{command!r} failed on {address}: {result.stderr}")
+    return result
