@@ -284,17 +284,102 @@ class OpenWebUISection(Section):
     port: int = Field(8080, ge=1024, le=65535, description="Loopback port Open WebUI listens on; nginx proxies to it.")
 
 
+# ACME accounts need a mailbox on a real domain: Let's Encrypt refuses addresses like root@localhost.
+ACME_EMAIL_RE = re.compile(r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}$")
+ACME_SERVER_URL_RE = re.compile(r"^https://[A-Za-z0-9.-]+(:\d{1,5})?(/\S*)?$")
+ACME_SERVERS = {
+    "": "https://acme-v02.api.letsencrypt.org/directory",
+    "production": "https://acme-v02.api.letsencrypt.org/directory",
+    "staging": "https://acme-staging-v02.api.letsencrypt.org/directory",
+}
+
+
+def acme_directory(acme_server: str) -> str:
+    """The ACME directory URL of ``tls.acme_server``: ``acme_directory("staging")`` is Let's Encrypt staging's."""
+    return ACME_SERVERS.get(acme_server, acme_server)
+
+
 class TLSSection(Section):
     mode: Literal["self-signed", "letsencrypt"] = Field("self-signed", description="Where the certificate comes from.")
-    domain: str = Field("", description="Server name; empty: the host's address.")
+    domain: str = Field("", description="Server name; empty: the host's address (letsencrypt: the provider's DNS name, e.g. azure.dns_label).")
     days: int = Field(397, ge=30, le=825, description="Validity of self-signed server certificates.")
     renew_before_days: int = Field(30, ge=1, le=365, description="Re-issue a self-signed certificate this long before expiry.")
+    email: str = Field("", description="letsencrypt: ACME account e-mail (expiry notices); required in that mode.")
+    acme_server: str = Field("", description="letsencrypt: ACME directory: empty or production (Let's Encrypt), staging, or an https URL.")
+    acme_ca_bundle: ExistingFile = Field("", description="letsencrypt: CA file certbot trusts for a private ACME server (REQUESTS_CA_BUNDLE); empty: the system's.")
+    check_dns: bool = Field(True, description="letsencrypt: check from the control machine that the domain resolves to the host before requesting.")
+    dns_server: str = Field("", description="Resolver (ADDRESS or ADDRESS:PORT) for the DNS check; empty: the control machine's own.")
 
     @field_validator("domain")
     @classmethod
     def _domain(cls, value: str) -> str:
         if value and not DNS_NAME_RE.match(value):
             raise ValueError("expected a DNS name like chat.example.com")
+        return value
+
+    @field_validator("email")
+    @classmethod
+    def _acme_email(cls, value: str) -> str:
+        if value and not ACME_EMAIL_RE.match(value):
+            raise ValueError("expected an e-mail address on a public domain, like admin@example.com")
+        return value
+
+    @field_validator("acme_server")
+    @classmethod
+    def _acme_server(cls, value: str) -> str:
+        if value not in ACME_SERVERS and not ACME_SERVER_URL_RE.match(value):
+            raise ValueError("expected production, staging or an https URL of an ACME directory")
+        return value
+
+    @field_validator("dns_server")
+    @classmethod
+    def _dns_server(cls, value: str) -> str:
+        if value:
+            host, _, port = value.rpartition(":") if value.count(":") == 1 else (value, "", "53")
+            try:
+                ipaddress.ip_address(host)
+            except ValueError:
+                raise ValueError("expected an IPv4 address, optionally with :PORT, e.g. 10.0.0.2:53") from None
+            if not port.isdigit() or not 1 <= int(port) <= 65535:
+                raise ValueError("expected a port from 1 to 65535, e.g. 10.0.0.2:53")
+        return value
+
+
+NVIDIA_CUDA_KEY_FINGERPRINT = "EB693B3035CD5710E231E123A4B469963BF863CC"
+
+
+class GpuSection(Section):
+    mode: Literal["auto", "off", "required"] = Field(
+        "auto", description="NVIDIA driver: auto (install when an NVIDIA GPU is present), off, or required (fail without one).")
+    driver_branch: str = Field("570", description="Pinned NVIDIA driver branch (current Ollama needs 550 or newer).",
+                               pattern=r"^\d{3}$")
+    cuda_repo_url: str = Field("", description="NVIDIA CUDA apt repository; empty: NVIDIA's for the host's Debian release (a mirror may be given).")
+    cuda_key_url: str = Field("", description="Signing key of the repository (ASCII armored); empty: <cuda_repo_url>3bf863cc.pub.")
+    cuda_key_fingerprint: str = Field(NVIDIA_CUDA_KEY_FINGERPRINT,
+                                      description="Fingerprint the downloaded signing key must have; anything else is refused.")
+    secure_boot_signing: bool = Field(
+        False, description="Secure Boot is on and a MOK for DKMS module signing is enrolled: install anyway instead of stopping.")
+
+    @field_validator("driver_branch")
+    @classmethod
+    def _branch(cls, value: str) -> str:
+        if int(value) < 550:
+            raise ValueError("current Ollama needs driver 550 or newer; pick a branch like 570")
+        return value
+
+    @field_validator("cuda_repo_url", "cuda_key_url")
+    @classmethod
+    def _repo_url(cls, value: str) -> str:
+        if value and not re.match(r"^https?://[^\s/]+(/\S*)?$", value):
+            raise ValueError("expected an http(s) URL")
+        return value
+
+    @field_validator("cuda_key_fingerprint")
+    @classmethod
+    def _fingerprint(cls, value: str) -> str:
+        value = value.replace(" ", "").upper()
+        if not re.match(r"^[0-9A-F]{40}$", value):
+            raise ValueError("expected the key's 40 hexadecimal digit fingerprint (gpg --show-keys)")
         return value
 
 
@@ -318,6 +403,17 @@ class Stack(Section):
         if self.stack.provider == "azure" and not self.azure.subscription():
             raise ValueError("azure.subscription_id: provider = \"azure\" needs a subscription; "
                              "set azure.subscription_id or AZURE_SUBSCRIPTION_ID")
+        return self
+
+    @model_validator(mode="after")
+    def _letsencrypt_needs(self) -> "Stack":
+        if self.tls.mode != "letsencrypt":
+            return self
+        if not self.tls.email:
+            raise ValueError("tls.email: tls.mode = \"letsencrypt\" needs an ACME account e-mail, e.g. admin@example.com")
+        if not self.tls.domain and not (self.stack.provider == "azure" and self.azure.dns_label):
+            raise ValueError("tls.domain: tls.mode = \"letsencrypt\" needs a DNS name pointing at the host "
+                             "(or azure.dns_label); certificates are never issued for bare IP addresses")
         return self
 
     def key_paths(self) -> tuple[Path, Path]:
