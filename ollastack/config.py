@@ -345,44 +345,6 @@ class TLSSection(Section):
         return value
 
 
-NVIDIA_CUDA_KEY_FINGERPRINT = "EB693B3035CD5710E231E123A4B469963BF863CC"
-
-
-class GpuSection(Section):
-    mode: Literal["auto", "off", "required"] = Field(
-        "auto", description="NVIDIA driver: auto (install when an NVIDIA GPU is present), off, or required (fail without one).")
-    driver_branch: str = Field("570", description="Pinned NVIDIA driver branch (current Ollama needs 550 or newer).",
-                               pattern=r"^\d{3}$")
-    cuda_repo_url: str = Field("", description="NVIDIA CUDA apt repository; empty: NVIDIA's for the host's Debian release (a mirror may be given).")
-    cuda_key_url: str = Field("", description="Signing key of the repository (ASCII armored); empty: <cuda_repo_url>3bf863cc.pub.")
-    cuda_key_fingerprint: str = Field(NVIDIA_CUDA_KEY_FINGERPRINT,
-                                      description="Fingerprint the downloaded signing key must have; anything else is refused.")
-    secure_boot_signing: bool = Field(
-        False, description="Secure Boot is on and a MOK for DKMS module signing is enrolled: install anyway instead of stopping.")
-
-    @field_validator("driver_branch")
-    @classmethod
-    def _branch(cls, value: str) -> str:
-        if int(value) < 550:
-            raise ValueError("current Ollama needs driver 550 or newer; pick a branch like 570")
-        return value
-
-    @field_validator("cuda_repo_url", "cuda_key_url")
-    @classmethod
-    def _repo_url(cls, value: str) -> str:
-        if value and not re.match(r"^https?://[^\s/]+(/\S*)?$", value):
-            raise ValueError("expected an http(s) URL")
-        return value
-
-    @field_validator("cuda_key_fingerprint")
-    @classmethod
-    def _fingerprint(cls, value: str) -> str:
-        value = value.replace(" ", "").upper()
-        if not re.match(r"^[0-9A-F]{40}$", value):
-            raise ValueError("expected the key's 40 hexadecimal digit fingerprint (gpg --show-keys)")
-        return value
-
-
 class Stack(Section):
     """A whole stack description. Sections mirror the TOML tables."""
 
