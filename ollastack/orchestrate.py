@@ -19,6 +19,7 @@ import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from ollastack import PROJECT_ROOT, certs, cloud, lab
@@ -40,8 +41,11 @@ def provision(stack: Stack, progress: Progress) -> list[dict[str, Any]]:
     if provider == "static":
         hosts = [{"name": h, "address": h, "user": stack.static.user} for h in stack.static.hosts]
     else:
+        module = cloud.provider(provider)
+        for line in cloud_warnings(module, stack):
+            progress(line)
         state = StackState.load(stack.stack.name, provider)
-        hosts = cloud.provider(provider).create(stack, state, progress)
+        hosts = module.create(stack, state, progress)
     _, private_key = stack.key_paths()
     for host in hosts:
         progress(f"{host['name']}: waiting for SSH on {host['address']}")
@@ -52,6 +56,15 @@ def provision(stack: Stack, progress: Progress) -> list[dict[str, Any]]:
             raise CloudError(str(exc)) from None
         progress(f"{host['name']}: SSH ready ({took:.1f}s)")
     return hosts
+
+
+def cloud_warnings(module: ModuleType, stack: Stack) -> list[str]:
+    """Lines a provider wants shown before it creates anything (its optional ``warnings(stack)``).
+
+    Example: ``cloud_warnings(cloud.provider("alibaba"), stack)`` -> ["warning: ... needs an ICP filing ..."]
+    """
+    warn = getattr(module, "warnings", None)
+    return list(warn(stack)) if warn else []
 
 
 def _env(config_path: str) -> dict[str, str]:
@@ -123,6 +136,8 @@ def down(stack: Stack, progress: Progress) -> list[str]:
         return []
     state = StackState.load(stack.stack.name, provider)
     removed = cloud.provider(provider).destroy(stack, state, progress)
+    # A resource still recorded keeps the state file, so that the next `down` can finish the job.
+    state.remove_if_empty()
     known_hosts_file(stack.stack.name).unlink(missing_ok=True)
     return removed
 
