@@ -58,7 +58,7 @@ class LabStack:
 
 def changed_ops(report: dict) -> list[str]:
     """Names of the operations that changed something, from pyinfra's --json results."""
-    return [op["name"] for op in report["results"]["ops"] if op["success"]]
+    return [op["name"] for op in report["results"]["operations"] if op["success"]]
 
 
 def ssh(address: str, command: str, keypair, check: bool = True) -> subprocess.CompletedProcess:
