@@ -280,8 +280,86 @@ class OllamaSection(Section):
         return value
 
 
+EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+$")
+IMAGE_RE = re.compile(r"^[a-z0-9.-]+(:\d+)?/[a-z0-9._/-]+(:[A-Za-z0-9._-]{1,128}|@sha256:[0-9a-f]{64})$")
+INDEX_URL_RE = re.compile(r"^https?://\S+$")
+
+
 class OpenWebUISection(Section):
     port: int = Field(8080, ge=1024, le=65535, description="Loopback port Open WebUI listens on; nginx proxies to it.")
+    install: Literal["container", "pip", "none"] = Field(
+        "container", description="How Open WebUI runs: container (Podman, systemd unit), pip (venv installed with uv) or none.")
+    image: str = Field("ghcr.io/open-webui/open-webui:v0.12.4",
+                       description="Container image, fully qualified and pinned by tag or digest (podman auto-update needs it).")
+    image_archive: str = Field("", description="Local `podman save` archive pushed to the host and loaded instead of pulling `image`.")
+    autoupdate: bool = Field(True, description="Container route: label the container and enable podman-auto-update.timer (daily).")
+    version: str = Field("0.12.4", description="pip route: pinned open-webui release from the package index.",
+                         pattern=r"^\d+\.\d+\.\d+$")
+    index_url: str = Field("", description="pip route: package index (a mirror); empty: PyPI.")
+    torch_index_url: str = Field("https://download.pytorch.org/whl/cpu",
+                                 description="pip route: where the CPU build of torch comes from when find_links has none.")
+    find_links: str = Field("", description="pip route: local wheel directory pushed to the host and searched first (air-gapped installs).")
+    admin_email: str = Field("admin@example.com", description="Admin account created on first start.")
+    admin_password: SecretStr = Field(
+        SecretStr(""), description="Admin password; empty: generated once, kept 0600 on the control machine (`ollastack admin-password`).")
+    admin_name: str = Field("Admin", description="Display name of the admin account.")
+    enable_signup: bool = Field(False, description="Let visitors create accounts (they wait as default_user_role).")
+    default_user_role: Literal["pending", "user", "admin"] = Field("pending", description="Role of new accounts.")
+    offline: bool = Field(False, description="OFFLINE_MODE: no update checks or model downloads from the internet.")
+    openai_api_base_url: str = Field("", description="OpenAI-compatible API to offer besides Ollama; empty: ENABLE_OPENAI_API off.")
+    ollama_url: str = Field("", description="OLLAMA_BASE_URL; empty: the host's own Ollama (from ollama.host).")
+
+    @field_validator("image")
+    @classmethod
+    def _image(cls, value: str) -> str:
+        if not IMAGE_RE.match(value):
+            raise ValueError("expected a fully qualified, pinned image like ghcr.io/open-webui/open-webui:v0.12.4")
+        return value
+
+    @field_validator("image_archive")
+    @classmethod
+    def _image_archive(cls, value: str) -> str:
+        return _existing_file(value)
+
+    @field_validator("find_links")
+    @classmethod
+    def _find_links(cls, value: str) -> str:
+        if value and not _expand(value).is_dir():
+            raise ValueError(f"directory not found: {_expand(value)}")
+        return value
+
+    @field_validator("index_url", "torch_index_url", "openai_api_base_url", "ollama_url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if value and not INDEX_URL_RE.match(value):
+            raise ValueError("expected an http(s) URL")
+        return value.rstrip("/")
+
+    @field_validator("admin_email")
+    @classmethod
+    def _email(cls, value: str) -> str:
+        if not EMAIL_RE.match(value):
+            raise ValueError("expected an e-mail address like admin@example.com")
+        return value.lower()
+
+    def admin_password_for(self, stack_name: str) -> str:
+        """The admin password: the configured one, else one generated once and kept 0600 in the state dir.
+
+        Example::
+
+            password = stack.openwebui.admin_password_for(stack.stack.name)
+        """
+        if configured := self.admin_password.get_secret_value():
+            return configured
+        from ollastack.state import state_dir, write_atomic
+
+        path = state_dir() / f"{stack_name}.openwebui-admin-password"
+        if not path.exists():
+            import secrets
+
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_atomic(path, secrets.token_urlsafe(18) + "\n", mode=0o600)
+        return path.read_text().strip()
 
 
 # ACME accounts need a mailbox on a real domain: Let's Encrypt refuses addresses like root@localhost.
@@ -345,6 +423,44 @@ class TLSSection(Section):
         return value
 
 
+NVIDIA_CUDA_KEY_FINGERPRINT = "EB693B3035CD5710E231E123A4B469963BF863CC"
+
+
+class GpuSection(Section):
+    mode: Literal["auto", "off", "required"] = Field(
+        "auto", description="NVIDIA driver: auto (install when an NVIDIA GPU is present), off, or required (fail without one).")
+    driver_branch: str = Field("570", description="Pinned NVIDIA driver branch (current Ollama needs 550 or newer).",
+                               pattern=r"^\d{3}$")
+    cuda_repo_url: str = Field("", description="NVIDIA CUDA apt repository; empty: NVIDIA's for the host's Debian release (a mirror may be given).")
+    cuda_key_url: str = Field("", description="Signing key of the repository (ASCII armored); empty: <cuda_repo_url>3bf863cc.pub.")
+    cuda_key_fingerprint: str = Field(NVIDIA_CUDA_KEY_FINGERPRINT,
+                                      description="Fingerprint the downloaded signing key must have; anything else is refused.")
+    secure_boot_signing: bool = Field(
+        False, description="Secure Boot is on and a MOK for DKMS module signing is enrolled: install anyway instead of stopping.")
+
+    @field_validator("driver_branch")
+    @classmethod
+    def _branch(cls, value: str) -> str:
+        if int(value) < 550:
+            raise ValueError("current Ollama needs driver 550 or newer; pick a branch like 570")
+        return value
+
+    @field_validator("cuda_repo_url", "cuda_key_url")
+    @classmethod
+    def _repo_url(cls, value: str) -> str:
+        if value and not re.match(r"^https?://[^\s/]+(/\S*)?$", value):
+            raise ValueError("expected an http(s) URL")
+        return value
+
+    @field_validator("cuda_key_fingerprint")
+    @classmethod
+    def _fingerprint(cls, value: str) -> str:
+        value = value.replace(" ", "").upper()
+        if not re.match(r"^[0-9A-F]{40}$", value):
+            raise ValueError("expected the key's 40 hexadecimal digit fingerprint (gpg --show-keys)")
+        return value
+
+
 class Stack(Section):
     """A whole stack description. Sections mirror the TOML tables."""
 
@@ -357,6 +473,7 @@ class Stack(Section):
     ollama: OllamaSection = OllamaSection()
     openwebui: OpenWebUISection = OpenWebUISection()
     tls: TLSSection = TLSSection()
+    gpu: GpuSection = GpuSection()
 
     @model_validator(mode="after")
     def _provider_needs(self) -> "Stack":
@@ -383,7 +500,7 @@ class Stack(Section):
 
 
 # Sections whose settings travel to the hosts as pyinfra host data (``<section>_<field>``).
-HOST_SECTIONS = ("stack", "access", "ollama", "openwebui", "tls")
+HOST_SECTIONS = ("stack", "access", "ollama", "openwebui", "tls", "gpu")
 
 
 def config_path(explicit: str | None = None) -> Path:

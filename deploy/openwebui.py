@@ -1,0 +1,199 @@
+"""Open WebUI on loopback behind nginx, owned and connected to Ollama from its first start.
+
+Two routes (``openwebui.install``):
+
+- ``container``: the pinned image (pulled, or loaded from ``openwebui.image_archive``) run by a
+  systemd unit with Podman on the host network, bound to 127.0.0.1, data in the named volume
+  ``open-webui``.
+- ``pip``: a venv with Debian's python3.11 installed with uv (CPU torch first, from
+  ``openwebui.find_links`` or ``openwebui.torch_index_url``), run as the ``open-webui`` user with
+  ``DATA_DIR=/var/lib/open-webui/data``.
+
+Both get the same settings from a systemd drop-in (admin e-mail, signup off, Ollama URL,
+``ENABLE_PERSISTENT_CONFIG=false`` so that a changed setting applies on the next converge) and two
+0600 environment files: the admin password from the control machine, and ``WEBUI_SECRET_KEY``
+generated once on the host and never read back.
+
+Example::
+
+    from deploy.openwebui import openwebui
+    openwebui()
+"""
+
+from __future__ import annotations
+
+import shlex
+from io import StringIO
+from pathlib import Path
+
+from pyinfra import host
+from pyinfra.api import deploy
+from pyinfra.facts.files import File
+from pyinfra.operations import files, server, systemd
+from pyinfra.operations.util import any_changed
+
+from deploy.base import ensure_packages
+from deploy.defaults import DEFAULTS
+from deploy.facts import FileText
+from deploy.ollama import client_address
+from deploy.podman import ensure_image, podman
+from deploy.tls import server_names
+from ollastack import PROJECT_ROOT
+from ollastack.config import OpenWebUISection
+
+TEMPLATES = PROJECT_ROOT / "templates"
+UNIT = "/etc/systemd/system/open-webui.service"
+DROP_IN = "/etc/systemd/system/open-webui.service.d/override.conf"
+CONF_DIR = "/etc/open-webui"
+SECRET_KEY_ENV = f"{CONF_DIR}/secret-key.env"
+ADMIN_ENV = f"{CONF_DIR}/admin.env"
+HOME = "/var/lib/open-webui"
+VENV = "/opt/open-webui"
+UV_VENV = "/opt/ollastack/uv"
+UV_VERSION = "0.13.9"
+WHEELS = "/var/cache/ollastack/wheels"
+INSTALLED_MARKER = f"{VENV}/.ollastack-installed"
+# Variables passed from the unit's environment into the container (values never on the command line).
+SECRET_NAMES = ("WEBUI_SECRET_KEY", "WEBUI_ADMIN_PASSWORD")
+
+
+def ollama_url(data) -> str:
+    """``openwebui.ollama_url``, else the host's own Ollama: ``http://127.0.0.1:11434``."""
+    return data.openwebui_ollama_url or f"http://{client_address(data.ollama_host)}"
+
+
+def environment(data) -> dict[str, str]:
+    """The settings Open WebUI reads from its environment, from the ``openwebui_*`` host data."""
+    urls = [f"https://{name}" for name in server_names(data)]
+    env = {
+        "HOST": "127.0.0.1",
+        "PORT": str(data.openwebui_port),
+        "WEBUI_URL": urls[0],
+        "CORS_ALLOW_ORIGIN": ";".join(urls),
+        "OLLAMA_BASE_URL": ollama_url(data),
+        "ENABLE_OLLAMA_API": "true",
+        "ENABLE_OPENAI_API": "true" if data.openwebui_openai_api_base_url else "false",
+        "ENABLE_PERSISTENT_CONFIG": "false",
+        "WEBUI_ADMIN_EMAIL": data.openwebui_admin_email,
+        "WEBUI_ADMIN_NAME": data.openwebui_admin_name,
+        "ENABLE_SIGNUP": "true" if data.openwebui_enable_signup else "false",
+        "DEFAULT_USER_ROLE": data.openwebui_default_user_role,
+        "OFFLINE_MODE": "true" if data.openwebui_offline else "false",
+        "ANONYMIZED_TELEMETRY": "false",
+        "DO_NOT_TRACK": "true",
+        "SCARF_NO_ANALYTICS": "true",
+    }
+    if data.openwebui_openai_api_base_url:
+        env["OPENAI_API_BASE_URL"] = data.openwebui_openai_api_base_url
+    if data.openwebui_offline:
+        env["HF_HUB_OFFLINE"] = "1"
+    if data.openwebui_install == "pip":
+        env.update(DATA_DIR=f"{HOME}/data", STATIC_DIR=f"{HOME}/static", HOME=HOME)
+    return env
+
+
+def systemd_quoted(value: str) -> str:
+    """Escape a value for a double-quoted systemd string: ``systemd_quoted('a"b') == 'a\\\\"b'``."""
+    return value.replace("\\", "\\\\").replace('"', '\\"')
+
+
+def admin_password(data) -> str:
+    """The configured admin password, or the one generated once for this stack on the control machine."""
+    section = OpenWebUISection(admin_password=data.openwebui_admin_password)
+    return section.admin_password_for(data.stack_name)
+
+
+def secrets(data) -> list:
+    """The two 0600 environment files; returns the operations that changed them."""
+    files.directory(name="Open WebUI settings directory", path=CONF_DIR, mode="0700")
+    admin = files.put(name="Open WebUI admin password (0600)", mode="0600", dest=ADMIN_ENV,
+                      src=StringIO(f'WEBUI_ADMIN_PASSWORD="{systemd_quoted(admin_password(data))}"\n'))
+    changes = [admin]
+    if not host.get_fact(File, path=SECRET_KEY_ENV):
+        # Made on the host so the key never travels; kept across upgrades and re-installs.
+        changes.append(server.shell(
+            name="Generate WEBUI_SECRET_KEY (once per host)",
+            commands=[f"umask 077 && key=$(head -c 48 /dev/urandom | base64 -w0 | tr '+/' '-_') && "
+                      f"printf 'WEBUI_SECRET_KEY=%s\\n' \"$key\" > {SECRET_KEY_ENV}.new && "
+                      f"mv {SECRET_KEY_ENV}.new {SECRET_KEY_ENV}"]))
+    return changes
+
+
+def _local_wheels(data) -> list[Path]:
+    return sorted(Path(data.openwebui_find_links).expanduser().glob("*.whl")) if data.openwebui_find_links else []
+
+
+def install_pip(data):
+    """The venv with the pinned release; returns the install operation, or None when it is in place."""
+    ensure_packages(["python3-venv"], "Install python3-venv")
+    server.user(name="open-webui system user", user="open-webui", system=True, home=HOME, shell="/usr/sbin/nologin",
+                create_home=True)
+    for sub in ("data", "static"):
+        files.directory(name=f"Open WebUI {sub} directory", path=f"{HOME}/{sub}", user="open-webui",
+                        group="open-webui", mode="0750")
+    wheels = _local_wheels(data)
+    if wheels:
+        files.directory(name="Wheelhouse directory", path=WHEELS, mode="0755")
+        for wheel in wheels:
+            files.put(name=f"Push {wheel.name}", src=str(wheel), dest=f"{WHEELS}/{wheel.name}")
+    marker = f"open-webui=={data.openwebui_version}"
+    if host.get_fact(FileText, path=INSTALLED_MARKER) == marker:
+        return None
+    script = "/var/cache/ollastack/install-open-webui.sh"
+    files.template(name="Open WebUI install script", src=str(TEMPLATES / "openwebui-install.sh.j2"), dest=script,
+                   mode="0755", **install_arguments(data, [w.name for w in wheels], marker))
+    return server.shell(name=f"Install Open WebUI {data.openwebui_version} with uv", commands=[script])
+
+
+def install_arguments(data, wheel_names: list[str], marker: str) -> dict[str, str]:
+    """Index options of the install script; torch comes from the wheelhouse when it holds one.
+
+    Example: ``install_arguments(host.data, ["torch-2.13.0+cpu-cp311-....whl"], "open-webui==0.12.4")``
+    """
+    local = ["--find-links", WHEELS] if wheel_names else []
+    index = ["--index-url", data.openwebui_index_url] if data.openwebui_index_url else []
+    has_torch = any(name.startswith("torch-") for name in wheel_names)
+    torch = ["--no-index", *local] if has_torch else ["--index-url", data.openwebui_torch_index_url]
+    return {
+        "venv": VENV, "uv_venv": UV_VENV, "uv_version": UV_VERSION, "version": data.openwebui_version,
+        "marker": marker, "pip_args": shlex.join(index + local), "torch_args": shlex.join(torch),
+        "index_args": shlex.join(index + local),
+    }
+
+
+def unit(data):
+    """The route's systemd unit and the settings drop-in; returns both operations."""
+    route = data.openwebui_install
+    env = environment(data)
+    service = files.template(name=f"Open WebUI unit ({route})", src=str(TEMPLATES / f"openwebui-{route}.service.j2"),
+                             dest=UNIT, venv=VENV, home=HOME, port=data.openwebui_port, image=data.openwebui_image,
+                             autoupdate=data.openwebui_autoupdate, env_names=[*env, *SECRET_NAMES],
+                             env_files=[SECRET_KEY_ENV, ADMIN_ENV])
+    drop_in = files.template(name="Open WebUI settings (override.conf)",
+                             src=str(TEMPLATES / "openwebui-override.conf.j2"), dest=DROP_IN,
+                             # "%" starts a unit specifier; doubled it stays a literal percent sign.
+                             environment={k: systemd_quoted(v).replace("%", "%%") for k, v in env.items()})
+    return service, drop_in
+
+
+@deploy("Open WebUI", data_defaults=DEFAULTS)
+def openwebui():
+    data = host.data
+    if data.openwebui_install == "none":
+        return
+    if data.openwebui_install == "container":
+        podman()
+        installed = ensure_image(data.openwebui_image, data.openwebui_image_archive)
+    else:
+        installed = install_pip(data)
+    changes = [op for op in (installed, *secrets(data), *unit(data)) if op is not None]
+    systemd.daemon_reload(name="Reload systemd units", _if=any_changed(*changes))
+    restart = systemd.service(name="Restart Open WebUI", service="open-webui", running=True, enabled=True,
+                              restarted=True, _if=any_changed(*changes))
+    systemd.service(name="Open WebUI running and enabled", service="open-webui", running=True, enabled=True)
+    port = data.openwebui_port
+    server.shell(name="Wait for Open WebUI to be healthy",
+                 commands=[f"for i in $(seq 600); do curl -fsS --max-time 2 http://127.0.0.1:{port}/health >/dev/null "
+                           f"&& exit 0; sleep 0.5; done; echo 'Open WebUI did not answer on 127.0.0.1:{port} within "
+                           f"5 minutes: journalctl -u open-webui' >&2; exit 1"],
+                 _if=restart.did_change)

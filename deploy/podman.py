@@ -1,0 +1,65 @@
+"""Podman from Debian, for the container route of Open WebUI (rootful, host network, systemd units).
+
+Debian 12 ships Podman 4.3 (no Quadlet): containers run from plain systemd units that call
+``podman run`` (see ``templates/openwebui-container.service.j2``).
+"""
+
+from __future__ import annotations
+
+from pyinfra import host
+from pyinfra.api import FactBase, deploy
+from pyinfra.operations import files, server, systemd
+
+from deploy.base import ensure_packages
+from deploy.defaults import DEFAULTS
+
+PACKAGES = ["podman", "crun", "conmon", "catatonit"]
+IMAGE_CACHE = "/var/cache/ollastack/images"
+
+
+class PodmanImageId(FactBase[str | None]):
+    """Id of a local image, or None when Podman does not have it.
+
+    Example: ``host.get_fact(PodmanImageId, image="ghcr.io/open-webui/open-webui:v0.12.4")``
+    """
+
+    def command(self, image: str) -> str:
+        return f"podman image inspect --format '{{{{.Id}}}}' {image} 2>/dev/null || true"
+
+    def process(self, output):
+        text = "".join(output).strip()
+        return text or None
+
+
+def ensure_image(image: str, archive: str):
+    """Make ``image`` present: ``podman load`` from a local archive when given, else ``podman pull``.
+
+    Returns the operation that brought a new image (or None when nothing was needed), so the caller
+    restarts its container only then.
+
+    Example: ``loaded = ensure_image("ghcr.io/open-webui/open-webui:v0.12.4", "/srv/openwebui.tar")``
+    """
+    if archive:
+        remote = f"{IMAGE_CACHE}/{archive.rsplit('/', 1)[-1]}"
+        files.directory(name="Image archive cache", path=IMAGE_CACHE, mode="0700")
+        pushed = files.put(name="Push image archive", src=archive, dest=remote, mode="0600")
+        missing = host.get_fact(PodmanImageId, image=image) is None
+        # A re-pushed archive may carry a new build under the same tag: load it again.
+        if missing or pushed.will_change:
+            return server.shell(name=f"Load {image} from the archive",
+                                commands=[f"podman load -q -i {remote}",
+                                          f"podman image exists {image} || {{ echo '{remote} does not contain "
+                                          f"{image}: set openwebui.image to the tag inside the archive' >&2; exit 1; }}"])
+        return None
+    if host.get_fact(PodmanImageId, image=image) is None:
+        return server.shell(name=f"Pull {image}", commands=[f"podman pull -q {image}"], _retries=2, _retry_delay=10)
+    return None
+
+
+@deploy("Podman", data_defaults=DEFAULTS)
+def podman():
+    """Podman and its auto-update timer (``openwebui.autoupdate``)."""
+    ensure_packages(PACKAGES, "Install Podman")
+    enabled = bool(host.data.openwebui_autoupdate)
+    systemd.service(name="podman-auto-update.timer " + ("enabled" if enabled else "disabled"),
+                    service="podman-auto-update.timer", running=enabled, enabled=enabled)
