@@ -1,9 +1,16 @@
-"""TLS material for nginx: a certificate from the stack's private CA (self-signed mode)."""
+"""TLS material for nginx in /etc/ollastack/tls: from the stack's private CA, or from Let's Encrypt.
+
+In self-signed mode the certificate comes from the stack CA (``ollastack/certs.py``). In letsencrypt
+mode ``deploy/certbot.py`` fills the same files; this component then only bootstraps them with a
+stack-CA certificate on a fresh host, because nginx cannot start its 443 server without one and
+certbot needs nginx to answer the HTTP-01 challenge.
+"""
 
 from __future__ import annotations
 
 from pyinfra import host
 from pyinfra.api import deploy
+from pyinfra.facts.files import File
 from pyinfra.operations import files
 
 from deploy.defaults import DEFAULTS
@@ -21,9 +28,20 @@ def server_names(data) -> list[str]:
     return names
 
 
+def certificate_domain(data) -> str:
+    """The one name a Let's Encrypt certificate is for: ``tls.domain``, else the provider's DNS name, else ""."""
+    return data.tls_domain or next(iter(data.tls_names), "")
+
+
 @deploy("TLS", data_defaults=DEFAULTS)
 def tls():
+    """Push the stack-CA certificate; returns the operations that replaced files nginx reads.
+
+    Example (deploy/site.py): ``nginx(tls_changes=tls())``
+    """
     data = host.data
+    if data.tls_mode == "letsencrypt" and host.get_fact(File, path=f"{TLS_DIR}/fullchain.pem"):
+        return []
     stack_dir = certs.ssl_dir(data.stack_name)
     ca_cert, _ = certs.ensure_ca(stack_dir)
     label = data.ollastack_name or host.name

@@ -120,6 +120,9 @@ def cmd_status(args: argparse.Namespace, stack: Stack) -> int:
     lines = [f"stack {report['stack']} ({report['provider']})"]
     for host in report["hosts"]:
         lines.append(f"  {host['name']} {host['address']}: {host['https']}")
+        cert = host["certificate"]
+        lines.append(f"    certificate: {cert['error']}" if "error" in cert else
+                     f"    certificate: issued by {cert['issuer']}, expires in {cert['days_left']} days ({cert['not_after']})")
     _emit(args, report, "\n".join(lines))
     return EXIT_OK if all(h["ok"] for h in report["hosts"]) else EXIT_FAILED
 
@@ -164,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     handlers = {"validate": cmd_validate, "up": cmd_up, "down": cmd_down, "status": cmd_status, "lab": cmd_lab}
     try:
         return handlers[args.command](args, stack)
-    except (lab.LabError, CloudError, orchestrate.ConvergeError) as exc:
+    except (lab.LabError, CloudError, orchestrate.ConvergeError, orchestrate.PreflightError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_FAILED
     except KeyboardInterrupt:

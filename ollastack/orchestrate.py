@@ -12,17 +12,20 @@ Example::
 
 from __future__ import annotations
 
+import http.client
 import os
+import socket
 import ssl
 import subprocess
 import sys
+import tempfile
 import urllib.error
 import urllib.request
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from ollastack import PROJECT_ROOT, certs, cloud, lab
+from ollastack import PROJECT_ROOT, certs, cloud, dnscheck, lab
 from ollastack.cloud import CloudError, Progress
 from ollastack.config import Stack
 from ollastack.ssh import SshTimeout, wait_for_ssh
@@ -31,6 +34,10 @@ from ollastack.state import StackState, known_hosts_file, state_dir
 
 class ConvergeError(Exception):
     """pyinfra reported a failure on at least one host."""
+
+
+class PreflightError(Exception):
+    """Something outside the hosts would make the converge fail (e.g. DNS for Let's Encrypt); nothing was requested."""
 
 
 def provision(stack: Stack, progress: Progress) -> list[dict[str, Any]]:
@@ -88,6 +95,21 @@ def converge(stack: Stack, config_path: str, progress: Progress) -> None:
                             "fix what it reported above and run `ollastack up` again: finished steps are skipped")
 
 
+class _HostHTTPSConnection(http.client.HTTPSConnection):
+    """HTTPS to one host's address, with SNI, certificate name check and Host header for ``name``.
+
+    The DNS pre-flight has already said where ``name`` points; this checks what that host serves.
+    """
+
+    def __init__(self, name: str, address: str, **kwargs: Any):
+        super().__init__(name, 443, **kwargs)
+        self._address = address
+
+    def connect(self) -> None:
+        sock = socket.create_connection((self._address, self.port), self.timeout)
+        self.sock = self._context.wrap_socket(sock, server_hostname=self.host)
+
+
 def https_check(stack: Stack, host: dict[str, Any]) -> dict[str, Any]:
     """Whether https://<name>/ answers with a certificate the client can verify."""
     name = host_url_name(stack, host)
@@ -96,6 +118,16 @@ def https_check(stack: Stack, host: dict[str, Any]) -> dict[str, Any]:
     if stack.tls.mode == "self-signed" and ca.exists():
         context = ssl.create_default_context(cafile=str(ca))
     url = f"https://{name}/"
+    if stack.tls.mode == "letsencrypt":
+        connection = _HostHTTPSConnection(name, host["address"], context=context, timeout=15)
+        try:
+            connection.request("GET", "/")
+            status = connection.getresponse().status
+        except OSError as exc:
+            return {"url": url, "ok": False, "https": f"not answering: {exc}"}
+        finally:
+            connection.close()
+        return {"url": url, "ok": True, "https": f"HTTPS verified, HTTP {status}"}
     request = urllib.request.Request(url)
     try:
         with urllib.request.urlopen(request, context=context, timeout=15) as response:
@@ -108,6 +140,37 @@ def https_check(stack: Stack, host: dict[str, Any]) -> dict[str, Any]:
     return {"url": url, "ok": True, "https": f"HTTPS verified, HTTP {status}"}
 
 
+def served_certificate(address: str, name: str) -> dict[str, Any]:
+    """What a host serves on 443 for ``name``: ``certs.describe()`` fields, or {"error": ...}.
+
+    Not verified on purpose: status reports an expired or untrusted certificate instead of hiding it.
+    Example: ``served_certificate("10.213.0.10", "chat.example.com")["days_left"]``
+    """
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    try:
+        with socket.create_connection((address, 443), timeout=10) as sock, \
+                context.wrap_socket(sock, server_hostname=name) as tls:
+            der = tls.getpeercert(binary_form=True)
+    except OSError as exc:
+        return {"error": f"no TLS handshake: {exc}"}
+    with tempfile.NamedTemporaryFile("w", suffix=".pem") as pem:
+        pem.write(ssl.DER_cert_to_PEM_cert(der))
+        pem.flush()
+        return certs.describe(pem.name)
+
+
+def dns_preflight(stack: Stack, hosts: list[dict[str, Any]]) -> None:
+    """Raise PreflightError unless each host's Let's Encrypt domain resolves to that host (tls.check_dns)."""
+    if stack.tls.mode != "letsencrypt" or not stack.tls.check_dns:
+        return
+    problems = [problem for host in hosts
+                if (problem := dnscheck.domain_problem(host_url_name(stack, host), host["address"], stack.tls.dns_server))]
+    if problems:
+        raise PreflightError("; ".join(problems) + " (nothing was requested from the ACME server)")
+
+
 def host_url_name(stack: Stack, host: dict[str, Any]) -> str:
     if stack.tls.domain:
         return stack.tls.domain
@@ -116,6 +179,7 @@ def host_url_name(stack: Stack, host: dict[str, Any]) -> str:
 
 def up(stack: Stack, progress: Progress, config_path: str) -> dict[str, Any]:
     hosts = provision(stack, progress)
+    dns_preflight(stack, hosts)
     converge(stack, config_path, progress)
     report = []
     for host in hosts:
@@ -154,5 +218,6 @@ def hosts_of(stack: Stack) -> list[dict[str, Any]]:
 def status(stack: Stack) -> dict[str, Any]:
     hosts = []
     for host in hosts_of(stack):
-        hosts.append({"name": host["name"], "address": host["address"], **https_check(stack, host)})
+        hosts.append({"name": host["name"], "address": host["address"], **https_check(stack, host),
+                      "certificate": served_certificate(host["address"], host_url_name(stack, host))})
     return {"stack": stack.stack.name, "provider": stack.stack.provider, "hosts": hosts}

@@ -1,0 +1,116 @@
+"""Let's Encrypt certificates with certbot (``tls.mode = "letsencrypt"``): issue once, renew by timer.
+
+HTTP-01 goes through nginx's webroot location (``/.well-known/acme-challenge/`` from
+/var/www/ollastack-acme), so nginx is never stopped. nginx reads copies of the certificate in
+/etc/ollastack/tls, written by a certbot deploy hook that also reloads nginx: the certbot timer's
+renewals are served without anyone running a converge. A converge requests a certificate only when
+none is there for the domain, it came from another ACME server, or it is due for renewal.
+"""
+
+from __future__ import annotations
+
+import shlex
+
+from pyinfra import host
+from pyinfra.api import FactBase, deploy
+from pyinfra.operations import files, server, systemd
+
+from deploy.base import ensure_packages
+from deploy.defaults import DEFAULTS
+from deploy.nginx import ACME_ROOT
+from deploy.tls import TLS_DIR, certificate_domain
+from ollastack import PROJECT_ROOT
+from ollastack.config import acme_directory
+
+TEMPLATES = PROJECT_ROOT / "templates"
+HOOK = "/etc/letsencrypt/renewal-hooks/deploy/ollastack-nginx"
+ISSUE_SCRIPT = "/usr/local/lib/ollastack/certbot-issue.py"
+ACME_CA = "/etc/ollastack/acme-ca.pem"
+CERTBOT_DROPIN = "/etc/systemd/system/certbot.service.d/ollastack.conf"
+# certbot renews 30 days before expiry; a converge uses the same window so both agree on "due".
+RENEW_WINDOW_S = 30 * 86400
+
+
+class LetsEncryptCertificate(FactBase[dict]):
+    """The certbot lineage of one domain: ``exists``, ``due`` (for renewal), ``server``, ``installed``.
+
+    ``installed`` means nginx's files in /etc/ollastack/tls are this lineage's current certificate.
+
+    Example: ``host.get_fact(LetsEncryptCertificate, domain="chat.example.com")["due"]``
+    """
+
+    def command(self, domain: str) -> str:
+        live = shlex.quote(f"/etc/letsencrypt/live/{domain}")
+        conf = shlex.quote(f"/etc/letsencrypt/renewal/{domain}.conf")
+        return (f"if [ -f {live}/cert.pem ]; then echo exists; "
+                f"openssl x509 -checkend {RENEW_WINDOW_S} -noout -in {live}/cert.pem >/dev/null || echo due; "
+                f"sed -n 's/^server *= *//p' {conf} | sed 's/^/server=/'; "
+                f"cmp -s {live}/fullchain.pem {TLS_DIR}/fullchain.pem && cmp -s {live}/privkey.pem {TLS_DIR}/privkey.pem "
+                "&& echo installed; fi; true")
+
+    def process(self, output):
+        lines = [line.strip() for line in output]
+        servers = [line.removeprefix("server=") for line in lines if line.startswith("server=")]
+        return {"exists": "exists" in lines, "due": "due" in lines, "installed": "installed" in lines,
+                "server": servers[0] if servers else ""}
+
+
+def needs_request(cert: dict, directory: str) -> bool:
+    """Whether a converge must ask the ACME server: no certificate, another server's, or due for renewal.
+
+    Example: ``needs_request({"exists": True, "due": False, "server": url}, url) is False``
+    """
+    return not cert["exists"] or cert["due"] or cert["server"] != directory
+
+
+def _fail(name: str, message: str) -> None:
+    server.shell(name=name, commands=[f"echo {shlex.quote(message)} >&2; exit 1"])
+
+
+def _trust(data):
+    """certbot's trust for a private ACME server (REQUESTS_CA_BUNDLE), for converges and the timer alike."""
+    if not data.tls_acme_ca_bundle:
+        files.file(name="No private ACME CA", path=ACME_CA, present=False)
+        dropin = files.file(name="certbot timer uses the system CAs", path=CERTBOT_DROPIN, present=False)
+    else:
+        files.put(name="Private ACME server CA", src=data.tls_acme_ca_bundle, dest=ACME_CA, mode="0644")
+        dropin = files.template(name="certbot timer trusts the private ACME CA",
+                                src=str(TEMPLATES / "certbot-service-override.conf.j2"), dest=CERTBOT_DROPIN,
+                                ca_bundle=ACME_CA)
+    systemd.daemon_reload(name="Reload systemd units", _if=dropin.did_change)
+
+
+@deploy("Let's Encrypt", data_defaults=DEFAULTS)
+def letsencrypt():
+    """Get and keep a Let's Encrypt certificate for nginx; in self-signed mode only remove the deploy hook.
+
+    Runs after ``nginx()``: the challenge is answered by the running nginx.
+    """
+    data = host.data
+    if data.tls_mode != "letsencrypt":
+        # Without the hook a later renewal can no longer overwrite the self-signed certificate.
+        files.file(name="certbot deploy hook removed (self-signed mode)", path=HOOK, present=False)
+        return
+    domain = certificate_domain(data)
+    if not domain:
+        _fail("No domain for Let's Encrypt", "tls.domain: tls.mode = \"letsencrypt\" needs a DNS name pointing at "
+              f"{host.name} (or a provider DNS name such as azure.dns_label); set it and run again")
+        return
+    ensure_packages(["certbot", "openssl"], "Install certbot")
+    _trust(data)
+    files.directory(name="ollastack helper directory", path="/usr/local/lib/ollastack", mode="0755")
+    files.put(name="certbot request helper", src=str(TEMPLATES / "certbot-issue.py"), dest=ISSUE_SCRIPT, mode="0755")
+    files.template(name="certbot deploy hook (install + reload nginx)", src=str(TEMPLATES / "certbot-deploy-hook.sh.j2"),
+                   dest=HOOK, mode="0755", domain=domain, tls_dir=TLS_DIR)
+    systemd.service(name="certbot renewal timer", service="certbot.timer", running=True, enabled=True)
+    directory = acme_directory(data.tls_acme_server)
+    cert = host.get_fact(LetsEncryptCertificate, domain=domain)
+    if needs_request(cert, directory):
+        args = [ISSUE_SCRIPT, domain, data.tls_email, directory, ACME_ROOT]
+        if data.tls_acme_ca_bundle:
+            args += ["--ca-bundle", ACME_CA]
+        server.shell(name=f"Request a certificate for {domain}", commands=[shlex.join(args)])
+    elif cert["installed"]:
+        return
+    # Runs only after a successful request: a failed one stops this host's converge first.
+    server.shell(name=f"Serve the certificate for {domain}", commands=[HOOK])
