@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 from pyinfra.api import FactBase
 
@@ -52,3 +53,128 @@ class SshClientAddress(FactBase[str | None]):
     def process(self, output):
         text = "".join(output).strip()
         return text or None
+
+
+# PCI class 0x03xxxx: display controllers (VGA 0x0300, 3D 0x0302); skips the GPUs' audio and NVSwitch functions.
+NVIDIA_PCI = ('for d in /sys/bus/pci/devices/*; do [ "$(cat "$d/vendor" 2>/dev/null)" = 0x10de ] || continue; '
+              'case "$(cat "$d/class" 2>/dev/null)" in 0x03*) echo "pci ${d##*/}";; esac; done')
+NVIDIA_SMI = ('if command -v nvidia-smi >/dev/null 2>&1; then '
+              'out=$(nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader,nounits 2>&1); '
+              'echo "smi-exit $?"; printf "%s\\n" "$out" | sed "s/^/smi /"; fi')
+
+
+class NvidiaGpu(FactBase[dict]):
+    """NVIDIA GPUs on the PCI bus (vendor 10de), what ``nvidia-smi`` reports, and whether nouveau is loaded.
+
+    Returns ``{"pci": ["0000:00:1e.0"], "gpus": [{"name": "Tesla T4", "memory_mib": 15360,
+    "driver_version": "570.124.06"}], "smi_error": None, "nouveau_loaded": False}``; ``gpus`` is empty
+    and ``smi_error`` says why when the driver does not answer (None when nvidia-smi is not installed).
+
+    Example: ``host.get_fact(NvidiaGpu)["pci"]``
+    """
+
+    def command(self) -> str:
+        return f"{NVIDIA_PCI}; {NVIDIA_SMI}; [ -d /sys/module/nouveau ] && echo nouveau; true"
+
+    def default(self):
+        return self.process([])
+
+    def process(self, output):
+        state = {"pci": [], "gpus": [], "smi_error": None, "nouveau_loaded": False}
+        smi_exit, smi_lines = None, []
+        for line in output:
+            kind, _, rest = line.strip().partition(" ")
+            if kind == "pci":
+                state["pci"].append(rest)
+            elif kind == "smi-exit":
+                smi_exit = int(rest)
+            elif kind == "smi":
+                smi_lines.append(rest)
+            elif kind == "nouveau":
+                state["nouveau_loaded"] = True
+        if smi_exit is None:
+            return state
+        parsed = [parse_smi_line(line) for line in smi_lines]
+        if smi_exit == 0 and parsed and all(parsed):
+            state["gpus"] = parsed
+        else:
+            state["smi_error"] = " ".join(smi_lines).strip() or f"nvidia-smi exited with {smi_exit}"
+        return state
+
+
+def parse_smi_line(line: str) -> dict | None:
+    """One line of ``nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader,nounits``.
+
+    Example: ``parse_smi_line("Tesla T4, 15360, 570.124.06")["memory_mib"] == 15360``
+    """
+    parts = [p.strip() for p in line.rsplit(",", 2)]
+    if len(parts) != 3 or not parts[1].isdigit() or not re.match(r"^\d+\.\d+", parts[2]):
+        return None
+    return {"name": parts[0], "memory_mib": int(parts[1]), "driver_version": parts[2]}
+
+
+class SecureBoot(FactBase[bool]):
+    """Whether UEFI Secure Boot is on: ``mokutil --sb-state`` when installed, else the EFI variable.
+
+    Example: ``host.get_fact(SecureBoot)``
+    """
+
+    def command(self) -> str:
+        return ("if command -v mokutil >/dev/null 2>&1; then mokutil --sb-state 2>&1; else "
+                "for f in /sys/firmware/efi/efivars/SecureBoot-*; do [ -r \"$f\" ] && "
+                "echo \"efivar $(od -An -t u1 \"$f\" | awk '{print $NF}')\"; done; fi; true")
+
+    def process(self, output):
+        text = " ".join(output)
+        return "SecureBoot enabled" in text or "efivar 1" in text
+
+    def default(self):
+        return False
+
+
+class DebianRelease(FactBase[str | None]):
+    """The host's release as NVIDIA names its repositories (``debian12``), or None when not Debian.
+
+    Example: ``host.get_fact(DebianRelease)``
+    """
+
+    def command(self) -> str:
+        return '. /etc/os-release 2>/dev/null; echo "$ID $VERSION_ID"'
+
+    def process(self, output):
+        distro, _, version = "".join(output).strip().partition(" ")
+        return f"{distro}{version.split('.')[0]}" if distro == "debian" and version else None
+
+
+class KeyFingerprints(FactBase[list[str]]):
+    """Primary key fingerprints in a keyring file (empty when missing or gpg is not installed yet).
+
+    Example: ``host.get_fact(KeyFingerprints, path="/etc/apt/keyrings/ollastack-cuda.asc")``
+    """
+
+    def command(self, path: str) -> str:
+        return (f"[ -r {path} ] && command -v gpg >/dev/null 2>&1 && "
+                f"gpg --show-keys --with-colons {path} 2>/dev/null | awk -F: '/^pub/ {{p=1}} /^fpr/ && p {{print $10; p=0}}'; true")
+
+    def process(self, output):
+        return [line.strip() for line in output if line.strip()]
+
+    def default(self):
+        return []
+
+
+class OllamaLoaded(FactBase[list[dict] | None]):
+    """Models Ollama has loaded (``/api/ps``) with ``size`` and ``size_vram``, or None when it does not answer.
+
+    Example: ``host.get_fact(OllamaLoaded, address="127.0.0.1:11434")``
+    """
+
+    def command(self, address: str) -> str:
+        return f"curl -fsS --max-time 5 http://{address}/api/ps 2>/dev/null || true"
+
+    def process(self, output):
+        try:
+            models = json.loads("".join(output)).get("models", [])
+        except ValueError:
+            return None
+        return [{"name": m["name"], "size": m.get("size", 0), "size_vram": m.get("size_vram", 0)} for m in models]

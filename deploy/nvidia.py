@@ -1,0 +1,162 @@
+"""NVIDIA driver from NVIDIA's CUDA apt repository, pinned to one branch, only where a GPU is present.
+
+Debian's own driver (535) is too old for current Ollama, so the driver comes from NVIDIA's repository
+(keyring checked against a pinned fingerprint, ``signed-by``, no apt-key) with an apt pin that keeps
+``apt upgrade`` on ``gpu.driver_branch``. nouveau is blacklisted, ``nvidia`` and ``nvidia_uvm`` load
+at boot, the persistence daemon runs, and the host reboots once when the new driver cannot be loaded
+otherwise. A host whose driver already answers on the pinned branch sees no change and no reboot.
+
+Test hook: the host data key ``gpu_fact_override`` (a dict shaped like the ``NvidiaGpu`` fact) replaces
+that fact. Only tests set it, to take the "GPU present" path on hosts without one.
+"""
+
+from __future__ import annotations
+
+from io import StringIO
+
+from pyinfra import host
+from pyinfra.api import deploy
+from pyinfra.api.exceptions import DeployError
+from pyinfra.facts.server import KernelVersion
+from pyinfra.operations import apt, files, server, systemd
+from pyinfra.operations.util import any_changed
+
+from deploy.base import ensure_packages
+from deploy.defaults import DEFAULTS
+from deploy.facts import DebianRelease, KeyFingerprints, NvidiaGpu, SecureBoot
+
+NVIDIA_REPO = "https://developer.download.nvidia.com/compute/cuda/repos/{release}/x86_64/"
+KEYRING = "/etc/apt/keyrings/ollastack-cuda.asc"
+SOURCES = "/etc/apt/sources.list.d/ollastack-cuda.list"
+PIN = "/etc/apt/preferences.d/ollastack-nvidia"
+BLACKLIST = "/etc/modprobe.d/ollastack-nouveau.conf"
+MODULES = "/etc/modules-load.d/ollastack-nvidia.conf"
+# Packages whose versions follow the driver's (570.124.06-1 ...): the pin keeps all of them on one branch.
+PINNED = "cuda-drivers* nvidia-* libnvidia-* libcuda1* libnvcuvid1* libnvoptix1* xserver-xorg-video-nvidia* firmware-nvidia-*"
+
+
+def gpu_state() -> dict:
+    """The ``NvidiaGpu`` fact of the current host, or the test hook ``gpu_fact_override`` when set."""
+    override = host.data.get("gpu_fact_override")
+    if override is not None:
+        return {"pci": [], "gpus": [], "smi_error": None, "nouveau_loaded": False, **override}
+    return host.get_fact(NvidiaGpu)
+
+
+def gpu_present() -> bool:
+    """Whether the current host gets the NVIDIA driver: a GPU on its PCI bus and ``gpu.mode`` is not off.
+
+    Example (in another component): ``if gpu_present(): files.put(...)``
+    """
+    return host.data.gpu_mode != "off" and bool(gpu_state()["pci"])
+
+
+def driver_on_branch(state: dict, branch: str) -> bool:
+    """Whether nvidia-smi answers for every GPU with a driver of ``branch``: ``570.124.06`` is on ``570``."""
+    gpus = state["gpus"]
+    return bool(gpus) and len(gpus) == len(state["pci"]) and all(
+        g["driver_version"].split(".")[0] == branch for g in gpus)
+
+
+def repository_url(data, release: str | None) -> str:
+    """``gpu.cuda_repo_url``, else NVIDIA's repository for the host's Debian release."""
+    if data.gpu_cuda_repo_url:
+        return data.gpu_cuda_repo_url.rstrip("/") + "/"
+    if release is None:
+        raise DeployError(f"{host.name}: not a Debian host (/etc/os-release); NVIDIA's driver repository is set up "
+                          "for Debian 12/13 only: set gpu.mode = \"off\" or gpu.cuda_repo_url")
+    return NVIDIA_REPO.format(release=release)
+
+
+def install_key(data, repo: str):
+    """Put the repository's signing key in place if it is not there yet, refusing any other fingerprint."""
+    want = data.gpu_cuda_key_fingerprint
+    if host.get_fact(KeyFingerprints, path=KEYRING) == [want]:
+        return None
+    url = data.gpu_cuda_key_url or repo + "3bf863cc.pub"
+    fetched = "/etc/apt/keyrings/.ollastack-cuda.download"
+    script = (
+        f"set -e; mkdir -p /etc/apt/keyrings; curl -fsSL --retry 3 -o {fetched} '{url}'; "
+        f"got=$(gpg --show-keys --with-colons {fetched} | awk -F: '/^pub/ {{p=1}} /^fpr/ && p {{print $10; p=0}}'); "
+        f"if [ \"$got\" != {want} ]; then rm -f {fetched}; "
+        f"echo \"the key at {url} has fingerprint(s) ${{got:-none}}, not {want} (gpu.cuda_key_fingerprint): "
+        f"refused, nothing installed\" >&2; exit 1; fi; "
+        f"install -m 0644 {fetched} {KEYRING}; rm -f {fetched}")
+    return server.shell(name="NVIDIA repository signing key (fingerprint checked)", commands=[script])
+
+
+def cuda_repository(data, release: str | None) -> list:
+    """NVIDIA's apt repository with its own keyring (``signed-by``) and the driver branch pin.
+
+    Returns the operations that changed the apt configuration (an index refresh follows them).
+    Example: ``cuda_repository(host.data, "debian12")``
+    """
+    repo = repository_url(data, release)
+    ensure_packages(["gpg", "curl", "ca-certificates"], "Install gpg to check the NVIDIA key")
+    key = install_key(data, repo)
+    sources = files.put(name="NVIDIA CUDA repository", dest=SOURCES, mode="0644",
+                        src=StringIO(f"# Managed by ollastack (gpu.cuda_repo_url).\n"
+                                     f"deb [signed-by={KEYRING}] {repo} /\n"))
+    pin = files.put(name=f"Pin the NVIDIA driver to branch {data.gpu_driver_branch}", dest=PIN, mode="0644",
+                    src=StringIO(f"# Managed by ollastack: keep the driver on gpu.driver_branch.\n"
+                                 f"Package: {PINNED}\nPin: version {data.gpu_driver_branch}.*\nPin-Priority: 1001\n"))
+    changed = [op for op in (key, sources, pin) if op is not None]
+    apt.update(name="Refresh the apt index for the NVIDIA repository", _if=any_changed(*changed), _retries=2,
+               _retry_delay=5)
+    return changed
+
+
+def driver_packages(data, kernel: str):
+    """The pinned driver branch and the headers DKMS builds the module against.
+
+    Example: ``driver_packages(host.data, host.get_fact(KernelVersion))``
+    """
+    return apt.packages(name=f"NVIDIA driver {data.gpu_driver_branch} and headers for {kernel}",
+                        packages=[f"linux-headers-{kernel}", f"cuda-drivers-{data.gpu_driver_branch}"],
+                        no_recommends=True, _retries=2, _retry_delay=5)
+
+
+def check_host(data, state: dict, working: bool) -> None:
+    """Refuse, before anything changes, a host that cannot get a working driver."""
+    if not state["pci"]:
+        if data.gpu_mode == "required":
+            raise DeployError(f"{host.name}: gpu.mode = \"required\" but no NVIDIA GPU (PCI vendor 10de) was found; "
+                              "choose a GPU size (azure.vm_size / alibaba.instance_type) or set gpu.mode = \"auto\"")
+        return
+    if not working and host.get_fact(SecureBoot) and not data.gpu_secure_boot_signing:
+        raise DeployError(
+            f"{host.name}: Secure Boot is on, so the unsigned NVIDIA DKMS module would not load; nothing was changed. "
+            "Create the VM without Secure Boot (Azure: security type Standard instead of Trusted Launch), or enroll "
+            "a MOK for DKMS (mokutil --import /var/lib/dkms/mok.pub, then reboot and confirm on the console) and "
+            "set gpu.secure_boot_signing = true")
+
+
+@deploy("NVIDIA", data_defaults=DEFAULTS)
+def nvidia():
+    data = host.data
+    if data.gpu_mode == "off":
+        return
+    state = gpu_state()
+    working = driver_on_branch(state, data.gpu_driver_branch)
+    check_host(data, state, working)
+    if not state["pci"]:
+        return
+    cuda_repository(data, host.get_fact(DebianRelease))
+    packages = driver_packages(data, host.get_fact(KernelVersion))
+    blacklist = files.put(name="Blacklist nouveau", dest=BLACKLIST, mode="0644",
+                          src=StringIO("# Managed by ollastack: the NVIDIA driver needs the GPU.\n"
+                                       "blacklist nouveau\noptions nouveau modeset=0\n"))
+    server.shell(name="Rebuild the initramfs without nouveau", _if=blacklist.did_change,
+                 commands=["if command -v update-initramfs >/dev/null; then update-initramfs -u; fi"])
+    files.put(name="Load nvidia and nvidia_uvm at boot", dest=MODULES, mode="0644",
+              src=StringIO("# Managed by ollastack: Ollama needs nvidia_uvm, which nothing else loads.\n"
+                           "nvidia\nnvidia_uvm\n"))
+    # A driver that already answers on the branch needs nothing; a new or changed one needs the boot
+    # that unloads nouveau (or the old module) and loads the new one.
+    reboot_needed = (lambda: not working or packages.did_change())
+    server.reboot(name="Reboot to load the NVIDIA driver", delay=10, reboot_timeout=600, _if=reboot_needed)
+    server.shell(name="NVIDIA driver answers", _if=reboot_needed, commands=[
+        "modprobe nvidia && modprobe nvidia_uvm && nvidia-smi -L || { echo 'the NVIDIA driver did not load after "
+        "the reboot: see `dkms status` and `journalctl -k | grep -i nvidia` (Secure Boot? a kernel without "
+        "headers?)' >&2; exit 1; }"])
+    systemd.service(name="NVIDIA persistence daemon", service="nvidia-persistenced", running=True, enabled=True)
