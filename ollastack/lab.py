@@ -83,10 +83,9 @@ def _run(cmd: list[str], **kwargs: Any) -> subprocess.CompletedProcess:
 
 # --- where packages come from -------------------------------------------------------------------
 
-def apt_sources() -> list[tuple[str, list[str], list[str]]]:
+def apt_sources(base: Path = Path("/etc/apt")) -> list[tuple[str, list[str], list[str]]]:
     """(uri, suites, components) of every enabled deb source on the control machine."""
     found = []
-    base = Path("/etc/apt")
     for path in sorted(base.glob("sources.list.d/*.sources")):
         for stanza in path.read_text().split("\n\n"):
             fields: dict[str, str] = {}
