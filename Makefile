@@ -1,7 +1,8 @@
 # The two set-up commands of the README: `make install`, then `make test`.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-# Lab hosts (debootstrap + systemd-nspawn), their network (nftables, iproute2), SSH, zstd archives.
-APT_PACKAGES := debootstrap systemd-container nftables iproute2 openssh-client zstd curl ca-certificates
+# Lab hosts (debootstrap + systemd-nspawn), their network (nftables, iproute2), SSH, zstd archives;
+# pebble: the ACME test server (and its DNS) the Let's Encrypt tests issue certificates from.
+APT_PACKAGES := debootstrap systemd-container nftables iproute2 openssh-client zstd curl ca-certificates pebble
 PYTHON ?= python3
 
 .PHONY: install test docs
