@@ -1,24 +1,29 @@
-"""Time a cloud ``create`` against the local emulators, with a fixed latency per call.
+"""Time a cloud ``create`` against the local emulators (Azure and Alibaba) with one latency model.
 
-Prints the wall time of ``create`` next to the critical path of the resource graph (the longest
-chain of steps that must wait for each other) and the serial sum of all steps (what a one-by-one
-create would take). Step times are read from what the emulator received: a step spans from its
-first request (the existence check) to its last (the final GET after the operation finished).
+Every emulator request takes ``--latency`` seconds and every long-running operation ``--lro``
+seconds (Azure: each PUT's ``Azure-AsyncOperation``; Alibaba: a VPC or vSwitch becoming Available,
+an instance reaching Running), so the figures show what the step scheduling costs, not what the
+real clouds cost. Per provider it prints the wall time of ``create`` next to the critical path of
+the resource graph (the longest chain of steps that must wait for each other, each weighted by its
+measured duration) and the serial sum of all steps (what a one-by-one create would take), plus the
+request count and the wall time of the ``destroy`` that follows.
 
 Example::
 
-    python benchmarks/cloud_up.py                       # 200 ms per request, 2 s per operation
-    python benchmarks/cloud_up.py --latency 0.05 --lro 1 --polling-interval 0.25
+    python benchmarks/cloud_up.py                       # both providers, 200 ms per request, 2 s per operation
+    python benchmarks/cloud_up.py --provider alibaba --latency 0.05 --lro 1 --polling-interval 0.25
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import os
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Callable
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -27,9 +32,10 @@ import trustme  # noqa: E402
 from cryptography.hazmat.primitives import serialization  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric import ed25519  # noqa: E402
 
-from ollastack.cloud import azure  # noqa: E402
+from ollastack.cloud import Progress, alibaba, azure  # noqa: E402
 from ollastack.config import parse_stack  # noqa: E402
 from ollastack.state import StackState  # noqa: E402
+from tests.alibaba_emulator import AlibabaEmulator  # noqa: E402  (stand-ins under tests/)
 from tests.azure_emulator import AzureEmulator, loopback_only  # noqa: E402
 
 # Azure's resource graph: each step with the steps it waits for.
@@ -41,18 +47,24 @@ AZURE_GRAPH = {
     "networkinterfaces": ["virtualnetworks", "networksecuritygroups", "publicipaddresses"],
     "virtualmachines": ["networkinterfaces"],
 }
+ALIBABA_KEY_ID, ALIBABA_SECRET = "LTAI-bench", "bench-secret"
+PROXY_VARS = ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY", "all_proxy")
 
 
-def critical_path(graph: dict[str, list[str]], seconds: dict[str, float]) -> float:
-    """Length of the longest dependency chain, each step weighted by its duration."""
-    done: dict[str, float] = {}
+def critical_path(graph: dict[str, list[str]], seconds: dict[str, float]) -> tuple[float, list[str]]:
+    """Length of the longest dependency chain, each step weighted by its duration, and the chain.
 
-    def finish(step: str) -> float:
+    Example: ``critical_path({"a": [], "b": ["a"]}, {"a": 1, "b": 2})`` -> ``(3, ["a", "b"])``
+    """
+    done: dict[str, tuple[float, list[str]]] = {}
+
+    def finish(step: str) -> tuple[float, list[str]]:
         if step not in done:
-            done[step] = seconds[step] + max((finish(d) for d in graph[step]), default=0.0)
+            before = max((finish(d) for d in graph[step]), default=(0.0, []), key=lambda f: f[0])
+            done[step] = (before[0] + seconds[step], before[1] + [step])
         return done[step]
 
-    return max(finish(step) for step in graph)
+    return max((finish(step) for step in graph), key=lambda f: f[0])
 
 
 def _keys(folder: Path) -> tuple[Path, Path]:
@@ -65,8 +77,14 @@ def _keys(folder: Path) -> tuple[Path, Path]:
     return public, private
 
 
-def azure_up(latency: float, lro: float, polling_interval: float) -> dict[str, float]:
-    """Run ``ollastack.cloud.azure.create`` against the ARM emulator; return the figures."""
+def _timed(call: Callable[[], object]) -> float:
+    started = time.monotonic()
+    call()
+    return time.monotonic() - started
+
+
+def azure_up(latency: float, lro: float, polling_interval: float) -> dict:
+    """Run ``ollastack.cloud.azure.create`` (then ``destroy``) against the ARM emulator."""
     with tempfile.TemporaryDirectory() as tmp, AzureEmulator(trustme.CA(), latency=latency, lro_delay=lro) as arm:
         public, private = _keys(Path(tmp))
         os.environ.update({
@@ -74,41 +92,78 @@ def azure_up(latency: float, lro: float, polling_interval: float) -> dict[str, f
             "AZURE_TENANT_ID": "benchmark", "AZURE_CLIENT_ID": arm.client_id,
             "AZURE_CLIENT_SECRET": arm.client_secret, "AZURE_TOKEN_CREDENTIALS": "EnvironmentCredential",
             "OLLASTACK_STATE_DIR": str(Path(tmp) / "state")})
-        for var in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy"):
-            os.environ.pop(var, None)
         stack = parse_stack({
             "stack": {"name": "bench", "provider": "azure"},
             "access": {"ssh_public_key": str(public), "ssh_private_key": str(private)},
             "azure": {"subscription_id": "benchmark", "resource_manager_url": arm.url,
                       "polling_interval": polling_interval, "dns_label": "bench-chat"}})
-        started = time.monotonic()
-        azure.create(stack, StackState.load("bench", "azure"), lambda line: None)
-        wall = time.monotonic() - started
+        wall = _timed(lambda: azure.create(stack, StackState.load("bench", "azure"), lambda line: None))
+        requests = len(arm.requests)
         steps = {}
         for step in AZURE_GRAPH:
             seen = arm.seen(rtype=step)
             steps[step] = max(r.ended for r in seen) - min(r.started for r in seen)
-        sign_in = sum(r.ended - r.started for r in arm.requests if "/oauth2/" in r.path or "well-known" in r.path)
-        return {"wall": wall, "critical_path": critical_path(AZURE_GRAPH, steps), "serial": sum(steps.values()),
-                "sign_in": sign_in, "requests": len(arm.requests), **{f"step {k}": v for k, v in steps.items()}}
+        down = _timed(lambda: azure.destroy(stack, StackState.load("bench"), lambda line: None))
+        return {"wall": wall, "graph": AZURE_GRAPH, "steps": steps, "requests": requests, "down": down}
 
 
-PROVIDERS = {"azure": azure_up}
+def alibaba_up(latency: float, lro: float, polling_interval: float) -> dict:
+    """Run ``ollastack.cloud.alibaba.create`` (then ``destroy``) against the ECS+VPC emulator."""
+    os.environ.update(ALIBABA_CLOUD_ACCESS_KEY_ID=ALIBABA_KEY_ID, ALIBABA_CLOUD_ACCESS_KEY_SECRET=ALIBABA_SECRET)
+    timing = alibaba.Timing(poll_s=polling_interval, backoff_ms=100)
+    with tempfile.TemporaryDirectory() as tmp, AlibabaEmulator(
+            access_key_id=ALIBABA_KEY_ID, access_key_secret=ALIBABA_SECRET, latency=latency,
+            instance_start_s=lro, network_ready_s=lro, instance_delete_s=lro) as emu:
+        public, private = _keys(Path(tmp))
+        os.environ["OLLASTACK_STATE_DIR"] = str(Path(tmp) / "state")
+        stack = parse_stack({"stack": {"name": "bench", "provider": "alibaba"},
+                             "access": {"ssh_public_key": str(public), "ssh_private_key": str(private)},
+                             "alibaba": {"ecs_endpoint": emu.ecs_url, "vpc_endpoint": emu.vpc_url}})
+        timings: dict[str, tuple[float, float]] = {}
+        quiet = Progress(stream=io.StringIO())
+        wall = _timed(lambda: alibaba.create(stack, StackState.load("bench", "alibaba"), quiet, timing,
+                                             timings=timings))
+        requests = len(emu.requests)
+        down = _timed(lambda: alibaba.destroy(stack, StackState.load("bench"), quiet, timing))
+        steps = {name: end - start for name, (start, end) in timings.items()}
+        return {"wall": wall, "graph": alibaba.DEPENDENCIES, "steps": steps, "requests": requests, "down": down}
+
+
+PROVIDERS = {"azure": azure_up, "alibaba": alibaba_up}
+
+
+def table(results: dict[str, dict]) -> str:
+    """One row per provider: up wall time, critical path, serial sum, requests, down wall time, chain."""
+    lines = [f"{'provider':<9} {'up wall':>8} {'critical path':>14} {'serial sum':>11} {'requests':>9} "
+             f"{'down wall':>10}  critical chain"]
+    for name, figures in results.items():
+        path, chain = critical_path(figures["graph"], figures["steps"])
+        lines.append(f"{name:<9} {figures['wall']:>6.2f} s {path:>12.2f} s {sum(figures['steps'].values()):>9.2f} s "
+                     f"{figures['requests']:>9} {figures['down']:>8.2f} s  {' -> '.join(chain)}")
+    return "\n".join(lines)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--provider", choices=sorted(PROVIDERS), default="azure")
+    parser.add_argument("--provider", choices=sorted(PROVIDERS), action="append",
+                        help="only this provider (repeatable; default: all)")
     parser.add_argument("--latency", type=float, default=0.2, help="seconds added to every request (0.2)")
     parser.add_argument("--lro", type=float, default=2.0, help="seconds each long-running operation takes (2)")
-    parser.add_argument("--polling-interval", type=float, default=0.5, help="SDK polling interval, seconds (0.5)")
+    parser.add_argument("--polling-interval", type=float, default=0.5, help="status polling interval, seconds (0.5)")
+    parser.add_argument("--steps", action="store_true", help="also print each step's duration")
     args = parser.parse_args()
     loopback_only()
-    figures = PROVIDERS[args.provider](args.latency, args.lro, args.polling_interval)
-    print(f"{args.provider}: latency {args.latency}s/request, {args.lro}s/operation, "
-          f"polling every {args.polling_interval}s")
-    for name, value in figures.items():
-        print(f"  {name:<28} {value:7.2f}" + ("" if name == "requests" else " s"))
+    # Both SDKs ignore NO_PROXY: a proxy variable would send the loopback requests to the proxy.
+    for var in PROXY_VARS:
+        os.environ.pop(var, None)
+    results = {name: PROVIDERS[name](args.latency, args.lro, args.polling_interval)
+               for name in (args.provider or PROVIDERS)}
+    print(f"emulators: {args.latency * 1000:.0f} ms per request, {args.lro:.1f} s per long-running operation, "
+          f"polling every {args.polling_interval:.2f} s")
+    print(table(results))
+    if args.steps:
+        for name, figures in results.items():
+            print(f"{name} steps: " + ", ".join(f"{step} {s:.2f} s" for step, s in figures["steps"].items()))
 
 
 if __name__ == "__main__":
