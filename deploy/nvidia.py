@@ -23,8 +23,11 @@ from pyinfra.operations.util import any_changed
 
 from deploy.base import ensure_packages
 from deploy.defaults import DEFAULTS
-from deploy.facts import DebianRelease, KeyFingerprints, NvidiaGpu, SecureBoot
+from deploy.facts import DebianRelease, KeyFingerprints, NvidiaGpu, OllamaLoaded, SecureBoot
+from ollastack import PROJECT_ROOT
 
+TEMPLATES = PROJECT_ROOT / "templates"
+VRAM_CHECK = "/usr/local/lib/ollastack/nvidia-vram-check.py"
 NVIDIA_REPO = "https://developer.download.nvidia.com/compute/cuda/repos/{release}/x86_64/"
 KEYRING = "/etc/apt/keyrings/ollastack-cuda.asc"
 SOURCES = "/etc/apt/sources.list.d/ollastack-cuda.list"
@@ -131,16 +134,50 @@ def check_host(data, state: dict, working: bool) -> None:
             "set gpu.secure_boot_signing = true")
 
 
+def ollama_after_driver():
+    """Order Ollama after the NVIDIA persistence daemon (a drop-in), on hosts with a GPU; None elsewhere.
+
+    Example (in the Ollama component): ``after_driver = ollama_after_driver()``
+    """
+    if not gpu_present():
+        return None
+    return files.put(name="Ollama starts after the NVIDIA driver", src=str(TEMPLATES / "nvidia-ollama-after.conf"),
+                     dest="/etc/systemd/system/ollama.service.d/nvidia.conf", mode="0644")
+
+
+def check_gpu_offload(data, address: str, changes: list):
+    """Fail the converge when Ollama runs the first configured model on the CPU although a GPU is present.
+
+    Runs when ``changes`` (Ollama restart, driver install) changed something, or when a model is already
+    loaded on the CPU, so that a healthy host's re-run stays change-free.
+    Example: ``check_gpu_offload(host.data, "127.0.0.1:11434", [restart, *gpu_changes])``
+    """
+    if not gpu_present() or not data.ollama_models:
+        return None
+    model = data.ollama_models[0]
+    model = model if ":" in model.rsplit("/", 1)[-1] else f"{model}:latest"
+    loaded = host.get_fact(OllamaLoaded, address=address)
+    on_cpu = loaded is None or any(m["size_vram"] == 0 for m in loaded)
+    files.put(name="GPU offload check helper", src=str(TEMPLATES / "nvidia-vram-check.py"), dest=VRAM_CHECK,
+              mode="0755")
+    return server.shell(name=f"Ollama runs {model} on the GPU", commands=[f"python3 {VRAM_CHECK} {address} {model}"],
+                        _if=lambda: on_cpu or any(op.did_change() for op in changes))
+
+
 @deploy("NVIDIA", data_defaults=DEFAULTS)
 def nvidia():
+    """The driver where a GPU is present; returns the operations that changed it (for Ollama's GPU check).
+
+    Example (deploy/site.py): ``ollama(gpu_changes=nvidia())``
+    """
     data = host.data
     if data.gpu_mode == "off":
-        return
+        return []
     state = gpu_state()
     working = driver_on_branch(state, data.gpu_driver_branch)
     check_host(data, state, working)
     if not state["pci"]:
-        return
+        return []
     cuda_repository(data, host.get_fact(DebianRelease))
     packages = driver_packages(data, host.get_fact(KernelVersion))
     blacklist = files.put(name="Blacklist nouveau", dest=BLACKLIST, mode="0644",
@@ -154,9 +191,10 @@ def nvidia():
     # A driver that already answers on the branch needs nothing; a new or changed one needs the boot
     # that unloads nouveau (or the old module) and loads the new one.
     reboot_needed = (lambda: not working or packages.did_change())
-    server.reboot(name="Reboot to load the NVIDIA driver", delay=10, reboot_timeout=600, _if=reboot_needed)
+    reboot = server.reboot(name="Reboot to load the NVIDIA driver", delay=10, reboot_timeout=600, _if=reboot_needed)
     server.shell(name="NVIDIA driver answers", _if=reboot_needed, commands=[
         "modprobe nvidia && modprobe nvidia_uvm && nvidia-smi -L || { echo 'the NVIDIA driver did not load after "
         "the reboot: see `dkms status` and `journalctl -k | grep -i nvidia` (Secure Boot? a kernel without "
         "headers?)' >&2; exit 1; }"])
     systemd.service(name="NVIDIA persistence daemon", service="nvidia-persistenced", running=True, enabled=True)
+    return [packages, reboot]

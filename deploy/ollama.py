@@ -11,6 +11,7 @@ from pyinfra.operations.util import any_changed
 
 from deploy.defaults import DEFAULTS
 from deploy.facts import FileText, OllamaModels
+from deploy.nvidia import check_gpu_offload, ollama_after_driver
 from ollastack import PROJECT_ROOT
 
 TEMPLATES = PROJECT_ROOT / "templates"
@@ -86,7 +87,7 @@ def pull_models(data) -> None:
 
 
 @deploy("Ollama", data_defaults=DEFAULTS)
-def ollama():
+def ollama(gpu_changes=()):
     data = host.data
     server.user(name="ollama system user", user="ollama", system=True, home="/usr/share/ollama",
                 shell="/bin/false", ensure_home=True, create_home=True)
@@ -98,8 +99,10 @@ def ollama():
     override = files.template(name="Ollama settings (override.conf)", src=str(TEMPLATES / "ollama-override.conf.j2"),
                               dest="/etc/systemd/system/ollama.service.d/override.conf",
                               environment=environment(data))
-    changes = [op for op in (installed, unit, override) if op is not None]
-    systemd.daemon_reload(name="Reload systemd units", _if=any_changed(unit, override))
+    after_driver = ollama_after_driver()
+    changes = [op for op in (installed, unit, override, after_driver) if op is not None]
+    systemd.daemon_reload(name="Reload systemd units",
+                          _if=any_changed(*[op for op in (unit, override, after_driver) if op is not None]))
     restart = systemd.service(name="Restart Ollama", service="ollama", running=True, enabled=True,
                               restarted=True, _if=any_changed(*changes))
     systemd.service(name="Ollama running and enabled", service="ollama", running=True, enabled=True)
@@ -110,3 +113,4 @@ def ollama():
                            f"journalctl -u ollama' >&2; exit 1"],
                  _if=restart.did_change)
     pull_models(data)
+    check_gpu_offload(data, address, [restart, *gpu_changes])

@@ -8,13 +8,15 @@ from deploy.base import base
 from deploy.certbot import letsencrypt
 from deploy.firewall import firewall
 from deploy.nginx import nginx
+from deploy.nvidia import nvidia
 from deploy.ollama import ollama
 from deploy.openwebui import openwebui
 from deploy.tls import tls
 
 base()
 firewall()
-ollama()
+# Before Ollama: it finds the GPU only if the driver is up when it starts.
+ollama(gpu_changes=nvidia())
 openwebui()
 tls_changes = tls()
 nginx(tls_changes=tls_changes)

@@ -43,15 +43,15 @@ def no_reboot_wait(monkeypatch):
     return sleeps
 
 
-def converge(responses: dict, **data) -> tuple[list[str], list[str]]:
-    """Run the nvidia deploy on one fake host; returns (names of changed operations, commands sent)."""
+def converge(responses: dict, deploy=None, **data) -> tuple[list[str], list[str]]:
+    """Run ``deploy`` (the nvidia one) on one fake host; returns (names of changed operations, commands sent)."""
     host_data = {"fake_responses": responses, "fake_delay": 0, "fake_delay_jitter": 0, **data}
     inventory = Inventory(([("@fake/gpu-host", host_data)], {}))
     state = State(inventory, Config())
     connect_all(state)
     fake = inventory.get_host("@fake/gpu-host")
     try:
-        add_deploy(state, component.nvidia)
+        add_deploy(state, deploy or component.nvidia)
         run_ops(state)
     finally:
         converge.commands = fake.connector.executed_commands
@@ -213,3 +213,28 @@ def test_repository_url_override_and_test_hook():
     assert "/sys/bus/pci/devices" not in joined
     assert "http://10.213.0.1:8080/repo/3bf863cc.pub" in joined
     assert "NVIDIA | NVIDIA CUDA repository" in changed
+
+
+def site_gpu_and_ollama():
+    """deploy/site.py's order of the two components."""
+    from deploy.ollama import ollama
+    ollama(gpu_changes=component.nvidia())
+
+
+LINUX = {"uname -s": ["Linux"], "command -v useradd": ["/usr/sbin/useradd"]}  # what server.user asks
+
+
+def test_ollama_waits_for_the_driver_and_checks_vram_with_a_gpu():
+    changed, commands = converge({**BASE_HOST, **LINUX, "dpkg -l": dpkg(*BASE_PACKAGES)}, deploy=site_gpu_and_ollama)
+    assert "Ollama | Ollama starts after the NVIDIA driver" in changed
+    assert "Ollama | Ollama runs llama3.2:1b on the GPU" in changed
+    assert changed.index("NVIDIA | NVIDIA persistence daemon") < changed.index("Ollama | Restart Ollama")
+    assert any(c.startswith("python3 /usr/local/lib/ollastack/nvidia-vram-check.py 127.0.0.1:11434 llama3.2:1b")
+               for c in commands)
+
+
+def test_ollama_without_gpu_has_no_driver_ordering_nor_vram_check():
+    changed, commands = converge({"/sys/bus/pci/devices": [], **LINUX}, deploy=site_gpu_and_ollama)
+    assert not [name for name in changed if "NVIDIA" in name or "GPU" in name]
+    assert not [c for c in commands if "nvidia-vram-check" in c or "nvidia.conf" in c]
+    assert "Ollama | Restart Ollama" in changed
