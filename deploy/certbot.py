@@ -39,6 +39,10 @@ class LetsEncryptCertificate(FactBase[dict]):
     Example: ``host.get_fact(LetsEncryptCertificate, domain="chat.example.com")["due"]``
     """
 
+    @staticmethod
+    def default() -> dict:
+        return {"exists": False, "due": False, "installed": False, "server": ""}
+
     def command(self, domain: str) -> str:
         live = shlex.quote(f"/etc/letsencrypt/live/{domain}")
         conf = shlex.quote(f"/etc/letsencrypt/renewal/{domain}.conf")
