@@ -24,7 +24,7 @@ from ollastack import lab, orchestrate
 from ollastack.config import ConfigError, parse_stack
 from ollastack.dnscheck import domain_problem
 from tests.labkit import LabStack, changed_ops, ssh
-from tests.pebble import Pebble
+from tests.pebble import Pebble, free_port
 
 NAME = "acmetest"
 DOMAIN = "chat.acme.test"
@@ -125,8 +125,7 @@ def test_dns_check_names_both_addresses_and_the_way_out(loopback_dns):
 
 
 def test_dns_check_reports_a_dead_resolver(loopback_dns):
-    port = loopback_dns.dns_port + 1 if loopback_dns.dns_port < 65535 else 1
-    problem = domain_problem(DOMAIN, "127.0.0.42", f"127.0.0.1:{port}")
+    problem = domain_problem(DOMAIN, "127.0.0.42", f"127.0.0.1:{free_port('127.0.0.1')}")
     assert "cannot check where it points: no answer from the resolver" in problem
 
 
