@@ -115,6 +115,13 @@ def cmd_down(args: argparse.Namespace, stack: Stack) -> int:
     return EXIT_OK
 
 
+def cmd_admin_password(args: argparse.Namespace, stack: Stack) -> int:
+    """Print the Open WebUI admin password (generated once per stack when openwebui.admin_password is empty)."""
+    password = stack.openwebui.admin_password_for(stack.stack.name)
+    _emit(args, {"email": stack.openwebui.admin_email, "password": password}, password)
+    return EXIT_OK
+
+
 def cmd_status(args: argparse.Namespace, stack: Stack) -> int:
     report = orchestrate.status(stack)
     lines = [f"stack {report['stack']} ({report['provider']})"]
@@ -139,6 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
     down = sub.add_parser("down", help="delete every resource this stack created")
     down.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     sub.add_parser("status", help="hosts of the stack and whether HTTPS answers")
+    sub.add_parser("admin-password", help="print the Open WebUI admin password (the only command that shows it)")
     lab_parser = sub.add_parser("lab", help="local Debian hosts (systemd-nspawn) to try the stack")
     lab_sub = lab_parser.add_subparsers(dest="lab_command", required=True)
     lab_up = lab_sub.add_parser("up", help="start the stack's lab hosts")
@@ -164,7 +172,8 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(exc.render(), file=sys.stderr)
         return EXIT_BAD_INPUT
-    handlers = {"validate": cmd_validate, "up": cmd_up, "down": cmd_down, "status": cmd_status, "lab": cmd_lab}
+    handlers = {"validate": cmd_validate, "up": cmd_up, "down": cmd_down, "status": cmd_status, "lab": cmd_lab,
+                "admin-password": cmd_admin_password}
     try:
         return handlers[args.command](args, stack)
     except (lab.LabError, CloudError, orchestrate.ConvergeError, orchestrate.PreflightError) as exc:

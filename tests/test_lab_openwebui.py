@@ -1,0 +1,368 @@
+"""Open WebUI on real Debian 12 lab hosts, behind the real nginx, talking to the Ollama stand-in.
+
+pip route: the real Open WebUI (pinned release from the package index, CPU torch from the
+wheelhouse in ``$PIP_FIND_LINKS``). Container route: registries are out of reach here, so the image
+is a stand-in (tests/webui_standin) packed as a ``podman save``-style archive and loaded by the
+deploy exactly like a real Open WebUI archive.
+
+Each route has its own stack (``owpip``, ``owctr``) so that these tests never touch the spine's
+``citest`` hosts. Figures (install time, start-to-healthy, RSS) are printed with ``-s``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import ssl
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.labkit import STACK, LabStack, changed_ops, ssh
+from tests.webui_standin.build_image import STANDIN_IMAGE, build_image
+
+pytestmark = pytest.mark.lab
+
+ADMIN = "owner@example.org"
+
+
+class WebUIStack(LabStack):
+    """A LabStack with its own stack name and an ``[openwebui]`` section."""
+
+    def __init__(self, name: str, workdir: Path, keypair, archives, openwebui: dict):
+        self.name = name
+        self.openwebui = openwebui
+        super().__init__(workdir, keypair, archives)
+
+    def write(self, ollama: dict | None = None, extra: str = "", openwebui: dict | None = None) -> None:
+        settings = dict(self.openwebui, admin_email=ADMIN, offline=True, **(openwebui or {}))
+        lines = "\n".join(f"{k} = {json.dumps(v)}" for k, v in settings.items())
+        super().write(ollama, f"[openwebui]\n{lines}\n\n{extra}")
+        text = self.path.read_text().replace(f'name = "{STACK}"', f'name = "{self.name}"', 1)
+        self.path.write_text(text)
+
+    @property
+    def ca(self) -> Path:
+        return self.dir / "ssl" / self.name / "ca.pem"
+
+    def password(self) -> str:
+        result = self.ollastack("admin-password")
+        assert result.returncode == 0, result.stderr
+        return result.stdout.strip()
+
+
+def figure(name: str, value: float, unit: str) -> None:
+    print(f"\nFIGURE {name}: {value:.1f} {unit}")
+
+
+def request(url: str, ca: Path, body: dict | None = None, token: str = "", method: str = "") -> tuple[int, bytes]:
+    headers = {"Content-Type": "application/json"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(url, data=data, headers=headers, method=method or ("POST" if data else "GET"))
+    try:
+        with urllib.request.urlopen(req, context=ssl.create_default_context(cafile=str(ca)), timeout=60) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+def signin(base: str, ca: Path, email: str, password: str) -> tuple[int, dict]:
+    status, body = request(f"{base}/api/v1/auths/signin", ca, {"email": email, "password": password})
+    return status, json.loads(body or b"{}")
+
+
+def port_open(address: str, port: int) -> bool:
+    try:
+        with socket.create_connection((address, port), timeout=3):
+            return True
+    except OSError:
+        return False
+
+
+def reachable_ports(address: str, keypair) -> tuple[list[int], list[int]]:
+    listening = ssh(address, "ss -Htln | awk '{print $4}'", keypair).stdout.split()
+    ports = sorted({int(addr.rsplit(":", 1)[1]) for addr in listening})
+    return ports, [p for p in ports if port_open(address, p)]
+
+
+def restart_to_healthy(address: str, keypair, port: int = 8080) -> float:
+    """Seconds from ``systemctl restart open-webui`` to /health answering 200, measured on the host."""
+    out = ssh(address, f"s=$(date +%s.%N); systemctl restart open-webui; "
+                       f"for i in $(seq 1200); do curl -fs -o /dev/null 127.0.0.1:{port}/health && break; sleep 0.1; done; "
+                       f"curl -fs -o /dev/null 127.0.0.1:{port}/health && python3 -c \"print($(date +%s.%N) - $s)\"", keypair)
+    return float(out.stdout.strip())
+
+
+def rss_mib(address: str, keypair, pid_command: str) -> float:
+    """Resident memory of a process and its children (MiB)."""
+    pid = ssh(address, pid_command, keypair).stdout.strip()
+    out = ssh(address, f"ps -o rss= --pid {pid} --ppid {pid}; pgrep -P {pid} | xargs -r -n1 pgrep -P | "
+                       f"xargs -r ps -o rss= --pid", keypair).stdout
+    return sum(int(x) for x in out.split()) / 1024
+
+
+def websocket_status(address: str, ca: Path) -> str:
+    """The status line nginx returns to a socket.io WebSocket handshake at /ws/socket.io."""
+    context = ssl.create_default_context(cafile=str(ca))
+    with socket.create_connection((address, 443), timeout=15) as raw, \
+            context.wrap_socket(raw, server_hostname=address) as sock:
+        sock.sendall((f"GET /ws/socket.io/?EIO=4&transport=websocket HTTP/1.1\r\nHost: {address}\r\n"
+                      f"Origin: https://{address}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                      "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n").encode())
+        return sock.recv(4096).decode(errors="replace").split("\r\n", 1)[0]
+
+
+# --- pip route: the real Open WebUI ---------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def pip_stack(tmp_path_factory, keypair, archives):
+    if os.geteuid() != 0:
+        pytest.skip("lab tests need root")
+    wheels = os.environ.get("PIP_FIND_LINKS", "/opt/wheels")
+    stack = WebUIStack("owpip", tmp_path_factory.mktemp("owpip"), keypair, archives,
+                       {"install": "pip", "find_links": wheels})
+    yield stack
+    stack.ollastack("lab", "down")
+
+
+@pytest.fixture(scope="module")
+def pip_host(pip_stack) -> dict:
+    result = pip_stack.ollastack("--json", "lab", "up", "--hosts", "1")
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)[0]
+
+
+@pytest.fixture(scope="module")
+def pip_converged(pip_stack, pip_host) -> dict:
+    started = time.monotonic()
+    process, report = pip_stack.pyinfra()
+    figure("pip route: first converge of a bare host (apt, Ollama, Open WebUI, nginx)", time.monotonic() - started, "s")
+    install = ssh(pip_host["address"], "python3 -c \"print($(stat -c %Y /opt/open-webui/.ollastack-installed) - "
+                                       "$(stat -c %Y /opt/open-webui/pyvenv.cfg))\"", pip_stack.keypair).stdout
+    figure("pip route: uv install of Open WebUI + CPU torch (venv created -> installed)", float(install), "s")
+    password = pip_stack.password()
+    assert password not in process.stdout + process.stderr
+    return {"report": report, "base": f"https://{pip_host['address']}", "password": password}
+
+
+def test_pip_page_loads_over_verified_https(pip_converged, pip_stack):
+    status, body = request(pip_converged["base"] + "/", pip_stack.ca)
+    assert status == 200 and b"<title>Open WebUI</title>" in body
+
+
+def test_pip_admin_signs_in_and_signup_is_refused(pip_converged, pip_stack):
+    base, ca = pip_converged["base"], pip_stack.ca
+    status, session = signin(base, ca, ADMIN, pip_converged["password"])
+    assert status == 200 and session["role"] == "admin"
+    assert signin(base, ca, ADMIN, "wrong-password")[0] == 400
+    status, _ = request(f"{base}/api/v1/auths/signup", ca,
+                        {"email": "visitor@example.org", "password": "Visitor-Pass-1", "name": "Visitor"})
+    assert status == 403
+    assert signin(base, ca, "visitor@example.org", "Visitor-Pass-1")[0] == 400
+
+
+def test_pip_models_and_streamed_chat_through_nginx(pip_converged, pip_stack):
+    base, ca = pip_converged["base"], pip_stack.ca
+    token = signin(base, ca, ADMIN, pip_converged["password"])[1]["token"]
+    status, body = request(f"{base}/api/models", ca, token=token)
+    assert status == 200 and [m["id"] for m in json.loads(body)["data"]] == ["llama3.2:1b"]
+    req = urllib.request.Request(f"{base}/api/chat/completions", method="POST",
+                                 headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+                                 data=json.dumps({"model": "llama3.2:1b", "stream": True,
+                                                  "messages": [{"role": "user", "content": "hello there"}]}).encode())
+    pieces = []
+    with urllib.request.urlopen(req, context=ssl.create_default_context(cafile=str(ca)), timeout=60) as response:
+        for line in response:
+            if line.startswith(b"data: {"):
+                delta = json.loads(line[6:])["choices"][0]["delta"]
+                pieces.append(delta.get("content") or "")
+    text = "".join(pieces)
+    assert text.startswith("This is the Ollama stand-in (llama3.2:1b) answering: hello there")
+    assert len([p for p in pieces if p]) > 3
+
+
+def test_pip_websocket_handshake_through_nginx(pip_converged, pip_stack, pip_host):
+    assert websocket_status(pip_host["address"], pip_stack.ca) == "HTTP/1.1 101 Switching Protocols"
+
+
+def test_pip_runs_unprivileged_with_data_outside_the_venv(pip_converged, pip_host, keypair):
+    address = pip_host["address"]
+    assert ssh(address, "ps -o user= -p $(systemctl show -p MainPID --value open-webui)", keypair).stdout.strip() \
+        == "open-webui"
+    assert ssh(address, "test -f /var/lib/open-webui/data/webui.db && stat -c %a /etc/open-webui/secret-key.env "
+                        "/etc/open-webui/admin.env", keypair).stdout.split() == ["600", "600"]
+    env = ssh(address, "systemctl show open-webui -p Environment --value", keypair).stdout
+    assert "ENABLE_SIGNUP=false" in env and "OLLAMA_BASE_URL=http://127.0.0.1:11434" in env
+    assert "WEBUI_SECRET_KEY" not in env and "PASSWORD" not in env
+
+
+def test_pip_only_ssh_http_https_reachable(pip_converged, pip_host, keypair):
+    ports, reachable = reachable_ports(pip_host["address"], keypair)
+    assert 8080 in ports and reachable == [22, 80, 443], (ports, reachable)
+
+
+def test_pip_second_converge_changes_nothing(pip_converged, pip_stack):
+    _, report = pip_stack.pyinfra()
+    assert report["results"]["totals"]["success"] == 0, changed_ops(report)
+
+
+def test_pip_restart_keeps_sessions(pip_converged, pip_stack, pip_host, keypair):
+    base, ca = pip_converged["base"], pip_stack.ca
+    token = signin(base, ca, ADMIN, pip_converged["password"])[1]["token"]
+    figure("pip route: restart -> /health", restart_to_healthy(pip_host["address"], keypair), "s")
+    figure("pip route: Open WebUI RSS after start", rss_mib(pip_host["address"], keypair,
+                                                               "systemctl show -p MainPID --value open-webui"), "MiB")
+    status, body = request(f"{base}/api/v1/auths/", ca, token=token)
+    assert status == 200 and json.loads(body)["email"] == ADMIN
+
+
+def test_pip_changed_ollama_url_applies(pip_converged, pip_stack, pip_host, keypair):
+    """A second Ollama stand-in on 127.0.0.1:11500 with another model; the stack points Open WebUI at it."""
+    address = pip_host["address"]
+    ssh(address, "systemctl is-active -q ollama-second || systemd-run -q --unit ollama-second "
+                 "-E OLLAMA_HOST=127.0.0.1:11500 -E OLLAMA_MODELS=/var/tmp/second /usr/local/bin/ollama serve; "
+                 "for i in $(seq 50); do curl -fs 127.0.0.1:11500/api/version && break; sleep 0.2; done; "
+                 "curl -fsS 127.0.0.1:11500/api/pull -d '{\"model\": \"qwen2.5:0.5b\", \"stream\": false}'", keypair)
+    try:
+        pip_stack.write(openwebui={"ollama_url": "http://127.0.0.1:11500"})
+        _, report = pip_stack.pyinfra()
+        assert "Open WebUI | Restart Open WebUI" in changed_ops(report)
+        base, ca = pip_converged["base"], pip_stack.ca
+        token = signin(base, ca, ADMIN, pip_converged["password"])[1]["token"]
+        status, body = request(f"{base}/api/models", ca, token=token)
+        assert status == 200 and [m["id"] for m in json.loads(body)["data"]] == ["qwen2.5:0.5b"]
+    finally:
+        pip_stack.write()
+        pip_stack.pyinfra()
+        ssh(address, "systemctl stop ollama-second", keypair, check=False)
+
+
+# --- container route: an image loaded from an archive ---------------------------------------------
+
+@pytest.fixture(scope="module")
+def image_archive(tmp_path_factory) -> Path:
+    return build_image(tmp_path_factory.mktemp("webui-image"))
+
+
+@pytest.fixture(scope="module")
+def ctr_stack(tmp_path_factory, keypair, archives, image_archive):
+    if os.geteuid() != 0:
+        pytest.skip("lab tests need root")
+    stack = WebUIStack("owctr", tmp_path_factory.mktemp("owctr"), keypair, archives,
+                       {"install": "container", "image": STANDIN_IMAGE, "image_archive": str(image_archive)})
+    yield stack
+    stack.ollastack("lab", "down")
+
+
+@pytest.fixture(scope="module")
+def ctr_host(ctr_stack) -> dict:
+    result = ctr_stack.ollastack("--json", "lab", "up", "--hosts", "1")
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)[0]
+
+
+@pytest.fixture(scope="module")
+def ctr_converged(ctr_stack, ctr_host) -> dict:
+    started = time.monotonic()
+    _, report = ctr_stack.pyinfra()
+    figure("container route: first converge of a bare host (apt incl. Podman, image load, nginx)",
+           time.monotonic() - started, "s")
+    return report
+
+
+def container_id(address: str, keypair) -> str:
+    return ssh(address, "podman inspect -f '{{.Id}}' open-webui", keypair, check=False).stdout.strip()
+
+
+def wait_for(condition, seconds: float = 90):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if value := condition():
+            return value
+        time.sleep(0.5)
+    raise AssertionError(f"not true within {seconds} s: {condition.__doc__ or condition}")
+
+
+def test_container_unit_runs_the_loaded_image(ctr_converged, ctr_host, keypair, ctr_stack):
+    address = ctr_host["address"]
+    info = json.loads(ssh(address, "podman inspect open-webui", keypair).stdout)[0]
+    assert info["ImageName"] == STANDIN_IMAGE
+    assert info["Config"]["Labels"]["io.containers.autoupdate"] == "registry"
+    assert info["HostConfig"]["NetworkMode"] == "host"
+    assert ssh(address, "systemctl is-enabled podman-auto-update.timer", keypair).stdout.strip() == "enabled"
+    env = dict(e.split("=", 1) for e in info["Config"]["Env"])
+    assert env["HOST"] == "127.0.0.1" and env["WEBUI_ADMIN_EMAIL"] == ADMIN
+    assert env["WEBUI_ADMIN_PASSWORD"] == ctr_stack.password() and len(env["WEBUI_SECRET_KEY"]) == 64
+    status, body = request(f"https://{address}/health", ctr_stack.ca)
+    assert status == 200 and json.loads(body)["status"] is True
+
+
+def test_container_reachable_through_nginx_only(ctr_converged, ctr_host, keypair):
+    ports, reachable = reachable_ports(ctr_host["address"], keypair)
+    assert 8080 in ports and reachable == [22, 80, 443], (ports, reachable)
+    listening = ssh(ctr_host["address"], "ss -Htln 'sport = :8080' | awk '{print $4}'", keypair).stdout.split()
+    assert listening == ["127.0.0.1:8080"]
+
+
+def test_container_second_converge_changes_nothing(ctr_converged, ctr_stack):
+    _, report = ctr_stack.pyinfra()
+    assert report["results"]["totals"]["success"] == 0, changed_ops(report)
+
+
+def test_container_restarted_after_being_killed(ctr_converged, ctr_host, keypair, ctr_stack):
+    address = ctr_host["address"]
+    before = container_id(address, keypair)
+    ssh(address, "podman kill open-webui", keypair)
+
+    def replaced():
+        """a new open-webui container answers /health"""
+        now = container_id(address, keypair)
+        healthy = ssh(address, "curl -fs 127.0.0.1:8080/health", keypair, check=False).returncode == 0
+        return now and now != before and healthy
+    wait_for(replaced)
+    figure("container route (stand-in image): restart -> /health", restart_to_healthy(address, keypair), "s")
+    figure("container route (stand-in image): app RSS", rss_mib(address, keypair,
+                                                                "podman inspect -f '{{.State.Pid}}' open-webui"), "MiB")
+
+
+def test_container_data_volume_survives_removal(ctr_converged, ctr_host, keypair, ctr_stack):
+    address = ctr_host["address"]
+    ssh(address, "podman exec open-webui sh -c 'echo kept > /app/backend/data/marker.txt'", keypair)
+    ssh(address, "podman rm -f open-webui", keypair)
+    ctr_stack.pyinfra()
+
+    def back():
+        """the container runs again and answers /health"""
+        return ssh(address, "curl -fs 127.0.0.1:8080/health", keypair, check=False).returncode == 0
+    wait_for(back)
+    assert ssh(address, "podman exec open-webui cat /app/backend/data/marker.txt", keypair).stdout.strip() == "kept"
+
+
+def test_container_restart_keeps_the_secret_key(ctr_converged, ctr_host, keypair, ctr_stack):
+    """The stand-in signs its sessions with WEBUI_SECRET_KEY like Open WebUI: a token outlives a restart."""
+    base, ca = f"https://{ctr_host['address']}", ctr_stack.ca
+    status, session = signin(base, ca, ADMIN, ctr_stack.password())
+    assert status == 200
+    ssh(ctr_host["address"], "systemctl restart open-webui", keypair)
+    wait_for(lambda: request(f"{base}/health", ca)[0] == 200)
+    status, body = request(f"{base}/api/v1/auths/", ca, token=session["token"])
+    assert status == 200 and json.loads(body)["email"] == ADMIN
+
+
+def test_container_changed_ollama_url_applies(ctr_converged, ctr_host, keypair, ctr_stack):
+    base, ca = f"https://{ctr_host['address']}", ctr_stack.ca
+    try:
+        ctr_stack.write(openwebui={"ollama_url": "http://127.0.0.1:11500"})
+        _, report = ctr_stack.pyinfra()
+        assert "Open WebUI | Restart Open WebUI" in changed_ops(report)
+        status, body = request(f"{base}/api/config", ca)
+        assert status == 200 and json.loads(body)["ollama_base_url"] == "http://127.0.0.1:11500"
+    finally:
+        ctr_stack.write()
+        ctr_stack.pyinfra()
