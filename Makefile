@@ -2,7 +2,8 @@
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # Lab hosts (debootstrap + systemd-nspawn), their network (nftables, iproute2), SSH, zstd archives;
 # pebble: the ACME test server (and its DNS) the Let's Encrypt tests issue certificates from.
-APT_PACKAGES := debootstrap systemd-container nftables iproute2 openssh-client zstd curl ca-certificates pebble
+# apt-utils, gnupg: the signed local apt repository that stands in for NVIDIA's in the GPU tests.
+APT_PACKAGES := debootstrap systemd-container nftables iproute2 openssh-client zstd curl ca-certificates pebble apt-utils gnupg
 PYTHON ?= python3
 
 .PHONY: install test docs
