@@ -120,7 +120,7 @@ class StaticSection(Section):
 
 class LabSection(Section):
     hosts: int = Field(1, ge=1, le=8, description="How many local Debian hosts `ollastack up` starts.")
-    release: Literal["bookworm"] = Field("bookworm", description="Debian release of the lab hosts.")
+    release: Literal["bookworm", "trixie"] = Field("bookworm", description="Debian release of the lab hosts (12 bookworm, 13 trixie).")
     subnet: str = Field("10.213.0.0/24", description="Private bridge network of the lab hosts (the control machine is .1).")
 
     @field_validator("subnet")

@@ -42,8 +42,9 @@ FIRST_HOST = 10
 # What a lab host needs before pyinfra can manage it; everything else is the deploy's job.
 IMAGE_PACKAGES = ("systemd", "systemd-sysv", "dbus", "openssh-server", "python3", "ca-certificates",
                   "iproute2", "sudo", "curl", "gnupg")
-# apt's periodic jobs race the converge for the dpkg lock; nothing in a lab host needs them.
-MASKED_UNITS = ("apt-daily.timer", "apt-daily-upgrade.timer", "apt-daily.service",
+# apt's periodic jobs race the converge for the dpkg lock; nothing in a lab host needs them. Lab
+# hosts share the control machine's kernel, so loading kernel modules can only fail there.
+MASKED_UNITS = ("systemd-modules-load.service", "apt-daily.timer", "apt-daily-upgrade.timer", "apt-daily.service",
                 "apt-daily-upgrade.service", "e2scrub_all.timer", "fstrim.timer", "man-db.timer",
                 "systemd-timesyncd.service")
 SYSCALLS = "add_key keyctl request_key bpf"
@@ -166,7 +167,7 @@ def ensure_image(release: str, progress: Progress) -> Path:
         started = time.monotonic()
         _run(["debootstrap", "--variant=minbase", f"--include={','.join(IMAGE_PACKAGES)}",
               release, str(rootfs), mirror], timeout=1200)
-        _configure_image(rootfs)
+        _configure_image(rootfs, release)
         progress(f"image built in {time.monotonic() - started:.0f}s; packing it")
         partial = path.with_suffix(".tar.partial")
         _run(["tar", "--numeric-owner", "-C", str(rootfs), "-cf", str(partial), "."], timeout=600)
@@ -174,13 +175,29 @@ def ensure_image(release: str, progress: Progress) -> Path:
     return path
 
 
-def _configure_image(rootfs: Path) -> None:
+def control_codename() -> str:
+    """The control machine's Debian codename (``bookworm``), from /etc/os-release."""
+    for line in Path("/etc/os-release").read_text().splitlines():
+        if line.startswith("VERSION_CODENAME="):
+            return line.split("=", 1)[1].strip('"')
+    raise LabError("cannot tell this machine's Debian release from /etc/os-release")
+
+
+def guest_sources(release: str) -> str:
+    """deb822 apt sources for a lab host of ``release``: the control machine's mirrors, suites renamed."""
+    ours = control_codename()
+    stanzas = []
+    for uri, suites, components in apt_sources():
+        renamed = [suite.replace(ours, release, 1) for suite in suites]
+        stanzas.append(f"Types: deb\nURIs: {uri}\nSuites: {' '.join(renamed)}\nComponents: {' '.join(components)}\n"
+                       "Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg\n")
+    return "\n".join(stanzas)
+
+
+def _configure_image(rootfs: Path, release: str) -> None:
     etc = rootfs / "etc"
     (etc / "apt/sources.list").unlink(missing_ok=True)
-    for src in Path("/etc/apt/sources.list.d").glob("*.sources"):
-        shutil.copy(src, etc / "apt/sources.list.d" / src.name)
-    if Path("/etc/apt/sources.list").exists():
-        shutil.copy("/etc/apt/sources.list", etc / "apt/sources.list")
+    (etc / "apt/sources.list.d/debian.sources").write_text(guest_sources(release))
     for src in Path("/etc/apt/apt.conf.d").iterdir():
         target = etc / "apt/apt.conf.d" / src.name
         if src.is_file() and not target.exists():
