@@ -122,6 +122,18 @@ def cmd_admin_password(args: argparse.Namespace, stack: Stack) -> int:
     return EXIT_OK
 
 
+def gpu_lines(report: dict) -> list[str]:
+    """The "what fits" part of ``ollastack status`` for one host."""
+    if "error" in report:
+        return [f"    gpu: {report['error']}"]
+    lines = [f"    gpu: {g['name']}, {g['memory_mib'] / 1024:.1f} GiB" for g in report["gpus"]]
+    for model in report["models"]:
+        if model["fits"] is not None:
+            lines.append(f"    model {model['name']} ({model['size'] / 1e9:.1f} GB): "
+                         f"{'fits in GPU memory' if model['fits'] else 'does NOT fit in GPU memory'}")
+    return lines + [f"    warning: {w}" for w in report["warnings"]]
+
+
 def cmd_status(args: argparse.Namespace, stack: Stack) -> int:
     report = orchestrate.status(stack)
     lines = [f"stack {report['stack']} ({report['provider']})"]
@@ -130,6 +142,7 @@ def cmd_status(args: argparse.Namespace, stack: Stack) -> int:
         cert = host["certificate"]
         lines.append(f"    certificate: {cert['error']}" if "error" in cert else
                      f"    certificate: issued by {cert['issuer']}, expires in {cert['days_left']} days ({cert['not_after']})")
+        lines += gpu_lines(host["gpu"])
     _emit(args, report, "\n".join(lines))
     return EXIT_OK if all(h["ok"] for h in report["hosts"]) else EXIT_FAILED
 

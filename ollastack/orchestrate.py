@@ -13,6 +13,7 @@ Example::
 from __future__ import annotations
 
 import http.client
+import json
 import os
 import socket
 import ssl
@@ -215,9 +216,69 @@ def hosts_of(stack: Stack) -> list[dict[str, Any]]:
     return StackState.load(stack.stack.name, provider).hosts
 
 
+GPU_PROBE = ("nvidia-smi --query-gpu=name,memory.total --format=csv,noheader,nounits 2>/dev/null; echo ---; "
+             "curl -fsS --max-time 5 http://{address}/api/tags 2>/dev/null")
+
+
+def _tagged(model: str) -> str:
+    return model if ":" in model.rsplit("/", 1)[-1] else f"{model}:latest"
+
+
+def what_fits(smi_lines: list[str], tags: dict, models: list[str]) -> dict[str, Any]:
+    """Which configured ``models`` fit in the GPUs' memory, by their size in Ollama's ``/api/tags``.
+
+    Example::
+
+        what_fits(["Tesla T4, 15360"], {"models": [{"name": "llama3.2:1b", "size": 1321098329}]}, ["llama3.2:1b"])
+        # {"gpus": [{"name": "Tesla T4", "memory_mib": 15360}], "vram_bytes": 16106127360,
+        #  "models": [{"name": "llama3.2:1b", "size": 1321098329, "fits": True}], "warnings": []}
+    """
+    gpus = []
+    for line in smi_lines:
+        name, _, memory = line.rpartition(",")
+        if name and memory.strip().isdigit():
+            gpus.append({"name": name.strip(), "memory_mib": int(memory)})
+    vram = sum(g["memory_mib"] for g in gpus) * 1024 * 1024
+    sizes = {m["name"]: m.get("size", 0) for m in tags.get("models", [])}
+    report, warnings = [], []
+    for model in models:
+        size = sizes.get(_tagged(model))
+        fits = None if size is None or not gpus else size <= vram
+        report.append({"name": model, "size": size, "fits": fits})
+        if size is None:
+            warnings.append(f"{model} is not pulled on the host (not in /api/tags)")
+        elif gpus and not fits:
+            warnings.append(f"{model} ({size / 1e9:.1f} GB) is larger than the GPU memory ({vram / 1e9:.1f} GB): "
+                            "Ollama runs part of it on the CPU, slowly")
+    if not gpus:
+        warnings.append("no NVIDIA GPU answers nvidia-smi: every model runs on the CPU")
+    return {"gpus": gpus, "vram_bytes": vram, "models": report, "warnings": warnings}
+
+
+def gpu_report(stack: Stack, host: dict[str, Any]) -> dict[str, Any]:
+    """GPU name and memory (nvidia-smi over SSH) and which configured models fit; {"error": ...} if unreachable."""
+    _, private_key = stack.key_paths()
+    known = lab.known_hosts_path() if stack.stack.provider == "lab" else known_hosts_file(stack.stack.name)
+    user = host.get("user") or (stack.static.user if stack.stack.provider == "static" else "root")
+    address = stack.ollama.host.replace("0.0.0.0", "127.0.0.1")
+    cmd = ["ssh", "-i", str(private_key), "-p", str(host.get("port") or 22), "-o", "BatchMode=yes",
+           "-o", "ConnectTimeout=5", "-o", f"UserKnownHostsFile={known}", f"{user}@{host['address']}",
+           GPU_PROBE.format(address=address)]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    if result.returncode == 255:
+        return {"error": f"SSH to {host['address']} failed: {result.stderr.strip()[-200:]}"}
+    smi, _, tags_text = result.stdout.partition("---\n")
+    try:
+        tags = json.loads(tags_text) if tags_text.strip() else {}
+    except ValueError:
+        tags = {}
+    return what_fits(smi.splitlines(), tags, stack.ollama.models)
+
+
 def status(stack: Stack) -> dict[str, Any]:
     hosts = []
     for host in hosts_of(stack):
         hosts.append({"name": host["name"], "address": host["address"], **https_check(stack, host),
-                      "certificate": served_certificate(host["address"], host_url_name(stack, host))})
+                      "certificate": served_certificate(host["address"], host_url_name(stack, host)),
+                      "gpu": gpu_report(stack, host)})
     return {"stack": stack.stack.name, "provider": stack.stack.provider, "hosts": hosts}

@@ -22,6 +22,7 @@ from pyinfra_cli.prints import build_results_json
 from deploy import nvidia as component
 from deploy.facts import NvidiaGpu, parse_smi_line
 from ollastack.config import NVIDIA_CUDA_KEY_FINGERPRINT
+from ollastack.orchestrate import what_fits
 
 KERNEL = "6.1.0-31-cloud-amd64"
 # nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader,nounits (documented format).
@@ -238,3 +239,16 @@ def test_ollama_without_gpu_has_no_driver_ordering_nor_vram_check():
     assert not [name for name in changed if "NVIDIA" in name or "GPU" in name]
     assert not [c for c in commands if "nvidia-vram-check" in c or "nvidia.conf" in c]
     assert "Ollama | Restart Ollama" in changed
+
+
+def test_what_fits_warns_about_models_larger_than_vram():
+    tags = {"models": [{"name": "llama3.2:1b", "size": 1_321_098_329}, {"name": "llama3.1:70b", "size": 42_520_413_916}]}
+    report = what_fits(["Tesla T4, 15360"], tags, ["llama3.2:1b", "llama3.1:70b"])
+    assert report["gpus"] == [{"name": "Tesla T4", "memory_mib": 15360}]
+    assert [(m["name"], m["fits"]) for m in report["models"]] == [("llama3.2:1b", True), ("llama3.1:70b", False)]
+    assert report["warnings"] == ["llama3.1:70b (42.5 GB) is larger than the GPU memory (16.1 GB): "
+                                  "Ollama runs part of it on the CPU, slowly"]
+    # Two GPUs: Ollama splits a model across them.
+    assert what_fits(["NVIDIA A10, 23028", "NVIDIA A10, 23028"], tags, ["llama3.1:70b"])["models"][0]["fits"]
+    assert what_fits([], tags, ["llama3.2:1b"])["warnings"] == [
+        "no NVIDIA GPU answers nvidia-smi: every model runs on the CPU"]

@@ -160,3 +160,34 @@ def test_key_with_another_fingerprint_is_not_installed(gpu_stack, gpu_host, keyp
     gpu_stack.gpu(cuda_repo_url=repositories["good"], cuda_key_fingerprint=good.fingerprint)
     _, report = gpu_stack.repository_converge()
     assert "NVIDIA repository | NVIDIA repository signing key (fingerprint checked)" not in changed_ops(report)
+
+
+NVIDIA_SMI_STANDIN = """#!/bin/sh
+# Stand-in for nvidia-smi written by tests/test_lab_gpu.py (lab hosts have no GPU): the documented
+# output of --query-gpu=name,memory.total --format=csv,noheader,nounits for a 15 GiB T4.
+echo "Tesla T4, 15360"
+"""
+
+
+def test_status_reports_gpu_and_which_models_fit(gpu_stack, gpu_host, keypair):
+    address = gpu_host["address"]
+    result = gpu_stack.ollastack("--json", "status")
+    gpu = json.loads(result.stdout)["hosts"][0]["gpu"]
+    assert gpu["gpus"] == [] and "no NVIDIA GPU answers nvidia-smi: every model runs on the CPU" in gpu["warnings"]
+    ssh(address, f"cat > /usr/local/bin/nvidia-smi <<'EOF'\n{NVIDIA_SMI_STANDIN}EOF\nchmod 0755 /usr/local/bin/nvidia-smi",
+        keypair)
+    try:
+        gpu_stack.write(ollama={"models": ["llama3.2:1b", "llama3.1:70b"]}, extra="")
+        result = gpu_stack.ollastack("status")
+        report = json.loads(gpu_stack.ollastack("--json", "status").stdout)["hosts"][0]["gpu"]
+    finally:
+        ssh(address, "rm -f /usr/local/bin/nvidia-smi", keypair)
+        gpu_stack.write()
+    assert report["gpus"] == [{"name": "Tesla T4", "memory_mib": 15360}]
+    sizes = json.loads(ssh(address, "curl -fsS 127.0.0.1:11434/api/tags", keypair).stdout)["models"]
+    size = next(m["size"] for m in sizes if m["name"] == "llama3.2:1b")
+    assert report["models"] == [{"name": "llama3.2:1b", "size": size, "fits": True},
+                                {"name": "llama3.1:70b", "size": None, "fits": None}]
+    assert "llama3.1:70b is not pulled on the host (not in /api/tags)" in report["warnings"]
+    assert "gpu: Tesla T4, 15.0 GiB" in result.stdout
+    assert f"model llama3.2:1b ({size / 1e9:.1f} GB): fits in GPU memory" in result.stdout
