@@ -134,8 +134,9 @@ PROVIDERS = {"azure": azure_up, "alibaba": alibaba_up}
 
 def table(results: dict[str, dict]) -> str:
     """One row per provider: up wall time, critical path, serial sum, requests, down wall time, chain."""
-    lines = [f"{'provider':<9} {'up wall':>8} {'critical path':>14} {'serial sum':>11} {'requests':>9} "
-             f"{'down wall':>10}  critical chain"]
+    header = (f"{'provider':<9} {'up wall':>8} {'critical path':>14} {'serial sum':>11} {'requests':>9} "
+              f"{'down wall':>10}  critical chain")
+    lines = [header]
     for name, figures in results.items():
         path, chain = critical_path(figures["graph"], figures["steps"])
         lines.append(f"{name:<9} {figures['wall']:>6.2f} s {path:>12.2f} s {sum(figures['steps'].values()):>9.2f} s "

@@ -28,6 +28,7 @@ import pytest
 import trustme
 
 from ollastack import lab
+from ollastack.config import LabSection
 from tests.alibaba_emulator import AlibabaEmulator
 from tests.azure_emulator import TAG, AzureEmulator
 from tests.labkit import ssh
@@ -35,7 +36,7 @@ from tests.labkit import ssh
 NETGUARD = Path(__file__).resolve().parent / "netguard"
 PROXY_VARS = ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY", "all_proxy")
 # The control machine's address on the lab bridge: where SSH to the "VM" comes from.
-CONTROL = f"{lab._network('10.213.0.0/24')[1]}/32"
+CONTROL = f"{lab._network(LabSection().subnet)[1]}/32"
 AZURE_KINDS = ["resourcegroups", "virtualnetworks", "networksecuritygroups", "publicipaddresses",
                "networkinterfaces", "virtualmachines"]
 ALIBABA_CREATES = ["CreateVpc", "CreateVSwitch", "CreateSecurityGroup", "AuthorizeSecurityGroup", "ImportKeyPair",
@@ -122,9 +123,9 @@ class AlibabaCloud:
                 if r["status"] == 200 and re.match(r"(Create|Import|Run|Authorize|Revoke|Allocate)", r["action"])]
 
     def leftovers(self) -> list[str]:
-        with self.emulator.lock:
-            self.emulator._expire()
-            return [rid for items in self.emulator.resources.values() for rid in items]
+        if not self.emulator.resource_count():
+            return []
+        return [rid for items in self.emulator.resources.values() for rid in items]
 
     def check_creates(self) -> None:
         assert sorted(self.creates()) == sorted(ALIBABA_CREATES)
@@ -259,8 +260,8 @@ def test_the_converge_logged_in_as_the_image_user(e2e):
     assert subprocess.run(["ssh-keygen", "-F", e2e.vm["address"], "-f", str(known_hosts)],
                           capture_output=True).returncode == 0
     # pyinfra runs as the image's user: through sudo for Azure's admin user, directly as root on ECS.
-    sudo = ssh(e2e.vm["address"], f"journalctl -q _COMM=sudo -o cat | grep -c '^ *{e2e.cloud.user} : .*USER=root' || true",
-               e2e.keypair)
+    sudo_lines = f"journalctl -q _COMM=sudo -o cat | grep -c '^ *{e2e.cloud.user} : .*USER=root' || true"
+    sudo = ssh(e2e.vm["address"], sudo_lines, e2e.keypair)
     assert (int(sudo.stdout) > 0) == (e2e.cloud.user != "root")
 
 
@@ -298,7 +299,8 @@ def test_status_then_down_leaves_nothing(e2e):
 def test_up_shows_provider_warnings_before_creating_and_down_cleans_up(tmp_path, keypair, archives):
     """No lab host needed: the create fails at the VPC, after the ICP warning was shown."""
     with AlibabaCloud("127.0.0.1") as cloud:
-        run = E2E(tmp_path, cloud, {"address": "127.0.0.1"}, keypair, archives, extra={"tls": {"domain": "chat.example.com"}})
+        run = E2E(tmp_path, cloud, {"address": "127.0.0.1"}, keypair, archives,
+                  extra={"tls": {"domain": "chat.example.com"}})
         cloud.emulator.inject("CreateVpc", "error", code="QuotaExceed.Vpc")
         result = run.ollastack("--json", "up")
         assert result.returncode == 1 and result.stdout == ""
