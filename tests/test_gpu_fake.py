@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import re
+import subprocess
+import sys
 
 import pytest
 from pyinfra.api import Config, Inventory, State
@@ -21,8 +23,10 @@ from pyinfra_cli.prints import build_results_json
 
 from deploy import nvidia as component
 from deploy.facts import NvidiaGpu, parse_smi_line
+from ollastack import PROJECT_ROOT
 from ollastack.config import NVIDIA_CUDA_KEY_FINGERPRINT
 from ollastack.orchestrate import what_fits
+from tests.test_standin import binary  # noqa: F401  (fixture: the stand-in Ollama release)
 
 KERNEL = "6.1.0-31-cloud-amd64"
 # nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader,nounits (documented format).
@@ -252,3 +256,22 @@ def test_what_fits_warns_about_models_larger_than_vram():
     assert what_fits(["NVIDIA A10, 23028", "NVIDIA A10, 23028"], tags, ["llama3.1:70b"])["models"][0]["fits"]
     assert what_fits([], tags, ["llama3.2:1b"])["warnings"] == [
         "no NVIDIA GPU answers nvidia-smi: every model runs on the CPU"]
+
+
+@pytest.mark.parametrize("vram, code", [("0", 1), (str(8 * 1024**3), 0)])
+def test_vram_check_against_the_ollama_standin(binary, tmp_path, vram, code):
+    """templates/nvidia-vram-check.py against a real (stand-in) Ollama process whose GPU has ``vram`` bytes."""
+    from tests.test_standin import Ollama
+    server = Ollama(binary, tmp_path / "models", tmp_path / "ollama.log", OLLAMA_STANDIN_VRAM_BYTES=vram).start()
+    try:
+        server.post_lines("/api/pull", {"model": "llama3.2:1b"})
+        check = subprocess.run([sys.executable, str(PROJECT_ROOT / "templates/nvidia-vram-check.py"),
+                                f"127.0.0.1:{server.port}", "llama3.2:1b"], capture_output=True, text=True, timeout=30)
+    finally:
+        server.stop()
+    assert check.returncode == code, check.stderr
+    if code:
+        assert check.stderr.startswith("Ollama runs llama3.2:1b on the CPU (size_vram 0 in /api/ps) although an "
+                                       "NVIDIA GPU is present")
+    else:
+        assert check.stdout.startswith("llama3.2:1b: ") and "bytes in GPU memory" in check.stdout
