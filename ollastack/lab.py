@@ -224,10 +224,19 @@ def _configure_image(rootfs: Path, release: str) -> None:
     resolv = etc / "resolv.conf"
     resolv.unlink(missing_ok=True)
     resolv.write_text("# lab host: names come from /etc/hosts\n")
-    # The cgroup v1 controllers are mounted read-only inside nspawn; Podman in a lab host needs them
-    # writable before systemd starts, so PID 1 is this wrapper.
+    _write_init(rootfs)
+
+
+def _write_init(rootfs: Path) -> None:
+    """PID 1 of a lab host: make the cgroup v1 controllers writable, then exec systemd.
+
+    nspawn mounts them read-only; Podman needs them writable before systemd starts. memory, pids and
+    devices are read-only bind mounts, which only ``remount,bind,rw`` changes. Written per host (not
+    only into the cached image) so hosts from an older image get the current wrapper.
+    """
     init = rootfs / "usr/local/sbin/ollastack-init"
-    init.write_text("#!/bin/sh\nfor d in /sys/fs/cgroup/*/; do mount -o remount,rw \"$d\" 2>/dev/null; done\n"
+    init.write_text("#!/bin/sh\nfor d in /sys/fs/cgroup/*/; do mount -o remount,rw \"$d\" 2>/dev/null || "
+                    "mount -o remount,bind,rw \"$d\" 2>/dev/null; done\n"
                     "mount -o remount,rw /sys/fs/cgroup 2>/dev/null\nexec /lib/systemd/systemd \"$@\"\n")
     init.chmod(0o755)
 
@@ -337,6 +346,7 @@ def _free_address(subnet: str) -> str:
 
 def _prepare_rootfs(rootfs: Path, name: str, address: str, subnet: str, public_key: str) -> str:
     net, gateway = _network(subnet)
+    _write_init(rootfs)
     etc = rootfs / "etc"
     (etc / "hostname").write_text(f"{name}\n")
     (etc / "machine-id").write_text(uuid.uuid4().hex + "\n")
