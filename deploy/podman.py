@@ -52,7 +52,9 @@ def ensure_image(image: str, archive: str):
                                           f"{image}: set openwebui.image to the tag inside the archive' >&2; exit 1; }}"])
         return None
     if host.get_fact(PodmanImageId, image=image) is None:
-        return server.shell(name=f"Pull {image}", commands=[f"podman pull -q {image}"], _retries=2, _retry_delay=10)
+        return server.shell(name=f"Pull {image}", _retries=2, _retry_delay=10,
+                            commands=[f"podman pull -q {image} || {{ echo 'cannot pull {image}: check the registry is "
+                                      f"reachable, or set openwebui.image_archive to a podman save archive' >&2; exit 1; }}"])
     return None
 
 

@@ -65,7 +65,7 @@ def _python_layer(image: Path) -> bytes:
                     wanted |= {_normalize(p) for p in tar.extractfile(info).read().decode().split() if p != "/."}
         out = io.BytesIO()
         with tarfile.open(fileobj=out, mode="w") as layer:
-            for name in [*MERGED, *sorted(wanted)]:
+            for name in dict.fromkeys([*MERGED, *sorted(wanted)]):
                 member = members.get(name)
                 # The merged-/usr links (bin -> usr/bin, ...) are needed; a real directory would be empty.
                 if member is None or (name in MERGED and not member.issym()):
