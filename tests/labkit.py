@@ -15,7 +15,12 @@ SSH_OPTS = ["-o", "BatchMode=yes", "-o", "ConnectTimeout=5"]
 
 
 class LabStack:
-    """A stack description for the lab tests, rewritten per test, plus helpers to converge and inspect."""
+    """A stack description for the lab tests, rewritten per test, plus helpers to converge and inspect.
+
+    Subclasses give each test module its own ``name``, so their lab hosts never collide.
+    """
+
+    name = STACK
 
     def __init__(self, workdir: Path, keypair, archives):
         self.dir = workdir
@@ -32,8 +37,11 @@ class LabStack:
         settings.update(ollama or {})
         lines = "\n".join(f"{k} = {json.dumps(v)}" for k, v in settings.items())
         public, private = self.keypair
+        if "[openwebui]" not in extra:
+            # Open WebUI has its own tests (test_lab_openwebui.py); the others leave it out.
+            extra = '[openwebui]\ninstall = "none"\n\n' + extra
         self.path.write_text(
-            f'[stack]\nname = "{STACK}"\nprovider = "lab"\n\n'
+            f'[stack]\nname = "{self.name}"\nprovider = "lab"\n\n'
             f'[access]\nadmin_cidrs = ["198.51.100.0/24"]\nssh_public_key = "{public}"\nssh_private_key = "{private}"\n\n'
             f"[ollama]\n{lines}\n\n{extra}")
 
@@ -53,7 +61,7 @@ class LabStack:
 
     @property
     def ca(self) -> Path:
-        return self.dir / "ssl" / STACK / "ca.pem"
+        return self.dir / "ssl" / self.name / "ca.pem"
 
 
 def changed_ops(report: dict) -> list[str]:

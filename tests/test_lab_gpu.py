@@ -18,7 +18,7 @@ import pytest
 
 from ollastack import PROJECT_ROOT, lab
 from tests.aptrepo import SignedRepo
-from tests.labkit import STACK, LabStack, changed_ops, ssh
+from tests.labkit import LabStack, changed_ops, ssh
 
 pytestmark = pytest.mark.lab
 NAME = "gputest"
@@ -44,11 +44,9 @@ repository()
 
 
 class GpuStack(LabStack):
-    """The lab test stack under its own name, without Open WebUI (not what these tests are about)."""
+    """The lab test stack under its own name."""
 
-    def write(self, ollama: dict | None = None, extra: str = "") -> None:
-        super().write(ollama, '[openwebui]\ninstall = "none"\n\n' + extra)
-        self.path.write_text(self.path.read_text().replace(f'name = "{STACK}"', f'name = "{NAME}"', 1))
+    name = NAME
 
     def gpu(self, **settings) -> None:
         self.write(extra="[gpu]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in settings.items()))

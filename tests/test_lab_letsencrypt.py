@@ -33,15 +33,9 @@ lab_only = pytest.mark.lab
 
 
 class AcmeStack(LabStack):
-    """The lab test stack under its own name, with Open WebUI left out (not what these tests are about)."""
+    """The lab test stack under its own name."""
 
-    def write(self, ollama: dict | None = None, extra: str = "") -> None:
-        super().write(ollama, '[openwebui]\ninstall = "none"\n\n' + extra)
-        self.path.write_text(self.path.read_text().replace('name = "citest"', f'name = "{NAME}"', 1))
-
-    @property
-    def ca(self) -> Path:
-        return self.dir / "ssl" / NAME / "ca.pem"
+    name = NAME
 
 
 def tls_section(pebble: Pebble | None = None, **settings) -> str:
