@@ -35,7 +35,9 @@ class Progress:
 
     def __call__(self, message: str) -> None:
         elapsed = time.monotonic() - self.started
-        print(f"[{elapsed:6.1f}s] {self.prefix}{message}", file=self.stream, flush=True)
+        # One write per line: steps running in parallel must not interleave within a line.
+        self.stream.write(f"[{elapsed:6.1f}s] {self.prefix}{message}\n")
+        self.stream.flush()
 
 
 def provider(name: str) -> ModuleType:
