@@ -148,6 +148,8 @@ def pip_converged(pip_stack, pip_host) -> dict:
     figure("pip route: uv install of Open WebUI + CPU torch (venv created -> installed)", float(install), "s")
     password = pip_stack.password()
     assert password not in process.stdout + process.stderr
+    stored = pip_stack.dir / "state" / "owpip.openwebui-admin-password"
+    assert stored.stat().st_mode & 0o777 == 0o600 and pip_stack.password() == password
     return {"report": report, "base": f"https://{pip_host['address']}", "password": password}
 
 
@@ -208,7 +210,9 @@ def test_pip_only_ssh_http_https_reachable(pip_converged, pip_host, keypair):
 
 
 def test_pip_second_converge_changes_nothing(pip_converged, pip_stack):
+    started = time.monotonic()
     _, report = pip_stack.pyinfra()
+    figure("pip route: no-op re-run of the whole site", time.monotonic() - started, "s")
     assert report["results"]["totals"]["success"] == 0, changed_ops(report)
 
 
@@ -311,7 +315,9 @@ def test_container_reachable_through_nginx_only(ctr_converged, ctr_host, keypair
 
 
 def test_container_second_converge_changes_nothing(ctr_converged, ctr_stack):
+    started = time.monotonic()
     _, report = ctr_stack.pyinfra()
+    figure("container route: no-op re-run of the whole site", time.monotonic() - started, "s")
     assert report["results"]["totals"]["success"] == 0, changed_ops(report)
 
 
