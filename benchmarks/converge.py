@@ -44,7 +44,9 @@ def main() -> None:
         config = tmp / "stack.toml"
         config.write_text(f'[stack]\nname = "{STACK}"\n[access]\nadmin_cidrs = ["198.51.100.0/24"]\n'
                           f'ssh_public_key = "{tmp}/id.pub"\nssh_private_key = "{tmp}/id"\n'
-                          f'[ollama]\narchive = "{archive}"\nsha256 = "{sha}"\n')
+                          f'[ollama]\narchive = "{archive}"\nsha256 = "{sha}"\n'
+                          # The spine only: Open WebUI's install is measured by its own tests.
+                          '[openwebui]\ninstall = "none"\n')
         env = dict(__import__("os").environ, OLLASTACK_CONFIG=str(config), OLLASTACK_SSL_DIR=str(tmp / "ssl"))
         ollastack = [sys.executable, "-m", "ollastack.cli"]
         pyinfra = [sys.executable, "-m", "pyinfra", "-y", "inventories/lab.py"]
