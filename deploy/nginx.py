@@ -9,6 +9,7 @@ from pyinfra.operations.util import any_changed
 
 from deploy.base import ensure_packages
 from deploy.defaults import DEFAULTS
+from deploy.release import host_release
 from deploy.tls import TLS_DIR, server_names
 from ollastack import PROJECT_ROOT
 
@@ -24,7 +25,8 @@ def nginx(tls_changes=()):
     files.directory(name="ACME challenge directory", path=ACME_ROOT, mode="0755")
     site = files.template(name="nginx site", src=str(PROJECT_ROOT / "templates/nginx-site.conf.j2"), dest=SITE,
                           server_names=" ".join(server_names(data)), tls_dir=TLS_DIR,
-                          upstream_port=data.openwebui_port, acme_root=ACME_ROOT)
+                          upstream_port=data.openwebui_port, acme_root=ACME_ROOT,
+                          http2_directive=host_release().nginx_http2_directive)
     enabled = files.link(name="nginx site enabled", path="/etc/nginx/sites-enabled/ollastack.conf", target=SITE)
     default = files.link(name="Debian's default site disabled", path="/etc/nginx/sites-enabled/default",
                          present=False)

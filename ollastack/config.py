@@ -120,7 +120,7 @@ class StaticSection(Section):
 
 class LabSection(Section):
     hosts: int = Field(1, ge=1, le=8, description="How many local Debian hosts `ollastack up` starts.")
-    release: Literal["bookworm", "trixie"] = Field("bookworm", description="Debian release of the lab hosts (12 bookworm, 13 trixie).")
+    release: Literal["bookworm", "trixie"] = Field("trixie", description="Debian release of the lab hosts: trixie (13) or bookworm (12).")
     subnet: str = Field("10.213.0.0/24", description="Private bridge network of the lab hosts (the control machine is .1).")
 
     @field_validator("subnet")
@@ -148,7 +148,8 @@ class AzureSection(Section):
         "", description="Resource Manager URL overriding the cloud's (https; trust comes from REQUESTS_CA_BUNDLE).")
     resource_group: str = Field("", description="Resource group holding everything; empty: <stack name>-rg.",
                                 pattern=r"^([A-Za-z0-9._()-]{0,89}[A-Za-z0-9_()-])?$")
-    image: str = Field("Debian:debian-12:12-gen2:latest", description="VM image as publisher:offer:sku:version.")
+    image: str = Field("Debian:debian-13:13-gen2:latest",
+                       description="VM image as publisher:offer:sku:version (Debian 12: Debian:debian-12:12-gen2:latest).")
     os_disk_gb: int = Field(64, ge=30, le=4095, description="OS disk size in GiB (models live there).")
     admin_username: str = Field("ollastack", description="Admin user created on the VM (SSH key only).",
                                 pattern=r"^[a-z_][a-z0-9_-]{0,31}$")
@@ -198,7 +199,8 @@ class AlibabaSection(Section):
     instance_type: str = Field("ecs.gn7i-c8g1.2xlarge", description="ECS instance type (a GPU type for real models).")
     zone: str = Field("", description="Zone for the vSwitch and instance; empty: the first zone offering instance_type.",
                       pattern=r"^([a-z]+(-[a-z0-9]+)+)?$")
-    image_pattern: str = Field("debian_12*x64*", description="Pattern (fnmatch) of the system image name; the newest match is used.")
+    image_pattern: str = Field("debian_13*x64*",
+                               description="Pattern (fnmatch) of the system image name; the newest match is used (Debian 12: debian_12*x64*).")
     image_id: str = Field("", description="Pin an exact image id instead of the newest image matching image_pattern.")
     system_disk_gb: int = Field(100, ge=20, le=2048, description="System disk size in GiB (models live there).")
     system_disk_category: str = Field("cloud_essd", description="System disk category (cloud_essd, cloud_auto, cloud_efficiency).")
@@ -494,6 +496,28 @@ class Stack(Section):
             raise ValueError("tls.domain: tls.mode = \"letsencrypt\" needs a DNS name pointing at the host "
                              "(or azure.dns_label); certificates are never issued for bare IP addresses")
         return self
+
+    @model_validator(mode="after")
+    def _release_can(self) -> "Stack":
+        release, setting = self.requested_release()
+        if release == "trixie" and self.openwebui.install == "pip":
+            raise ValueError(
+                f"openwebui.install: the pip route needs Python 3.11 or 3.12 and Debian 13 (trixie, from {setting}) "
+                "ships 3.13; use openwebui.install = \"container\" (Podman with Quadlet on Debian 13), "
+                f"or Debian 12 by setting {setting}")
+        return self
+
+    def requested_release(self) -> tuple[str | None, str]:
+        """The Debian release this stack's hosts will run, and the setting that decides it (None: unknown)."""
+        provider = self.stack.provider
+        if provider == "lab":
+            return self.lab.release, "lab.release"
+        image = {"azure": self.azure.image, "alibaba": self.alibaba.image_pattern}.get(provider, "")
+        setting = {"azure": "azure.image", "alibaba": "alibaba.image_pattern"}.get(provider, "")
+        for version, codename in (("13", "trixie"), ("12", "bookworm")):
+            if re.search(rf"debian[-_]{version}(?!\d)", image):
+                return codename, setting
+        return None, setting
 
     def key_paths(self) -> tuple[Path, Path]:
         return _expand(self.access.ssh_public_key), _expand(self.access.ssh_private_key)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.labkit import LabStack
+from tests.labkit import STACK, LabStack
 from tests.standin.build_archive import build_archive
 
 
@@ -42,11 +42,14 @@ def archives(workdir) -> dict[str, tuple[Path, str]]:
     return out
 
 
-@pytest.fixture(scope="session")
-def lab_stack(workdir, keypair, archives):
+@pytest.fixture(scope="session", params=["bookworm", "trixie"])
+def lab_stack(request, tmp_path_factory, keypair, archives):
+    """The spine's test stack, once per supported Debian release (12 and 13)."""
     if os.geteuid() != 0:
         pytest.skip("lab tests need root")
-    stack = LabStack(workdir, keypair, archives)
+    stack = LabStack(tmp_path_factory.mktemp(request.param), keypair, archives)
+    stack.name, stack.release = f"{STACK}-{request.param[:3]}", request.param
+    stack.write()
     yield stack
     stack.ollastack("lab", "down")
 

@@ -21,6 +21,7 @@ class LabStack:
     """
 
     name = STACK
+    release = "bookworm"
 
     def __init__(self, workdir: Path, keypair, archives):
         self.dir = workdir
@@ -41,7 +42,7 @@ class LabStack:
             # Open WebUI has its own tests (test_lab_openwebui.py); the others leave it out.
             extra = '[openwebui]\ninstall = "none"\n\n' + extra
         self.path.write_text(
-            f'[stack]\nname = "{self.name}"\nprovider = "lab"\n\n'
+            f'[stack]\nname = "{self.name}"\nprovider = "lab"\n\n[lab]\nrelease = "{self.release}"\n\n'
             f'[access]\nadmin_cidrs = ["198.51.100.0/24"]\nssh_public_key = "{public}"\nssh_private_key = "{private}"\n\n'
             f"[ollama]\n{lines}\n\n{extra}")
 

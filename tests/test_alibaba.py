@@ -116,7 +116,7 @@ def test_create_requests_and_state(emu, keys):
     assert hosts == [{"name": "demo-1", "address": "127.0.0.1", "user": "root", "tls_names": ["127.0.0.1"]}]
     assert counts(emu) == {"vpc": 1, "vswitch": 1, "security_group": 1, "key_pair": 1, "instance": 1}
     (run,) = emu.calls("RunInstances")
-    assert run["ImageId"] == "m-00000003"          # newest debian_12 x64, not the arm64 or an older one
+    assert run["ImageId"] == "m-00000007"          # newest debian_13 x64, not the arm64 or an older one
     assert run["InstanceType"] == "ecs.gn7i-c8g1.2xlarge"
     assert run["ZoneId"] == "cn-hangzhou-i"        # the first zone that offers the type
     assert run["KeyPairName"] == "ollastack-demo"

@@ -136,8 +136,8 @@ def test_create_sends_locked_down_resources_and_returns_loopback_host(arm, make_
     [vm] = put_bodies(arm, "virtualMachines")
     props = vm["properties"]
     assert props["hardwareProfile"]["vmSize"] == "Standard_NC4as_T4_v3"
-    assert props["storageProfile"]["imageReference"] == {"publisher": "Debian", "offer": "debian-12",
-                                                         "sku": "12-gen2", "version": "latest"}
+    assert props["storageProfile"]["imageReference"] == {"publisher": "Debian", "offer": "debian-13",
+                                                         "sku": "13-gen2", "version": "latest"}
     assert props["storageProfile"]["osDisk"]["diskSizeGB"] == 64
     assert props["storageProfile"]["osDisk"]["deleteOption"] == "Delete"
     linux = props["osProfile"]["linuxConfiguration"]

@@ -60,6 +60,7 @@ BAD = [
     ("lab subnet public", '[lab]\nsubnet = "8.8.8.0/24"\n', "lab.subnet"),
     ("static without hosts", '[stack]\nprovider = "static"\n', "static.hosts"),
     ("not TOML", "[ollama\nhost=\n", "not valid TOML"),
+    ("pip route on Debian 13", '[lab]\nrelease = "trixie"\n[openwebui]\ninstall = "pip"\n', "openwebui.install"),
 ]
 
 
@@ -134,3 +135,17 @@ def test_settings_json_lists_every_setting(capsys):
     names = [row["name"] for row in json.loads(capsys.readouterr().out)]
     assert names == [name for name, _, _ in iter_settings()]
     assert "ollama.host" in names and "access.admin_cidrs" in names
+
+
+@pytest.mark.parametrize("body,release,setting", [
+    ("", "trixie", "lab.release"),
+    ('[lab]\nrelease = "bookworm"\n', "bookworm", "lab.release"),
+    ('[stack]\nprovider = "azure"\n[azure]\nsubscription_id = "s"\n', "trixie", "azure.image"),
+    ('[stack]\nprovider = "azure"\n[azure]\nsubscription_id = "s"\nimage = "Debian:debian-12:12-gen2:latest"\n',
+     "bookworm", "azure.image"),
+    ('[stack]\nprovider = "alibaba"\n[alibaba]\nimage_pattern = "debian_12*x64*"\n', "bookworm", "alibaba.image_pattern"),
+    ('[stack]\nprovider = "static"\n[static]\nhosts = ["192.0.2.10"]\n', None, ""),
+])
+def test_requested_release_names_the_deciding_setting(tmp_path, keys, body, release, setting):
+    """Debian 13 is the default everywhere; each provider has one setting that picks Debian 12."""
+    assert load_stack(write_stack(tmp_path, keys, body)).requested_release() == (release, setting)

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from ollastack import lab
-from tests.labkit import STACK, changed_ops, ssh
+from tests.labkit import changed_ops, ssh
 
 pytestmark = pytest.mark.lab
 
@@ -65,6 +65,14 @@ def test_http_redirects_to_https(converged, lab_host):
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_http2_is_negotiated(converged, lab_host, lab_stack):
+    """nginx 1.22 (Debian 12) and 1.26 (Debian 13) spell HTTP/2 differently; both must end up serving it."""
+    result = subprocess.run(["curl", "-sS", "--http2", "-o", "/dev/null", "-w", "%{http_version}",
+                             "--cacert", str(lab_stack.ca), f"https://{lab_host['address']}/"],
+                            capture_output=True, text=True, timeout=30)
+    assert result.stdout == "2", result.stderr
+
+
 def test_tls_settings(converged, lab_host, lab_stack):
     context = ssl.create_default_context(cafile=str(lab_stack.ca))
     context.maximum_version = ssl.TLSVersion.TLSv1_1
@@ -210,7 +218,7 @@ def test_lab_up_two_then_down_leaves_nothing(lab_stack):
         assert not any(d.exists() for d in lab._cgroup_dirs(host["name"]))
         assert not (lab.lab_dir() / "hosts" / host["name"]).exists()
         assert f"/hosts/{host['name']}/" not in mounts
-    assert [h for h in lab.list_hosts() if h["stack"] == STACK] == []
+    assert [h for h in lab.list_hosts() if h["stack"] == lab_stack.name] == []
     if not lab.list_hosts():
         # The bridge and its egress rule go with the last lab host on the machine (in CI: this one).
         assert subprocess.run(["ip", "link", "show", lab.BRIDGE], capture_output=True).returncode != 0
