@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.labkit import STACK, LabStack, changed_ops, ssh
+from tests.labkit import LabStack, changed_ops, ssh
 from tests.webui_standin.build_image import STANDIN_IMAGE, build_image
 
 pytestmark = pytest.mark.lab
@@ -42,12 +42,6 @@ class WebUIStack(LabStack):
         settings = dict(self.openwebui, admin_email=ADMIN, offline=True, **(openwebui or {}))
         lines = "\n".join(f"{k} = {json.dumps(v)}" for k, v in settings.items())
         super().write(ollama, f"[openwebui]\n{lines}\n\n{extra}")
-        text = self.path.read_text().replace(f'name = "{STACK}"', f'name = "{self.name}"', 1)
-        self.path.write_text(text)
-
-    @property
-    def ca(self) -> Path:
-        return self.dir / "ssl" / self.name / "ca.pem"
 
     def password(self) -> str:
         result = self.ollastack("admin-password")
