@@ -7,14 +7,12 @@ removed at the end of the session.
 
 from __future__ import annotations
 
-import json
-import os
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from tests.labkit import STACK, LabStack
+from tests.labkit import STACK, LabStack, lab_stack_fixture
 from tests.standin.build_archive import build_archive
 
 
@@ -45,21 +43,16 @@ def archives(workdir) -> dict[str, tuple[Path, str]]:
 @pytest.fixture(scope="session", params=["bookworm", "trixie"])
 def lab_stack(request, tmp_path_factory, keypair, archives):
     """The spine's test stack, once per supported Debian release (12 and 13)."""
-    if os.geteuid() != 0:
-        pytest.skip("lab tests need root")
-    stack = LabStack(tmp_path_factory.mktemp(request.param), keypair, archives)
-    stack.name, stack.release = f"{STACK}-{request.param[:3]}", request.param
-    stack.write()
-    yield stack
-    stack.ollastack("lab", "down")
+    class SpineStack(LabStack):
+        name, release = f"{STACK}-{request.param[:3]}", request.param
+
+    yield from lab_stack_fixture(SpineStack, tmp_path_factory.mktemp(request.param), keypair, archives)
 
 
 @pytest.fixture(scope="session")
 def lab_host(lab_stack) -> dict:
     """One running lab host of the test stack (image built on first use)."""
-    result = lab_stack.ollastack("--json", "lab", "up", "--hosts", "1")
-    assert result.returncode == 0, result.stderr
-    return json.loads(result.stdout)[0]
+    return lab_stack.up_one()
 
 
 @pytest.fixture(scope="session")

@@ -6,7 +6,10 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+
+import pytest
 
 from ollastack import PROJECT_ROOT, lab
 
@@ -46,15 +49,22 @@ class LabStack:
             f'[access]\nadmin_cidrs = ["198.51.100.0/24"]\nssh_public_key = "{public}"\nssh_private_key = "{private}"\n\n'
             f"[ollama]\n{lines}\n\n{extra}")
 
-    def pyinfra(self, *extra: str, check: bool = True) -> tuple[subprocess.CompletedProcess, dict | None]:
+    def pyinfra(self, *extra: str, check: bool = True, deploy: str = "deploy/site.py"
+                ) -> tuple[subprocess.CompletedProcess, dict | None]:
         """Run the real pyinfra CLI against the lab inventory; returns the process and its --json results."""
-        cmd = [sys.executable, "-m", "pyinfra", "-y", "--json", *extra, "inventories/lab.py", "deploy/site.py"]
+        cmd = [sys.executable, "-m", "pyinfra", "-y", "--json", *extra, "inventories/lab.py", deploy]
         result = subprocess.run(cmd, cwd=PROJECT_ROOT, env=self.env, capture_output=True, text=True, timeout=900)
         lines = [line for line in result.stdout.splitlines() if line.startswith('{"plan"')]
         report = json.loads(lines[-1]) if lines else None
         if check and result.returncode != 0:
             raise AssertionError(f"pyinfra failed ({result.returncode}):\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}")
         return result, report
+
+    def up_one(self) -> dict:
+        """Start (or find) the stack's single lab host: {"name", "address", "user"}."""
+        result = self.ollastack("--json", "lab", "up", "--hosts", "1")
+        assert result.returncode == 0, result.stderr
+        return json.loads(result.stdout)[0]
 
     def ollastack(self, *args: str, timeout: int = 900) -> subprocess.CompletedProcess:
         return subprocess.run([sys.executable, "-m", "ollastack.cli", *args], env=self.env, capture_output=True,
@@ -76,3 +86,19 @@ def ssh(address: str, command: str, keypair, check: bool = True) -> subprocess.C
     if check and result.returncode != 0:
         raise AssertionError(f"{command!r} failed on {address}: {result.stderr}")
     return result
+
+
+def lab_stack_fixture(stack_cls: type[LabStack], workdir: Path, keypair, archives) -> Iterator[LabStack]:
+    """Body of a module's stack fixture: skips without root, removes the stack's lab hosts afterwards.
+
+    Example::
+
+        @pytest.fixture(scope="module")
+        def gpu_stack(tmp_path_factory, keypair, archives):
+            yield from lab_stack_fixture(GpuStack, tmp_path_factory.mktemp("gpu"), keypair, archives)
+    """
+    if os.geteuid() != 0:
+        pytest.skip("lab tests need root")
+    stack = stack_cls(workdir, keypair, archives)
+    yield stack
+    stack.ollastack("lab", "down")

@@ -10,15 +10,13 @@ control machine's kernel, so modules and the reboot are covered by tests/test_gp
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 
 import pytest
 
-from ollastack import PROJECT_ROOT, lab
+from ollastack import lab
 from tests.aptrepo import SignedRepo
-from tests.labkit import LabStack, changed_ops, ssh
+from tests.labkit import LabStack, changed_ops, lab_stack_fixture, ssh
 
 pytestmark = pytest.mark.lab
 NAME = "gputest"
@@ -55,28 +53,17 @@ class GpuStack(LabStack):
         """The real pyinfra CLI running only the NVIDIA repository part on the stack's lab host."""
         deploy_file = self.dir / "nvidia_repository.py"
         deploy_file.write_text(REPOSITORY_DEPLOY)
-        cmd = [sys.executable, "-m", "pyinfra", "-y", "--json", "inventories/lab.py", str(deploy_file)]
-        result = subprocess.run(cmd, cwd=PROJECT_ROOT, env=self.env, capture_output=True, text=True, timeout=600)
-        lines = [line for line in result.stdout.splitlines() if line.startswith('{"plan"')]
-        if check and result.returncode != 0:
-            raise AssertionError(f"pyinfra failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
-        return result, json.loads(lines[-1]) if lines else None
+        return self.pyinfra(check=check, deploy=str(deploy_file))
 
 
 @pytest.fixture(scope="module")
 def gpu_stack(tmp_path_factory, keypair, archives):
-    if os.geteuid() != 0:
-        pytest.skip("lab tests need root")
-    stack = GpuStack(tmp_path_factory.mktemp("gpu"), keypair, archives)
-    yield stack
-    stack.ollastack("lab", "down")
+    yield from lab_stack_fixture(GpuStack, tmp_path_factory.mktemp("gpu"), keypair, archives)
 
 
 @pytest.fixture(scope="module")
 def gpu_host(gpu_stack) -> dict:
-    result = gpu_stack.ollastack("--json", "lab", "up", "--hosts", "1")
-    assert result.returncode == 0, result.stderr
-    return json.loads(result.stdout)[0]
+    return gpu_stack.up_one()
 
 
 @pytest.fixture(scope="module")

@@ -23,7 +23,7 @@ from cryptography import x509
 from ollastack import lab, orchestrate
 from ollastack.config import ConfigError, parse_stack
 from ollastack.dnscheck import domain_problem
-from tests.labkit import LabStack, changed_ops, ssh
+from tests.labkit import LabStack, changed_ops, lab_stack_fixture, ssh
 from tests.pebble import Pebble, free_port
 
 NAME = "acmetest"
@@ -137,18 +137,12 @@ def test_preflight_is_skipped_with_check_dns_false(loopback_dns, keypair):
 
 @pytest.fixture(scope="module")
 def acme_stack(tmp_path_factory, keypair, archives):
-    if os.geteuid() != 0:
-        pytest.skip("lab tests need root")
-    stack = AcmeStack(tmp_path_factory.mktemp("acme"), keypair, archives)
-    yield stack
-    stack.ollastack("lab", "down")
+    yield from lab_stack_fixture(AcmeStack, tmp_path_factory.mktemp("acme"), keypair, archives)
 
 
 @pytest.fixture(scope="module")
 def acme_host(acme_stack) -> dict:
-    result = acme_stack.ollastack("--json", "lab", "up", "--hosts", "1")
-    assert result.returncode == 0, result.stderr
-    return json.loads(result.stdout)[0]
+    return acme_stack.up_one()
 
 
 @pytest.fixture(scope="module")
