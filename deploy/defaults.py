@@ -5,12 +5,12 @@ setting once; a deploy run with a plain inventory (``inventories/hosts.example.p
 defaults as one run by ``ollastack up``.
 """
 
-from ollastack.config import HOST_SECTIONS, iter_settings
+from ollastack.config import HOST_SECTIONS, SECRETS, iter_settings
 
 DEFAULTS = {
     name.replace(".", "_"): default
     for name, default, _ in iter_settings()
-    if name.split(".", 1)[0] in HOST_SECTIONS
+    if name.split(".", 1)[0] in HOST_SECTIONS and name not in SECRETS
 }
-# Set by the inventory, not by the stack description.
-DEFAULTS.update({"ollastack_name": "", "tls_names": []})
+# Set by the inventory, not by the stack description (secrets travel as the path of a 0600 file).
+DEFAULTS.update({"ollastack_name": "", "tls_names": [], "openwebui_admin_password_file": ""})

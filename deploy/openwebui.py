@@ -28,6 +28,7 @@ from pathlib import Path
 
 from pyinfra import host
 from pyinfra.api import deploy
+from pyinfra.api.exceptions import DeployError
 from pyinfra.facts.files import File
 from pyinfra.operations import files, server, systemd
 from pyinfra.operations.util import any_changed
@@ -39,7 +40,6 @@ from deploy.ollama import client_address
 from deploy.podman import ensure_image, podman
 from deploy.tls import server_names
 from ollastack import PROJECT_ROOT
-from ollastack.config import OpenWebUISection
 
 TEMPLATES = PROJECT_ROOT / "templates"
 UNIT = "/etc/systemd/system/open-webui.service"
@@ -98,9 +98,11 @@ def systemd_quoted(value: str) -> str:
 
 
 def admin_password(data) -> str:
-    """The configured admin password, or the one generated once for this stack on the control machine."""
-    section = OpenWebUISection(admin_password=data.openwebui_admin_password)
-    return section.admin_password_for(data.stack_name)
+    """The admin password, read from its 0600 file on the control machine (see ``host_data``)."""
+    if not data.openwebui_admin_password_file:
+        raise DeployError(f"{host.name}: no openwebui_admin_password_file in host data; build the inventory with "
+                          "ollastack.inventory (it keeps the password in a 0600 file on this machine)")
+    return Path(data.openwebui_admin_password_file).read_text().strip()
 
 
 def secrets(data) -> list:

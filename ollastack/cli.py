@@ -117,7 +117,7 @@ def cmd_down(args: argparse.Namespace, stack: Stack) -> int:
 
 def cmd_admin_password(args: argparse.Namespace, stack: Stack) -> int:
     """Print the Open WebUI admin password (generated once per stack when openwebui.admin_password is empty)."""
-    password = stack.openwebui.admin_password_for(stack.stack.name)
+    password = stack.openwebui.admin_password_file(stack.stack.name).read_text().strip()
     _emit(args, {"email": stack.openwebui.admin_email, "password": password}, password)
     return EXIT_OK
 

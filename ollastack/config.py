@@ -344,24 +344,26 @@ class OpenWebUISection(Section):
             raise ValueError("expected an e-mail address like admin@example.com")
         return value.lower()
 
-    def admin_password_for(self, stack_name: str) -> str:
-        """The admin password: the configured one, else one generated once and kept 0600 in the state dir.
+    def admin_password_file(self, stack_name: str) -> Path:
+        """The 0600 file on the control machine holding the admin password: the configured one, else
+        one generated once. Deploys read the password from here, so it never travels in host data.
 
         Example::
 
-            password = stack.openwebui.admin_password_for(stack.stack.name)
+            password = stack.openwebui.admin_password_file(stack.stack.name).read_text().strip()
         """
-        if configured := self.admin_password.get_secret_value():
-            return configured
         from ollastack.state import state_dir, write_atomic
 
         path = state_dir() / f"{stack_name}.openwebui-admin-password"
-        if not path.exists():
+        configured = self.admin_password.get_secret_value()
+        current = path.read_text().strip() if path.exists() else None
+        if configured and configured != current:
+            write_atomic(path, configured + "\n", mode=0o600)
+        elif not configured and current is None:
             import secrets
 
-            path.parent.mkdir(parents=True, exist_ok=True)
             write_atomic(path, secrets.token_urlsafe(18) + "\n", mode=0o600)
-        return path.read_text().strip()
+        return path.resolve()
 
 
 # ACME accounts need a mailbox on a real domain: Let's Encrypt refuses addresses like root@localhost.
@@ -523,6 +525,8 @@ class Stack(Section):
         return _expand(self.access.ssh_public_key), _expand(self.access.ssh_private_key)
 
 
+# Settings that never travel in host data or output.
+SECRETS = ("openwebui.admin_password",)
 # Sections whose settings travel to the hosts as pyinfra host data (``<section>_<field>``).
 HOST_SECTIONS = ("stack", "access", "ollama", "openwebui", "tls", "gpu")
 
@@ -597,9 +601,15 @@ def iter_settings(model: type[BaseModel] = Stack, prefix: str = ""):
 
 
 def host_data(stack: Stack) -> dict[str, Any]:
-    """Flatten the host-side sections into pyinfra host data keys like ``ollama_host``."""
+    """Flatten the host-side sections into pyinfra host data keys like ``ollama_host``.
+
+    Secrets stay out: the admin password travels as the path of its 0600 file on the control machine.
+    """
     data: dict[str, Any] = {}
     for section in HOST_SECTIONS:
         for key, value in getattr(stack, section).model_dump().items():
-            data[f"{section}_{key}"] = value
+            if not isinstance(value, SecretStr):
+                data[f"{section}_{key}"] = value
+    if stack.openwebui.install != "none":
+        data["openwebui_admin_password_file"] = str(stack.openwebui.admin_password_file(stack.stack.name))
     return data

@@ -19,7 +19,6 @@ from pyinfra.api.connect import connect_all
 from pyinfra.api.deploy import add_deploy
 from pyinfra.api.exceptions import DeployError
 from pyinfra.api.operations import run_ops
-from pyinfra_cli.prints import build_results_json
 
 from deploy import nvidia as component
 from deploy.facts import NvidiaGpu, parse_smi_line
@@ -60,9 +59,17 @@ def converge(responses: dict, deploy=None, **data) -> tuple[list[str], list[str]
         run_ops(state)
     finally:
         converge.commands = fake.connector.executed_commands
-    results = build_results_json(state)
-    assert results["totals"]["error"] == 0
-    changed = [op["name"] for op in results["operations"] if op["success"]]
+    # Read from the state directly: importing pyinfra_cli would gevent-monkey-patch the whole test process.
+    changed = []
+    for op_hash in state.get_op_order():
+        if op_hash not in state.ops[fake]:
+            continue
+        meta = state.ops[fake][op_hash].operation_meta
+        assert meta.did_succeed(_raise_if_not_complete=False), list(state.op_meta[op_hash].names)
+        if meta.did_change():
+            names = list(state.op_meta[op_hash].names)[0]
+            args = state.op_meta[op_hash].args
+            changed.append(f"{names} ({', '.join(str(a) for a in args)})" if args else names)
     return changed, fake.connector.executed_commands
 
 
