@@ -2,12 +2,12 @@
 
 Two routes (``openwebui.install``):
 
-- ``container``: the pinned image (pulled, or loaded from ``openwebui.image_archive``) run by a
-  systemd unit with Podman on the host network, bound to 127.0.0.1, data in the named volume
-  ``open-webui``.
-- ``pip``: a venv with Debian's python3.11 installed with uv (CPU torch first, from
+- ``container``: the pinned image (pulled, or loaded from ``openwebui.image_archive``) run with
+  Podman on the host network, bound to 127.0.0.1, data in the named volume ``open-webui``; from a
+  Quadlet file where the release's Podman reads them (Debian 13), else from a hand-written unit.
+- ``pip``: a venv with the release's Python 3.11 installed with uv (CPU torch first, from
   ``openwebui.find_links`` or ``openwebui.torch_index_url``), run as the ``open-webui`` user with
-  ``DATA_DIR=/var/lib/open-webui/data``.
+  ``DATA_DIR=/var/lib/open-webui/data``. Refused on releases without such a Python (Debian 13).
 
 Both get the same settings from a systemd drop-in (admin e-mail, signup off, Ollama URL,
 ``ENABLE_PERSISTENT_CONFIG=false`` so that a changed setting applies on the next converge) and two
@@ -38,11 +38,13 @@ from deploy.defaults import DEFAULTS
 from deploy.facts import FileText
 from deploy.ollama import client_address
 from deploy.podman import ensure_image, podman
+from deploy.release import Release, host_release
 from deploy.tls import server_names
 from ollastack import PROJECT_ROOT
 
 TEMPLATES = PROJECT_ROOT / "templates"
 UNIT = "/etc/systemd/system/open-webui.service"
+QUADLET = "/etc/containers/systemd/open-webui.container"
 DROP_IN = "/etc/systemd/system/open-webui.service.d/override.conf"
 CONF_DIR = "/etc/open-webui"
 SECRET_KEY_ENV = f"{CONF_DIR}/secret-key.env"
@@ -125,7 +127,18 @@ def _local_wheels(data) -> list[Path]:
     return sorted(Path(data.openwebui_find_links).expanduser().glob("*.whl")) if data.openwebui_find_links else []
 
 
-def install_pip(data):
+def refuse_pip_without_python(data, release: Release) -> None:
+    """Stop the converge before any change when the pip route cannot work on this host's release.
+
+    Validation refuses it already when the stack names the release; this catches static hosts and custom images.
+    """
+    if data.openwebui_install == "pip" and release.webui_python is None:
+        raise DeployError(f"{host.name}: openwebui.install = \"pip\" needs Python 3.11 or 3.12, which Debian "
+                          f"{release.version} ({release.codename}) does not ship; set openwebui.install = \"container\" "
+                          "(Podman) or use a Debian 12 host")
+
+
+def install_pip(data, python: str):
     """The venv with the pinned release; returns the install operation, or None when it is in place."""
     ensure_packages(["python3-venv"], "Install python3-venv")
     server.user(name="open-webui system user", user="open-webui", system=True, home=HOME, shell="/usr/sbin/nologin",
@@ -143,7 +156,7 @@ def install_pip(data):
         return None
     script = "/var/cache/ollastack/install-open-webui.sh"
     files.template(name="Open WebUI install script", src=str(TEMPLATES / "openwebui-install.sh.j2"), dest=script,
-                   mode="0755", **install_arguments(data, [w.name for w in wheels], marker))
+                   mode="0755", python=python, **install_arguments(data, [w.name for w in wheels], marker))
     return server.shell(name=f"Install Open WebUI {data.openwebui_version} with uv", commands=[script])
 
 
@@ -163,19 +176,28 @@ def install_arguments(data, wheel_names: list[str], marker: str) -> dict[str, st
     }
 
 
-def unit(data):
-    """The route's systemd unit and the settings drop-in; returns both operations."""
+def unit(data, quadlet: bool) -> list:
+    """The route's unit (a Quadlet file when ``quadlet``) and the settings drop-in; returns the operations."""
     route = data.openwebui_install
     env = environment(data)
-    service = files.template(name=f"Open WebUI unit ({route})", src=str(TEMPLATES / f"openwebui-{route}.service.j2"),
-                             dest=UNIT, venv=VENV, home=HOME, port=data.openwebui_port, image=data.openwebui_image,
-                             autoupdate=data.openwebui_autoupdate, env_names=[*env, *SECRET_NAMES],
-                             env_files=[SECRET_KEY_ENV, ADMIN_ENV])
+    arguments = dict(venv=VENV, home=HOME, port=data.openwebui_port, image=data.openwebui_image,
+                     autoupdate=data.openwebui_autoupdate, env_names=[*env, *SECRET_NAMES],
+                     env_files=[SECRET_KEY_ENV, ADMIN_ENV])
+    if quadlet:
+        services = [
+            files.template(name="Open WebUI Quadlet (container)", dest=QUADLET,
+                           src=str(TEMPLATES / "openwebui-container.container.j2"), **arguments),
+            # A unit in /etc/systemd/system would hide the generated one (e.g. after an upgrade from Debian 12).
+            files.file(name="No hand-written Open WebUI unit", path=UNIT, present=False),
+        ]
+    else:
+        services = [files.template(name=f"Open WebUI unit ({route})", dest=UNIT,
+                                   src=str(TEMPLATES / f"openwebui-{route}.service.j2"), **arguments)]
     drop_in = files.template(name="Open WebUI settings (override.conf)",
                              src=str(TEMPLATES / "openwebui-override.conf.j2"), dest=DROP_IN,
                              # "%" starts a unit specifier; doubled it stays a literal percent sign.
                              environment={k: systemd_quoted(v).replace("%", "%%") for k, v in env.items()})
-    return service, drop_in
+    return [*services, drop_in]
 
 
 @deploy("Open WebUI", data_defaults=DEFAULTS)
@@ -183,16 +205,21 @@ def openwebui():
     data = host.data
     if data.openwebui_install == "none":
         return
+    release = host_release()
+    refuse_pip_without_python(data, release)
+    quadlet = data.openwebui_install == "container" and release.quadlet
     if data.openwebui_install == "container":
         podman()
         installed = ensure_image(data.openwebui_image, data.openwebui_image_archive)
     else:
-        installed = install_pip(data)
-    changes = [op for op in (installed, *secrets(data), *unit(data)) if op is not None]
+        installed = install_pip(data, release.webui_python)
+    changes = [op for op in (installed, *secrets(data), *unit(data, quadlet)) if op is not None]
     systemd.daemon_reload(name="Reload systemd units", _if=any_changed(*changes))
-    restart = systemd.service(name="Restart Open WebUI", service="open-webui", running=True, enabled=True,
+    # A generated unit cannot be enabled with systemctl: the Quadlet's [Install] section does it.
+    enabled = None if quadlet else True
+    restart = systemd.service(name="Restart Open WebUI", service="open-webui", running=True, enabled=enabled,
                               restarted=True, _if=any_changed(*changes))
-    systemd.service(name="Open WebUI running and enabled", service="open-webui", running=True, enabled=True)
+    systemd.service(name="Open WebUI running and enabled", service="open-webui", running=True, enabled=enabled)
     port = data.openwebui_port
     server.shell(name="Wait for Open WebUI to be healthy",
                  commands=[f"for i in $(seq 600); do curl -fsS --max-time 2 http://127.0.0.1:{port}/health >/dev/null "

@@ -1,7 +1,8 @@
 """Podman from Debian, for the container route of Open WebUI (rootful, host network, systemd units).
 
-Debian 12 ships Podman 4.3 (no Quadlet): containers run from plain systemd units that call
-``podman run`` (see ``templates/openwebui-container.service.j2``).
+Debian 13's Podman 5.4 runs containers from Quadlet files (``templates/openwebui-container.container.j2``);
+Debian 12's Podman 4.3 has no Quadlet, so containers run there from plain systemd units that call
+``podman run`` (``templates/openwebui-container.service.j2``). ``deploy.release`` says which.
 """
 
 from __future__ import annotations

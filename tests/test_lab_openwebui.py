@@ -1,12 +1,14 @@
-"""Open WebUI on real Debian 12 lab hosts, behind the real nginx, talking to the Ollama stand-in.
+"""Open WebUI on real Debian lab hosts, behind the real nginx, talking to the Ollama stand-in.
 
-pip route: the real Open WebUI (pinned release from the package index, CPU torch from the
-wheelhouse in ``$PIP_FIND_LINKS``). Container route: registries are out of reach here, so the image
-is a stand-in (tests/webui_standin) packed as a ``podman save``-style archive and loaded by the
-deploy exactly like a real Open WebUI archive.
+pip route (Debian 12): the real Open WebUI (pinned release from the package index, CPU torch from
+the wheelhouse in ``$PIP_FIND_LINKS``). Container route, on Debian 12 (hand-written unit) and
+Debian 13 (Quadlet): registries are out of reach here, so the image is a stand-in
+(tests/webui_standin) packed as a ``podman save``-style archive and loaded by the deploy exactly
+like a real Open WebUI archive.
 
-Each route has its own stack (``owpip``, ``owctr``) so that these tests never touch the spine's
-``citest`` hosts. Figures (install time, start-to-healthy, RSS) are printed with ``-s``.
+Each route and release has its own stack (``owpip``, ``owctr-boo``, ``owctr-tri``) so that these
+tests never touch the spine's ``citest`` hosts. Figures (install time, start-to-healthy, RSS) are
+printed with ``-s``.
 """
 
 from __future__ import annotations
@@ -33,8 +35,9 @@ ADMIN = "owner@example.org"
 class WebUIStack(LabStack):
     """A LabStack with its own stack name and an ``[openwebui]`` section."""
 
-    def __init__(self, name: str, workdir: Path, keypair, archives, openwebui: dict):
+    def __init__(self, name: str, workdir: Path, keypair, archives, openwebui: dict, release: str = "bookworm"):
         self.name = name
+        self.release = release
         self.openwebui = openwebui
         super().__init__(workdir, keypair, archives)
 
@@ -248,12 +251,15 @@ def image_archive(tmp_path_factory) -> Path:
     return build_image(tmp_path_factory.mktemp("webui-image"))
 
 
-@pytest.fixture(scope="module")
-def ctr_stack(tmp_path_factory, keypair, archives, image_archive):
+@pytest.fixture(scope="module", params=["bookworm", "trixie"])
+def ctr_stack(request, tmp_path_factory, keypair, archives, image_archive):
+    """The container route's stack, once per release: a hand-written unit on Debian 12, Quadlet on 13."""
     if os.geteuid() != 0:
         pytest.skip("lab tests need root")
-    stack = WebUIStack("owctr", tmp_path_factory.mktemp("owctr"), keypair, archives,
-                       {"install": "container", "image": STANDIN_IMAGE, "image_archive": str(image_archive)})
+    name = f"owctr-{request.param[:3]}"
+    stack = WebUIStack(name, tmp_path_factory.mktemp(name), keypair, archives,
+                       {"install": "container", "image": STANDIN_IMAGE, "image_archive": str(image_archive)},
+                       release=request.param)
     yield stack
     stack.ollastack("lab", "down")
 
@@ -269,8 +275,8 @@ def ctr_host(ctr_stack) -> dict:
 def ctr_converged(ctr_stack, ctr_host) -> dict:
     started = time.monotonic()
     _, report = ctr_stack.pyinfra()
-    figure("container route: first converge of a bare host (apt incl. Podman, image load, nginx)",
-           time.monotonic() - started, "s")
+    figure(f"container route ({ctr_stack.release}): first converge of a bare host (apt incl. Podman, image load, "
+           "nginx)", time.monotonic() - started, "s")
     return report
 
 
@@ -311,7 +317,7 @@ def test_container_reachable_through_nginx_only(ctr_converged, ctr_host, keypair
 def test_container_second_converge_changes_nothing(ctr_converged, ctr_stack):
     started = time.monotonic()
     _, report = ctr_stack.pyinfra()
-    figure("container route: no-op re-run of the whole site", time.monotonic() - started, "s")
+    figure(f"container route ({ctr_stack.release}): no-op re-run of the whole site", time.monotonic() - started, "s")
     assert report["results"]["totals"]["success"] == 0, changed_ops(report)
 
 
@@ -326,9 +332,9 @@ def test_container_restarted_after_being_killed(ctr_converged, ctr_host, keypair
         healthy = ssh(address, "curl -fs 127.0.0.1:8080/health", keypair, check=False).returncode == 0
         return now and now != before and healthy
     wait_for(replaced)
-    figure("container route (stand-in image): restart -> /health", restart_to_healthy(address, keypair), "s")
-    figure("container route (stand-in image): app RSS", rss_mib(address, keypair,
-                                                                "podman inspect -f '{{.State.Pid}}' open-webui"), "MiB")
+    label = f"container route ({ctr_stack.release}, stand-in image)"
+    figure(f"{label}: restart -> /health", restart_to_healthy(address, keypair), "s")
+    figure(f"{label}: app RSS", rss_mib(address, keypair, "podman inspect -f '{{.State.Pid}}' open-webui"), "MiB")
 
 
 def test_container_data_volume_survives_removal(ctr_converged, ctr_host, keypair, ctr_stack):
@@ -369,3 +375,43 @@ def test_container_changed_ollama_url_applies(ctr_converged, ctr_host, keypair, 
     finally:
         ctr_stack.write()
         ctr_stack.pyinfra()
+
+
+def test_container_unit_per_release(ctr_converged, ctr_host, keypair, ctr_stack):
+    """Debian 13: open-webui.service is generated from the Quadlet file; Debian 12: the hand-written unit."""
+    address = ctr_host["address"]
+    show = ssh(address, "systemctl show open-webui -p FragmentPath -p SourcePath -p ExecStart", keypair).stdout
+    props = dict(line.split("=", 1) for line in show.splitlines() if "=" in line)
+    assert ctr_stack.password() not in show
+    files_present = ssh(address, "ls /etc/systemd/system/open-webui.service /etc/containers/systemd/open-webui.container "
+                                 "2>/dev/null; true", keypair).stdout.split()
+    enabled = ssh(address, "systemctl is-enabled open-webui", keypair, check=False).stdout.strip()
+    if ctr_stack.release == "trixie":
+        assert props["SourcePath"] == "/etc/containers/systemd/open-webui.container"
+        assert props["FragmentPath"] == "/run/systemd/generator/open-webui.service"
+        assert files_present == ["/etc/containers/systemd/open-webui.container"]
+        assert enabled == "generated"
+        ssh(address, "test -L /run/systemd/generator/multi-user.target.wants/open-webui.service", keypair)
+    else:
+        assert props["FragmentPath"] == "/etc/systemd/system/open-webui.service"
+        assert files_present == ["/etc/systemd/system/open-webui.service"]
+        assert enabled == "enabled"
+
+
+def test_pip_route_refused_at_converge_without_python(ctr_converged, ctr_host, keypair, ctr_stack):
+    """A host whose release only the converge learns (static hosts, custom images) — here the route is forced
+    past validation with pyinfra's --data: the converge stops before changing anything and names the way out."""
+    if ctr_stack.release == "bookworm":
+        pytest.skip("Debian 12 ships the pip route's Python 3.11")
+    address, probe = ctr_host["address"], "/etc/systemd/system/ollama.service.d/override.conf"
+    # A drift the converge would repair before it reaches Open WebUI: still there afterwards means nothing ran.
+    ssh(address, f"cp -p {probe} /root/probe.bak && echo '# drift' >> {probe}", keypair)
+    try:
+        process, _ = ctr_stack.pyinfra("--data", "openwebui_install=pip", check=False)
+        assert ssh(address, f"tail -n1 {probe}", keypair).stdout.strip() == "# drift"
+    finally:
+        ssh(address, f"mv /root/probe.bak {probe}", keypair)
+    assert process.returncode == 1
+    output = process.stdout + process.stderr
+    assert 'openwebui.install = "pip" needs Python 3.11 or 3.12, which Debian 13 (trixie) does not ship' in output
+    assert 'set openwebui.install = "container"' in output
