@@ -169,7 +169,8 @@ def ensure_image(release: str, progress: Progress) -> Path:
               release, str(rootfs), mirror], timeout=1200)
         _configure_image(rootfs, release)
         progress(f"image built in {time.monotonic() - started:.0f}s; packing it")
-        partial = path.with_suffix(".tar.partial")
+        # Inside the build's own directory: two builders of one release never share a partial file.
+        partial = Path(tmp) / f"{release}.tar"
         _run(["tar", "--numeric-owner", "-C", str(rootfs), "-cf", str(partial), "."], timeout=600)
         partial.replace(path)
     return path
