@@ -46,7 +46,7 @@ def lab_stack(request, tmp_path_factory, keypair, archives):
     class SpineStack(LabStack):
         name, release = f"{STACK}-{request.param[:3]}", request.param
 
-    yield from lab_stack_fixture(SpineStack, tmp_path_factory.mktemp(request.param), keypair, archives)
+    yield from lab_stack_fixture(lambda: SpineStack(tmp_path_factory.mktemp(request.param), keypair, archives))
 
 
 @pytest.fixture(scope="session")

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -88,17 +89,26 @@ def ssh(address: str, command: str, keypair, check: bool = True) -> subprocess.C
     return result
 
 
-def lab_stack_fixture(stack_cls: type[LabStack], workdir: Path, keypair, archives) -> Iterator[LabStack]:
+def lab_stack_fixture(make: Callable[[], LabStack]) -> Iterator[LabStack]:
     """Body of a module's stack fixture: skips without root, removes the stack's lab hosts afterwards.
 
     Example::
 
         @pytest.fixture(scope="module")
         def gpu_stack(tmp_path_factory, keypair, archives):
-            yield from lab_stack_fixture(GpuStack, tmp_path_factory.mktemp("gpu"), keypair, archives)
+            yield from lab_stack_fixture(lambda: GpuStack(tmp_path_factory.mktemp("gpu"), keypair, archives))
     """
     if os.geteuid() != 0:
         pytest.skip("lab tests need root")
-    stack = stack_cls(workdir, keypair, archives)
+    stack = make()
     yield stack
     stack.ollastack("lab", "down")
+
+
+def port_open(address: str, port: int) -> bool:
+    """Whether a TCP connection from the control machine to ``address:port`` succeeds within 3 s."""
+    try:
+        with socket.create_connection((address, port), timeout=3):
+            return True
+    except OSError:
+        return False

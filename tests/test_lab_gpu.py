@@ -58,7 +58,7 @@ class GpuStack(LabStack):
 
 @pytest.fixture(scope="module")
 def gpu_stack(tmp_path_factory, keypair, archives):
-    yield from lab_stack_fixture(GpuStack, tmp_path_factory.mktemp("gpu"), keypair, archives)
+    yield from lab_stack_fixture(lambda: GpuStack(tmp_path_factory.mktemp("gpu"), keypair, archives))
 
 
 @pytest.fixture(scope="module")

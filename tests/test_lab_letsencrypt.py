@@ -137,7 +137,7 @@ def test_preflight_is_skipped_with_check_dns_false(loopback_dns, keypair):
 
 @pytest.fixture(scope="module")
 def acme_stack(tmp_path_factory, keypair, archives):
-    yield from lab_stack_fixture(AcmeStack, tmp_path_factory.mktemp("acme"), keypair, archives)
+    yield from lab_stack_fixture(lambda: AcmeStack(tmp_path_factory.mktemp("acme"), keypair, archives))
 
 
 @pytest.fixture(scope="module")

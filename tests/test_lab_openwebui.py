@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.labkit import LabStack, changed_ops, ssh
+from tests.labkit import LabStack, changed_ops, lab_stack_fixture, port_open, ssh
 from tests.webui_standin.build_image import STANDIN_IMAGE, build_image
 
 pytestmark = pytest.mark.lab
@@ -74,14 +74,6 @@ def signin(base: str, ca: Path, email: str, password: str) -> tuple[int, dict]:
     return status, json.loads(body or b"{}")
 
 
-def port_open(address: str, port: int) -> bool:
-    try:
-        with socket.create_connection((address, port), timeout=3):
-            return True
-    except OSError:
-        return False
-
-
 def reachable_ports(address: str, keypair) -> tuple[list[int], list[int]]:
     listening = ssh(address, "ss -Htln | awk '{print $4}'", keypair).stdout.split()
     ports = sorted({int(addr.rsplit(":", 1)[1]) for addr in listening})
@@ -119,20 +111,14 @@ def websocket_status(address: str, ca: Path) -> str:
 
 @pytest.fixture(scope="module")
 def pip_stack(tmp_path_factory, keypair, archives):
-    if os.geteuid() != 0:
-        pytest.skip("lab tests need root")
     wheels = os.environ.get("PIP_FIND_LINKS", "/opt/wheels")
-    stack = WebUIStack("owpip", tmp_path_factory.mktemp("owpip"), keypair, archives,
-                       {"install": "pip", "find_links": wheels})
-    yield stack
-    stack.ollastack("lab", "down")
+    yield from lab_stack_fixture(lambda: WebUIStack("owpip", tmp_path_factory.mktemp("owpip"), keypair, archives,
+                                                    {"install": "pip", "find_links": wheels}))
 
 
 @pytest.fixture(scope="module")
 def pip_host(pip_stack) -> dict:
-    result = pip_stack.ollastack("--json", "lab", "up", "--hosts", "1")
-    assert result.returncode == 0, result.stderr
-    return json.loads(result.stdout)[0]
+    return pip_stack.up_one()
 
 
 @pytest.fixture(scope="module")
@@ -254,21 +240,15 @@ def image_archive(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module", params=["bookworm", "trixie"])
 def ctr_stack(request, tmp_path_factory, keypair, archives, image_archive):
     """The container route's stack, once per release: a hand-written unit on Debian 12, Quadlet on 13."""
-    if os.geteuid() != 0:
-        pytest.skip("lab tests need root")
     name = f"owctr-{request.param[:3]}"
-    stack = WebUIStack(name, tmp_path_factory.mktemp(name), keypair, archives,
-                       {"install": "container", "image": STANDIN_IMAGE, "image_archive": str(image_archive)},
-                       release=request.param)
-    yield stack
-    stack.ollastack("lab", "down")
+    yield from lab_stack_fixture(lambda: WebUIStack(
+        name, tmp_path_factory.mktemp(name), keypair, archives,
+        {"install": "container", "image": STANDIN_IMAGE, "image_archive": str(image_archive)}, release=request.param))
 
 
 @pytest.fixture(scope="module")
 def ctr_host(ctr_stack) -> dict:
-    result = ctr_stack.ollastack("--json", "lab", "up", "--hosts", "1")
-    assert result.returncode == 0, result.stderr
-    return json.loads(result.stdout)[0]
+    return ctr_stack.up_one()
 
 
 @pytest.fixture(scope="module")

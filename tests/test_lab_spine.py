@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from ollastack import lab
-from tests.labkit import changed_ops, ssh
+from tests.labkit import changed_ops, port_open, ssh
 
 pytestmark = pytest.mark.lab
 
@@ -32,14 +32,6 @@ def https_get(url: str, ca: Path) -> tuple[int, str]:
             return response.status, response.read().decode()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read().decode()
-
-
-def port_open(address: str, port: int) -> bool:
-    try:
-        with socket.create_connection((address, port), timeout=3):
-            return True
-    except OSError:
-        return False
 
 
 def ollama_version(address: str, keypair) -> str:
