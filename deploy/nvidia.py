@@ -25,6 +25,7 @@ from deploy.base import ensure_packages
 from deploy.defaults import DEFAULTS
 from deploy.facts import DebianRelease, KeyFingerprints, NvidiaGpu, OllamaLoaded, SecureBoot
 from ollastack import PROJECT_ROOT
+from ollastack.ollama_names import tagged
 
 TEMPLATES = PROJECT_ROOT / "templates"
 VRAM_CHECK = "/usr/local/lib/ollastack/nvidia-vram-check.py"
@@ -154,8 +155,7 @@ def check_gpu_offload(data, address: str, changes: list):
     """
     if not gpu_present() or not data.ollama_models:
         return None
-    model = data.ollama_models[0]
-    model = model if ":" in model.rsplit("/", 1)[-1] else f"{model}:latest"
+    model = tagged(data.ollama_models[0])
     loaded = host.get_fact(OllamaLoaded, address=address)
     on_cpu = loaded is None or any(m["size_vram"] == 0 for m in loaded)
     files.put(name="GPU offload check helper", src=str(TEMPLATES / "nvidia-vram-check.py"), dest=VRAM_CHECK,

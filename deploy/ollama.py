@@ -13,21 +13,12 @@ from deploy.defaults import DEFAULTS
 from deploy.facts import FileText, OllamaModels
 from deploy.nvidia import check_gpu_offload, ollama_after_driver
 from ollastack import PROJECT_ROOT
+from ollastack.ollama_names import client_address, tagged
 
 TEMPLATES = PROJECT_ROOT / "templates"
 RELEASE_URL = "https://github.com/ollama/ollama/releases/download/v{version}/ollama-linux-amd64.tgz"
 CACHE = "/var/cache/ollastack"
 PULL_SCRIPT = "/usr/local/lib/ollastack/ollama-pull.py"
-
-
-def client_address(listen: str) -> str:
-    """Where to reach Ollama on the host itself: ``client_address("0.0.0.0:11434") == "127.0.0.1:11434"``."""
-    address, _, port = listen.rpartition(":")
-    if address in ("0.0.0.0", ""):
-        address = "127.0.0.1"
-    elif address in ("[::]", "::"):
-        address = "[::1]"
-    return f"{address}:{port}"
 
 
 def environment(data) -> dict[str, str]:
@@ -80,8 +71,7 @@ def pull_models(data) -> None:
     files.put(name="Model pull helper", src=str(PROJECT_ROOT / "deploy/files/ollama-pull.py"),
               dest=PULL_SCRIPT, mode="0755")
     for model in data.ollama_models:
-        tagged = model if ":" in model.rsplit("/", 1)[-1] else f"{model}:latest"
-        if tagged not in present:
+        if tagged(model) not in present:
             server.shell(name=f"Pull model {model}", commands=[f"python3 {PULL_SCRIPT} {address} {model}"],
                          _retries=data.ollama_pull_retries, _retry_delay=5)
 

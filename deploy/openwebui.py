@@ -36,11 +36,11 @@ from pyinfra.operations.util import any_changed
 from deploy.base import ensure_packages
 from deploy.defaults import DEFAULTS
 from deploy.facts import FileText
-from deploy.ollama import client_address
 from deploy.podman import ensure_image, podman
 from deploy.release import Release, host_release
 from deploy.tls import server_names
 from ollastack import PROJECT_ROOT
+from ollastack.ollama_names import client_address
 
 TEMPLATES = PROJECT_ROOT / "templates"
 UNIT = "/etc/systemd/system/open-webui.service"

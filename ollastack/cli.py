@@ -11,9 +11,9 @@ import json
 import sys
 from typing import Any
 
-from ollastack import lab, orchestrate
+from ollastack import PROJECT_ROOT, lab, orchestrate
 from ollastack.cloud import CloudError, Progress
-from ollastack.config import ConfigError, Stack, iter_settings, load_stack
+from ollastack.config import ConfigError, Stack, config_path, iter_settings, load_stack
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -50,8 +50,6 @@ def settings_markdown() -> str:
 
 def write_docs(root=None) -> None:
     """Regenerate the README settings table and stack.example.toml from the model (``make docs``)."""
-    from ollastack import PROJECT_ROOT
-
     root = root or PROJECT_ROOT
     readme = (root / "README.md").read_text()
     head, rest = readme.split("<!-- settings:start -->\n", 1)
@@ -81,7 +79,7 @@ def example_toml() -> str:
 def cmd_lab(args: argparse.Namespace, stack: Stack) -> int:
     progress = Progress("lab: ")
     if args.lab_command == "up":
-        hosts = lab.up(stack, progress, count=args.hosts)
+        hosts = lab.up(stack, progress)
         _emit(args, hosts, "\n".join(f"{h['name']}\t{h['address']}" for h in hosts))
     elif args.lab_command == "down":
         removed = lab.down(None if args.all else stack.stack.name, progress)
@@ -163,7 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
     lab_parser = sub.add_parser("lab", help="local Debian hosts (systemd-nspawn) to try the stack")
     lab_sub = lab_parser.add_subparsers(dest="lab_command", required=True)
     lab_up = lab_sub.add_parser("up", help="start the stack's lab hosts")
-    lab_up.add_argument("--hosts", type=int, help="how many (default: lab.hosts)")
+    lab_up.add_argument("--hosts", type=int, help="how many (overrides lab.hosts)")
     for name in ("down", "list"):
         p = lab_sub.add_parser(name, help=f"{name} the stack's lab hosts")
         p.add_argument("--all", action="store_true", help="every lab host on this machine, of any stack")
@@ -175,13 +173,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "settings":
         return cmd_settings(args)
-    from ollastack.config import config_path
     args.config_path = config_path(args.config)
+    hosts_flag = getattr(args, "hosts", None)
     try:
-        stack = load_stack(args.config_path)
-        if args.command == "lab" and args.lab_command == "up" and args.hosts is not None \
-                and not 1 <= args.hosts <= 8:
-            raise ConfigError("--hosts", [f"--hosts = {args.hosts}: expected 1 to 8"])
+        stack = load_stack(args.config_path, {"lab": {"hosts": hosts_flag}} if hosts_flag is not None else None)
     except ConfigError as exc:
         print(exc.render(), file=sys.stderr)
         return EXIT_BAD_INPUT

@@ -572,8 +572,12 @@ def parse_stack(data: dict, source: str = "<stack>") -> Stack:
         raise ConfigError(source, [_problem(e) for e in exc.errors()]) from None
 
 
-def load_stack(path: str | Path | None = None) -> Stack:
-    """Read and validate ``stack.toml`` (``--config``, then ``$OLLASTACK_CONFIG``, then ./stack.toml)."""
+def load_stack(path: str | Path | None = None, overrides: dict[str, dict[str, Any]] | None = None) -> Stack:
+    """Read and validate ``stack.toml`` (``--config``, then ``$OLLASTACK_CONFIG``, then ./stack.toml).
+
+    ``overrides`` (e.g. ``{"lab": {"hosts": 2}}`` from a command-line flag) replace settings before
+    validation, so a bad flag is reported like a bad field.
+    """
     path = config_path(str(path) if path else None)
     try:
         text = path.read_text()
@@ -584,6 +588,8 @@ def load_stack(path: str | Path | None = None) -> Stack:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(str(path), [f"not valid TOML: {exc}"]) from None
+    for section, values in (overrides or {}).items():
+        data.setdefault(section, {}).update(values)
     return parse_stack(data, str(path))
 
 

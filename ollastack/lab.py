@@ -8,7 +8,7 @@ leaves the bridge.
 
 Example::
 
-    hosts = lab.up(stack, count=2, progress=print)   # [{"name": "demo-1", "address": "10.213.0.10", ...}]
+    hosts = lab.up(stack, progress=print)   # lab.hosts of them: [{"name": "demo-1", "address": "10.213.0.10", ...}]
     lab.down(stack.stack.name)
 """
 
@@ -225,15 +225,14 @@ def _configure_image(rootfs: Path, release: str) -> None:
     resolv = etc / "resolv.conf"
     resolv.unlink(missing_ok=True)
     resolv.write_text("# lab host: names come from /etc/hosts\n")
-    _write_init(rootfs)
 
 
 def _write_init(rootfs: Path) -> None:
     """PID 1 of a lab host: make the cgroup v1 controllers writable, then exec systemd.
 
     nspawn mounts them read-only; Podman needs them writable before systemd starts. memory, pids and
-    devices are read-only bind mounts, which only ``remount,bind,rw`` changes. Written per host (not
-    only into the cached image) so hosts from an older image get the current wrapper.
+    devices are read-only bind mounts, which only ``remount,bind,rw`` changes. Written per host, not into
+    the cached image, so hosts from an older image get the current wrapper too.
     """
     init = rootfs / "usr/local/sbin/ollastack-init"
     init.write_text("#!/bin/sh\nfor d in /sys/fs/cgroup/*/; do mount -o remount,rw \"$d\" 2>/dev/null || "
@@ -364,11 +363,15 @@ def _prepare_rootfs(rootfs: Path, name: str, address: str, subnet: str, public_k
     return (etc / "ssh/ssh_host_ed25519_key.pub").read_text().split(" #")[0].rsplit(" ", 1)[0].strip()
 
 
+def _cgroup_roots() -> list[Path]:
+    """The lab's own cgroup in every hierarchy nspawn uses."""
+    return [Path(d) / "ollastack" for d in ("/sys/fs/cgroup/systemd", "/sys/fs/cgroup/unified") if Path(d).is_dir()]
+
+
 def _cgroup_dirs(name: str) -> list[Path]:
     # Without a host systemd, nspawn takes the cgroup it was started in as the container's own; guests
     # that share one collide, so each gets its own child group in every hierarchy.
-    return [Path(d) / "ollastack" / name for d in ("/sys/fs/cgroup/systemd", "/sys/fs/cgroup/unified")
-            if Path(d).is_dir()]
+    return [root / name for root in _cgroup_roots()]
 
 
 def _enter_cgroups(name: str) -> Callable[[], None]:
@@ -404,11 +407,11 @@ def _locked():
         yield
 
 
-def up(stack: Stack, progress: Progress, count: int | None = None) -> list[dict[str, Any]]:
-    """Make ``count`` (default ``lab.hosts``) hosts of the stack run, starting stopped ones, adding missing ones."""
+def up(stack: Stack, progress: Progress) -> list[dict[str, Any]]:
+    """Make ``lab.hosts`` hosts of the stack run, starting stopped ones, adding missing ones."""
     check_prerequisites()
     with _locked():
-        _start(stack, progress, count)
+        _start(stack, progress)
     hosts = list_hosts(stack.stack.name)
     _, private_key_file = stack.key_paths()
     for host in hosts:
@@ -420,14 +423,13 @@ def up(stack: Stack, progress: Progress, count: int | None = None) -> list[dict[
     return [{k: h[k] for k in ("name", "address", "user")} for h in hosts]
 
 
-def _start(stack: Stack, progress: Progress, count: int | None) -> None:
+def _start(stack: Stack, progress: Progress) -> None:
     stack_name, subnet, release = stack.stack.name, stack.lab.subnet, stack.lab.release
-    count = count or stack.lab.hosts
     public_key_file, _ = stack.key_paths()
     image = ensure_image(release, progress)
     ensure_network(subnet)
     public_key = public_key_file.read_text()
-    for index in range(1, count + 1):
+    for index in range(1, stack.lab.hosts + 1):
         name = f"{stack_name}-{index}"
         host_dir = _hosts_dir() / name
         meta_path = host_dir / "host.json"
@@ -517,8 +519,7 @@ def _remove(stack_name: str | None, progress: Progress) -> list[str]:
         progress(f"{host['name']}: stopped and removed")
     if not list_hosts():
         removed += remove_network()
-        parent = [d.parent for d in _cgroup_dirs("x")]
-        for d in parent:
+        for d in _cgroup_roots():
             _remove_cgroup(d)
     _write_known_hosts()
     return removed

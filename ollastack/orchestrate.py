@@ -20,8 +20,6 @@ import ssl
 import subprocess
 import sys
 import tempfile
-import urllib.error
-import urllib.request
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -29,6 +27,7 @@ from typing import Any
 from ollastack import PROJECT_ROOT, certs, cloud, dnscheck, lab
 from ollastack.cloud import CloudError, Progress
 from ollastack.config import Stack
+from ollastack.ollama_names import client_address, tagged
 from ollastack.ssh import SshTimeout, wait_for_ssh
 from ollastack.state import StackState, known_hosts_file, state_dir
 
@@ -99,7 +98,8 @@ def converge(stack: Stack, config_path: str, progress: Progress) -> None:
 class _HostHTTPSConnection(http.client.HTTPSConnection):
     """HTTPS to one host's address, with SNI, certificate name check and Host header for ``name``.
 
-    The DNS pre-flight has already said where ``name`` points; this checks what that host serves.
+    What the host itself serves is checked, whatever ``name`` resolves to from here (for
+    letsencrypt, the DNS pre-flight has already said where it points).
     """
 
     def __init__(self, name: str, address: str, **kwargs: Any):
@@ -112,32 +112,23 @@ class _HostHTTPSConnection(http.client.HTTPSConnection):
 
 
 def https_check(stack: Stack, host: dict[str, Any]) -> dict[str, Any]:
-    """Whether https://<name>/ answers with a certificate the client can verify."""
+    """Whether the host answers https://<name>/ with a certificate for <name> the client can verify.
+
+    Self-signed: trusted through the stack CA only; letsencrypt: through the system's CAs.
+    """
     name = host_url_name(stack, host)
-    context = ssl.create_default_context()
     ca = certs.ssl_dir(stack.stack.name) / "ca.pem"
-    if stack.tls.mode == "self-signed" and ca.exists():
-        context = ssl.create_default_context(cafile=str(ca))
+    use_ca = stack.tls.mode == "self-signed" and ca.exists()
+    context = ssl.create_default_context(cafile=str(ca) if use_ca else None)
     url = f"https://{name}/"
-    if stack.tls.mode == "letsencrypt":
-        connection = _HostHTTPSConnection(name, host["address"], context=context, timeout=15)
-        try:
-            connection.request("GET", "/")
-            status = connection.getresponse().status
-        except OSError as exc:
-            return {"url": url, "ok": False, "https": f"not answering: {exc}"}
-        finally:
-            connection.close()
-        return {"url": url, "ok": True, "https": f"HTTPS verified, HTTP {status}"}
-    request = urllib.request.Request(url)
+    connection = _HostHTTPSConnection(name, host["address"], context=context, timeout=15)
     try:
-        with urllib.request.urlopen(request, context=context, timeout=15) as response:
-            status = response.status
-    except urllib.error.HTTPError as exc:
-        status = exc.code
-    except (urllib.error.URLError, OSError) as exc:
-        reason = getattr(exc, "reason", exc)
-        return {"url": url, "ok": False, "https": f"not answering: {reason}"}
+        connection.request("GET", "/")
+        status = connection.getresponse().status
+    except OSError as exc:
+        return {"url": url, "ok": False, "https": f"not answering: {exc}"}
+    finally:
+        connection.close()
     return {"url": url, "ok": True, "https": f"HTTPS verified, HTTP {status}"}
 
 
@@ -220,10 +211,6 @@ GPU_PROBE = ("nvidia-smi --query-gpu=name,memory.total --format=csv,noheader,nou
              "curl -fsS --max-time 5 http://{address}/api/tags 2>/dev/null")
 
 
-def _tagged(model: str) -> str:
-    return model if ":" in model.rsplit("/", 1)[-1] else f"{model}:latest"
-
-
 def what_fits(smi_lines: list[str], tags: dict, models: list[str]) -> dict[str, Any]:
     """Which configured ``models`` fit in the GPUs' memory, by their size in Ollama's ``/api/tags``.
 
@@ -242,7 +229,7 @@ def what_fits(smi_lines: list[str], tags: dict, models: list[str]) -> dict[str, 
     sizes = {m["name"]: m.get("size", 0) for m in tags.get("models", [])}
     report, warnings = [], []
     for model in models:
-        size = sizes.get(_tagged(model))
+        size = sizes.get(tagged(model))
         fits = None if size is None or not gpus else size <= vram
         report.append({"name": model, "size": size, "fits": fits})
         if size is None:
@@ -260,7 +247,7 @@ def gpu_report(stack: Stack, host: dict[str, Any]) -> dict[str, Any]:
     _, private_key = stack.key_paths()
     known = lab.known_hosts_path() if stack.stack.provider == "lab" else known_hosts_file(stack.stack.name)
     user = host.get("user") or (stack.static.user if stack.stack.provider == "static" else "root")
-    address = stack.ollama.host.replace("0.0.0.0", "127.0.0.1")
+    address = client_address(stack.ollama.host)
     cmd = ["ssh", "-i", str(private_key), "-p", str(host.get("port") or 22), "-o", "BatchMode=yes",
            "-o", "ConnectTimeout=5", "-o", f"UserKnownHostsFile={known}", f"{user}@{host['address']}",
            GPU_PROBE.format(address=address)]

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.labkit import STACK, LabStack, lab_stack_fixture
-from tests.standin.build_archive import build_archive
+from tests.standin.build_archive import build_archive, unpack
 
 
 @pytest.fixture(scope="session")
@@ -31,13 +31,20 @@ def keypair(workdir) -> tuple[Path, Path]:
 
 @pytest.fixture(scope="session")
 def archives(workdir) -> dict[str, tuple[Path, str]]:
-    """Stand-in release archives: {"0.13.3": (path, sha256), "0.13.4-zst": ...}."""
+    """Stand-in release archives: {"0.13.3": (path, sha256) of a .tgz, "0.13.4": ... of a .tar.zst}."""
     out = {}
     for version, fmt in (("0.13.3", "tgz"), ("0.13.4", "tar.zst")):
         dest = workdir / f"archive-{version}"
         dest.mkdir()
         out[version] = build_archive(dest, version, fmt)
     return out
+
+
+@pytest.fixture(scope="session")
+def binary(tmp_path_factory, archives) -> Path:
+    """The stand-in ``ollama`` 0.13.3 unpacked from its release archive, as a deploy would install it."""
+    archive, _ = archives["0.13.3"]
+    return unpack(archive, tmp_path_factory.mktemp("release") / "usr")
 
 
 @pytest.fixture(scope="session", params=["bookworm", "trixie"])

@@ -74,6 +74,12 @@ def test_bad_input_exits_2_naming_the_field(tmp_path, keys, capsys, what, body, 
     assert "nothing was touched" in err
 
 
+def test_hosts_flag_is_validated_like_the_setting(tmp_path, keys, capsys):
+    path = write_stack(tmp_path, keys, "")
+    assert main(["--config", str(path), "lab", "up", "--hosts", "42"]) == 2
+    assert "lab.hosts = 42" in capsys.readouterr().err
+
+
 def test_every_bad_field_is_reported_at_once(tmp_path, keys):
     path = write_stack(tmp_path, keys, '[lab]\nhosts = 0\n[ollama]\nhost = "x"\nsha256 = "no"\ntypo = 1\n')
     with pytest.raises(ConfigError) as caught:

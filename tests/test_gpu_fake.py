@@ -25,7 +25,6 @@ from deploy.facts import NvidiaGpu, parse_smi_line
 from ollastack import PROJECT_ROOT
 from ollastack.config import NVIDIA_CUDA_KEY_FINGERPRINT
 from ollastack.orchestrate import what_fits
-from tests.test_standin import binary  # noqa: F401  (fixture: the stand-in Ollama release)
 
 KERNEL = "6.1.0-31-cloud-amd64"
 # nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader,nounits (documented format).

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.standin.build_archive import build_archive
+from tests.standin.build_archive import build_archive, unpack
 
 VERSION = "0.13.3"
 MANIFESTS = Path("manifests/registry.ollama.ai/library")
@@ -26,21 +26,6 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
-
-
-def unpack(archive: Path, prefix: Path) -> Path:
-    """Unpack like a deploy does (``tar -C /usr -xf``) and return ``bin/ollama``."""
-    prefix.mkdir(parents=True)
-    compress = ["-I", "zstd"] if archive.name.endswith(".zst") else ["-z"]
-    subprocess.run(["tar", "-C", str(prefix), *compress, "-xf", str(archive)], check=True)
-    return prefix / "bin" / "ollama"
-
-
-@pytest.fixture(scope="module")
-def binary(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("release")
-    archive, _ = build_archive(root / "dist", VERSION)
-    return unpack(archive, root / "usr")
 
 
 class Ollama:

@@ -10,7 +10,8 @@ import pytest
 
 from deploy.defaults import DEFAULTS
 from deploy.firewall import lockout_problem
-from deploy.ollama import client_address, environment
+from deploy.ollama import environment
+from ollastack.ollama_names import client_address, tagged
 from ollastack import PROJECT_ROOT, lab
 
 
@@ -78,6 +79,13 @@ def test_firewall_rules_are_valid_nftables(tmp_path, admin4, admin6):
                                            ("[::]:11434", "[::1]:11434"), ("10.88.0.1:11434", "10.88.0.1:11434")])
 def test_ollama_client_address(listen, client):
     assert client_address(listen) == client
+
+
+@pytest.mark.parametrize("model,listed", [("tinyllama", "tinyllama:latest"), ("llama3.2:1b", "llama3.2:1b"),
+                                          ("library/qwen2.5", "library/qwen2.5:latest"),
+                                          ("registry.example.com:5000/team/m", "registry.example.com:5000/team/m:latest")])
+def test_model_names_as_api_tags_lists_them(model, listed):
+    assert tagged(model) == listed
 
 
 def test_ollama_environment_carries_every_setting():

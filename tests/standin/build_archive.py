@@ -87,5 +87,14 @@ def main(argv: list[str]) -> int:
     return 0
 
 
+
+def unpack(archive: Path, prefix: Path) -> Path:
+    """Unpack like a deploy does (``tar -C /usr -xf``) and return ``bin/ollama``."""
+    prefix.mkdir(parents=True)
+    compress = ["-I", "zstd"] if archive.name.endswith(".zst") else ["-z"]
+    subprocess.run(["tar", "-C", str(prefix), *compress, "-xf", str(archive)], check=True)
+    return prefix / "bin" / "ollama"
+
+
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))
