@@ -15,8 +15,11 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import posixpath
 import re
 import tomllib
+import unicodedata
+import urllib.parse
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -35,10 +38,15 @@ DEFAULT_CONFIG = "stack.toml"
 CONFIG_ENV = "OLLASTACK_CONFIG"
 
 # Ollama model references: name[:tag], optionally namespaced (library/llama3.2:1b) or on a registry.
-MODEL_RE = re.compile(r"^[a-z0-9][a-z0-9._-]*(/[a-z0-9][a-z0-9._-]*){0,2}(:[A-Za-z0-9][A-Za-z0-9._-]{0,127})?$")
-DURATION_RE = re.compile(r"^(-1|0|-?(\d+(\.\d+)?(ns|us|ms|s|m|h))+)$")
-SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
-DNS_NAME_RE = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")
+# Every pattern below is matched whole (re.fullmatch): "$" would also match before a trailing newline.
+MODEL_RE = re.compile(r"[a-z0-9][a-z0-9._-]*(/[a-z0-9][a-z0-9._-]*){0,2}(:[A-Za-z0-9][A-Za-z0-9._-]{0,127})?")
+DURATION_RE = re.compile(r"-1|0|-?(\d+(\.\d+)?(ns|us|ms|s|m|h))+")
+SHA256_RE = re.compile(r"[0-9a-f]{64}")
+DNS_NAME_RE = re.compile(r"(?=.{1,253}\Z)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}")
+# A host name as a URL or SSH destination may carry it: labels of letters, digits and inner hyphens.
+HOST_NAME_RE = re.compile(r"(?=.{1,253}\Z)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?")
+# What may follow scheme://host[:port] in a URL: RFC 3986 characters without quotes, "$", ";", "(", ")".
+URL_REST_RE = re.compile(r"[A-Za-z0-9._~:/?#\[\]@!&*+,=%-]*")
 SECRET_HINTS = ("password", "secret")
 
 
@@ -56,8 +64,55 @@ class ConfigError(Exception):
         return "\n".join(lines)
 
 
+def control_characters(value: str) -> list[str]:
+    """Control, format and line-separator characters in ``value`` (newline, NUL, CR, tab, ESC, DEL, U+2028 ...).
+
+    Example: ``control_characters("a@b.c\\n") == ["U+000A"]``
+    """
+    return sorted({f"U+{ord(c):04X}" for c in value if unicodedata.category(c) in ("Cc", "Cf", "Cs", "Zl", "Zp")})
+
+
 class Section(BaseModel):
+    """Base of every table of the stack description.
+
+    One rule for every text setting, present and future: no control characters in a string, a
+    string list item or a secret, whatever the field's own checks say (a newline is how a value
+    grows a second line in a unit file or a shell script).
+    """
+
     model_config = ConfigDict(extra="forbid", validate_default=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_control_characters(cls, value: Any) -> Any:
+        texts = value if isinstance(value, list) else [value]
+        for text in texts:
+            text = text.get_secret_value() if isinstance(text, SecretStr) else text
+            if isinstance(text, str) and (found := control_characters(text)):
+                raise ValueError(f"control characters are not allowed ({', '.join(found)}); "
+                                 "newlines, tabs, NUL and the like end up as extra lines on the hosts")
+        return value
+
+
+class Permits:
+    """Marks characters a text setting legitimately holds although shells treat them specially.
+
+    Such values are carried quoted wherever they go; tests read the marker (``permitted``) to tell
+    a legitimate value from a hostile one. ``chars`` None: any printable character.
+    Example: ``admin_name: Annotated[str, Permits(" ")]``
+    """
+
+    def __init__(self, chars: str | None = None):
+        self.chars = chars
+
+
+class LocalPath(Permits):
+    """A path on the control machine (a file pushed to the hosts, a key): any printable name is legitimate."""
+
+
+def permitted(field: Any) -> Permits | None:
+    """The ``Permits`` marker of a model field, or None."""
+    return next((m for m in field.metadata if isinstance(m, Permits)), None)
 
 
 def _expand(path: str) -> Path:
@@ -70,19 +125,133 @@ def _existing_file(value: str) -> str:
     return value
 
 
-def _host_port(value: str) -> str:
-    host, sep, port = value.rpartition(":")
-    if not sep or not port.isdigit() or not 1 <= int(port) <= 65535:
-        raise ValueError("expected ADDRESS:PORT with a port from 1 to 65535, e.g. 127.0.0.1:11434")
-    try:
-        ipaddress.ip_address(host.strip("[]"))
-    except ValueError:
-        raise ValueError(f"{host!r} is not an IP address (use 127.0.0.1 to keep Ollama private)") from None
+def _existing_dir(value: str) -> str:
+    if value and not _expand(value).is_dir():
+        raise ValueError(f"directory not found: {_expand(value)}")
     return value
 
 
-ExistingFile = Annotated[str, AfterValidator(_existing_file)]
+def split_host_port(value: str, default_port: int | None = None) -> tuple[str, int]:
+    """``ADDRESS:PORT`` (IPv6 in brackets) as (address, port); a bare address gets ``default_port``.
+
+    The one parser of such values (``ollama.host``, ``tls.dns_server``). Raises ValueError.
+    Example: ``split_host_port("[::1]:11434") == ("::1", 11434)``; ``split_host_port("10.0.0.2", 53)``
+    """
+    bracketed = re.fullmatch(r"\[([0-9A-Fa-f:.]+)\](?::(\d{1,5}))?", value)
+    if bracketed:
+        host, port = bracketed.group(1), bracketed.group(2)
+    elif value.count(":") == 1:
+        host, port = value.split(":")
+    else:
+        host, port = value, None
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        raise ValueError(f"{host!r} is not an IP address") from None
+    if port is None:
+        if default_port is None or (address.version == 6 and bracketed):
+            raise ValueError("expected ADDRESS:PORT, e.g. 127.0.0.1:11434 or [::1]:11434")
+        return host, default_port
+    if not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ValueError("expected a port from 1 to 65535, e.g. 127.0.0.1:11434")
+    return host, int(port)
+
+
+def _host_port(value: str) -> str:
+    try:
+        split_host_port(value)
+    except ValueError as exc:
+        raise ValueError(f"{exc} (use 127.0.0.1:11434 to keep Ollama private)") from None
+    return value
+
+
+def _resolver(value: str) -> str:
+    if value:
+        try:
+            host, _ = split_host_port(value, default_port=53)
+        except ValueError as exc:
+            raise ValueError(f"{exc}; expected an IPv4 address, optionally with :PORT, e.g. 10.0.0.2:53") from None
+        if ipaddress.ip_address(host).version != 4:
+            raise ValueError("expected an IPv4 address, optionally with :PORT, e.g. 10.0.0.2:53")
+    return value
+
+
+def is_host(value: str) -> bool:
+    """Whether ``value`` is an IP address or a DNS name (nothing an ssh command line could misread).
+
+    Example: ``is_host("gpu1.example.com") and not is_host("-oProxyCommand=x")``
+    """
+    try:
+        ipaddress.ip_address(value)
+        return True
+    except ValueError:
+        return bool(HOST_NAME_RE.fullmatch(value))
+
+
+def check_url(value: str, schemes: tuple[str, ...] = ("http", "https"), path: bool = True,
+              credentials: bool = False) -> str:
+    """Parse ``value`` as a URL (urllib.parse) and refuse anything a shell, a unit or apt could misread.
+
+    The scheme must be one of ``schemes``, the host a DNS name or an IP address; ``path`` False
+    allows nothing after the port but "/"; userinfo (``user:password@``) only with ``credentials``.
+    Example: ``check_url("https://mirror.example.com/debian/")``
+    """
+    parts = urllib.parse.urlsplit(value)
+    shown = "/".join(schemes)
+    if parts.scheme not in schemes or not value.startswith(f"{parts.scheme}://"):
+        raise ValueError(f"expected a {shown} URL like {schemes[-1]}://host.example.com")
+    try:
+        port = parts.port
+    except ValueError:
+        raise ValueError("the port must be a number from 1 to 65535") from None
+    if port == 0:
+        raise ValueError("the port must be a number from 1 to 65535")
+    host = parts.hostname or ""
+    if (parts.username is not None or parts.password is not None) and not credentials:
+        raise ValueError("no user name or password in this URL (it would be readable on the hosts)")
+    bracketed = parts.netloc.rpartition("@")[2].startswith("[")
+    if not is_host(host) or bracketed != (":" in host):
+        raise ValueError(f"{host!r} is not a host name or an IP address")
+    rest = value[len(parts.scheme) + 3 + len(parts.netloc):]
+    if not URL_REST_RE.fullmatch(rest):
+        raise ValueError("only URL characters are allowed after the host (no spaces, quotes, $, ;, backticks)")
+    if not path and rest not in ("", "/"):
+        raise ValueError(f"expected only {shown}://host[:port], no path")
+    return value
+
+
+def Url(schemes: tuple[str, ...] = ("http", "https"), path: bool = True, credentials: bool = False) -> Any:
+    """An optional URL setting ("" allowed), checked by ``check_url``: ``gpu.cuda_repo_url: Url() = ...``."""
+    def validate(value: str) -> str:
+        return check_url(value, schemes, path, credentials) if value else value
+    return Annotated[str, AfterValidator(validate)]
+
+
+# The host paths a setting must never name: chown/chmod there breaks the system.
+SYSTEM_TREES = ("/bin", "/boot", "/dev", "/etc", "/lib", "/lib32", "/lib64", "/libx32", "/lost+found", "/proc",
+                "/root", "/run", "/sbin", "/sys", "/tmp", "/var/tmp", "/dev/shm")
+SYSTEM_DIRS = ("/", "/home", "/media", "/mnt", "/opt", "/srv", "/usr", "/usr/local", "/var")
+# Their entries are the system's own (/usr/bin, /var/lib, /usr/local/sbin) or users' homes.
+SYSTEM_PARENTS = ("/home", "/usr", "/usr/local", "/var")
+HOST_PATH_RE = re.compile(r"(/[A-Za-z0-9._+@-]+)+")
+
+
+def _host_path(value: str) -> str:
+    if not HOST_PATH_RE.fullmatch(value) or posixpath.normpath(value) != value:
+        raise ValueError("expected an absolute, normalized path of letters, digits and ._+@- (no .., no spaces), "
+                         "e.g. /srv/ollama/models")
+    inside = any(value == t or value.startswith(t + "/") for t in SYSTEM_TREES)
+    if inside or value in SYSTEM_DIRS or posixpath.dirname(value) in SYSTEM_PARENTS:
+        raise ValueError(f"{value} is a system directory (or inside one); the converge would hand it to another "
+                         "user: pick a directory of its own, e.g. /srv/ollama/models")
+    return value
+
+
+ExistingFile = Annotated[str, AfterValidator(_existing_file), LocalPath()]
+ExistingDir = Annotated[str, AfterValidator(_existing_dir), LocalPath()]
 HostPort = Annotated[str, AfterValidator(_host_port)]
+Resolver = Annotated[str, AfterValidator(_resolver)]
+HostPath = Annotated[str, AfterValidator(_host_path)]
 
 
 class StackSection(Section):
@@ -96,6 +265,8 @@ class AccessSection(Section):
     admin_cidrs: list[str] = Field(
         ["127.0.0.1/32"], min_length=1,
         description="Networks allowed to reach SSH (cloud rules and host firewall). Everyone else gets 80/443 only.")
+    ssh_from_anywhere: bool = Field(
+        False, description="Allow a /0 network (the whole internet) in admin_cidrs; `up` and `validate` then warn.")
     ssh_public_key: ExistingFile = Field("~/.ssh/id_ed25519.pub", description="Public key installed on the hosts.")
     ssh_private_key: ExistingFile = Field("~/.ssh/id_ed25519", description="Private key pyinfra logs in with.")
 
@@ -114,8 +285,18 @@ class AccessSection(Section):
 
 
 class StaticSection(Section):
-    hosts: list[str] = Field([], description="Addresses or names of existing Debian hosts (provider = static).")
-    user: str = Field("root", description="SSH user on static hosts (sudo is used when it is not root).")
+    hosts: list[str] = Field([], description="Addresses or names of existing Debian hosts (provider = static).",
+                             examples=[["192.0.2.10", "gpu1.example.com"]])
+    user: str = Field("root", description="SSH user on static hosts (sudo is used when it is not root).",
+                      pattern=r"^[a-z_][a-z0-9_-]{0,31}$")
+
+    @field_validator("hosts")
+    @classmethod
+    def _hosts(cls, value: list[str]) -> list[str]:
+        bad = [h for h in value if not is_host(h)]
+        if bad:
+            raise ValueError(f"not an IP address or DNS name: {', '.join(map(repr, bad))}")
+        return value
 
 
 class LabSection(Section):
@@ -132,22 +313,25 @@ class LabSection(Section):
         return value
 
 
-AZURE_IMAGE_RE = re.compile(r"^[A-Za-z0-9._-]+:[A-Za-z0-9._-]+:[A-Za-z0-9._-]+:[A-Za-z0-9._-]+$")
-HTTPS_URL_RE = re.compile(r"^https://[A-Za-z0-9.-]+(:\d{1,5})?/?$")
+AZURE_IMAGE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*(:[A-Za-z0-9][A-Za-z0-9._-]*){3}")
 
 
 class AzureSection(Section):
-    subscription_id: str = Field("", description="Subscription to create resources in (or AZURE_SUBSCRIPTION_ID).")
+    subscription_id: str = Field("", description="Subscription to create resources in (or AZURE_SUBSCRIPTION_ID).",
+                                 pattern=r"^([0-9A-Za-z][0-9A-Za-z-]{0,63})?$",
+                                 examples=["00000000-0000-0000-0000-000000000000"])
     location: str = Field("westeurope", description="Azure region.", pattern=r"^[a-z0-9]+$")
-    vm_size: str = Field("Standard_NC4as_T4_v3", description="VM size (a GPU size for real models).")
+    vm_size: str = Field("Standard_NC4as_T4_v3", description="VM size (a GPU size for real models).",
+                         pattern=r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
     dns_label: str = Field("", description="Public IP DNS label: <label>.<location>.cloudapp.azure.com, used as TLS name.",
-                           pattern=r"^([a-z][a-z0-9-]{1,61}[a-z0-9])?$")
+                           pattern=r"^([a-z][a-z0-9-]{1,61}[a-z0-9])?$", examples=["mychat"])
     cloud: Literal["public", "china", "usgov"] = Field(
         "public", description="Azure cloud: picks the Resource Manager endpoint and the sign-in authority.")
-    resource_manager_url: str = Field(
-        "", description="Resource Manager URL overriding the cloud's (https; trust comes from REQUESTS_CA_BUNDLE).")
+    resource_manager_url: Url(("https",), path=False) = Field(
+        "", description="Resource Manager URL overriding the cloud's (https; trust comes from REQUESTS_CA_BUNDLE).",
+        examples=["https://management.azure.com"])
     resource_group: str = Field("", description="Resource group holding everything; empty: <stack name>-rg.",
-                                pattern=r"^([A-Za-z0-9._()-]{0,89}[A-Za-z0-9_()-])?$")
+                                pattern=r"^([A-Za-z0-9_()][A-Za-z0-9._()-]{0,88}[A-Za-z0-9_()-])?$", examples=["demo-rg"])
     image: str = Field("Debian:debian-13:13-gen2:latest",
                        description="VM image as publisher:offer:sku:version (Debian 12: Debian:debian-12:12-gen2:latest).")
     os_disk_gb: int = Field(64, ge=30, le=4095, description="OS disk size in GiB (models live there).")
@@ -159,15 +343,13 @@ class AzureSection(Section):
     @field_validator("image")
     @classmethod
     def _image(cls, value: str) -> str:
-        if not AZURE_IMAGE_RE.match(value):
+        if not AZURE_IMAGE_RE.fullmatch(value):
             raise ValueError("expected publisher:offer:sku:version, e.g. Debian:debian-12:12-gen2:latest")
         return value
 
     @field_validator("resource_manager_url")
     @classmethod
     def _arm_url(cls, value: str) -> str:
-        if value and not HTTPS_URL_RE.match(value):
-            raise ValueError("expected an https URL like https://management.azure.com (Azure refuses tokens over http)")
         return value.rstrip("/")
 
     @field_validator("admin_username")
@@ -182,33 +364,30 @@ class AzureSection(Section):
         return self.subscription_id or os.environ.get("AZURE_SUBSCRIPTION_ID", "")
 
 
-ENDPOINT_RE = re.compile(r"^https?://[A-Za-z0-9.-]+(:\d{1,5})?/?$")
-
-
-def _endpoint_url(value: str) -> str:
-    if value and not ENDPOINT_RE.match(value):
-        raise ValueError("expected a URL like https://ecs-vpc.cn-hangzhou.aliyuncs.com (scheme, host, optional port)")
-    return value
-
-
-EndpointUrl = Annotated[str, AfterValidator(_endpoint_url)]
+EndpointUrl = Url(path=False)
 
 
 class AlibabaSection(Section):
     region: str = Field("cn-hangzhou", description="Alibaba Cloud region id.", pattern=r"^[a-z]+(-[a-z0-9]+)+$")
-    instance_type: str = Field("ecs.gn7i-c8g1.2xlarge", description="ECS instance type (a GPU type for real models).")
+    instance_type: str = Field("ecs.gn7i-c8g1.2xlarge", description="ECS instance type (a GPU type for real models).",
+                               pattern=r"^[a-z][a-z0-9-]*(\.[a-z0-9][a-z0-9-]*)+$")
     zone: str = Field("", description="Zone for the vSwitch and instance; empty: the first zone offering instance_type.",
-                      pattern=r"^([a-z]+(-[a-z0-9]+)+)?$")
+                      pattern=r"^([a-z]+(-[a-z0-9]+)+)?$", examples=["cn-hangzhou-h"])
     image_pattern: str = Field("debian_13*x64*",
-                               description="Pattern (fnmatch) of the system image name; the newest match is used (Debian 12: debian_12*x64*).")
-    image_id: str = Field("", description="Pin an exact image id instead of the newest image matching image_pattern.")
+                               description="Pattern (fnmatch) of the system image name; the newest match is used (Debian 12: debian_12*x64*).",
+                               pattern=r"^[A-Za-z0-9_*?\[][A-Za-z0-9._*?\[\]-]{0,127}$")
+    image_id: str = Field("", description="Pin an exact image id instead of the newest image matching image_pattern.",
+                          pattern=r"^([A-Za-z0-9][A-Za-z0-9._-]{0,127})?$", examples=["debian_12_9_x64_20G_alibase_20250117.vhd"])
     system_disk_gb: int = Field(100, ge=20, le=2048, description="System disk size in GiB (models live there).")
-    system_disk_category: str = Field("cloud_essd", description="System disk category (cloud_essd, cloud_auto, cloud_efficiency).")
+    system_disk_category: str = Field("cloud_essd", description="System disk category (cloud_essd, cloud_auto, cloud_efficiency).",
+                                      pattern=r"^[a-z][a-z0-9_]{0,31}$")
     bandwidth_mbps: int = Field(10, ge=1, le=200, description="Public IP outbound bandwidth (pay by traffic); gives the instance its public address.")
     admin_username: str = Field("root", description="User pyinfra logs in as (Alibaba's Debian images allow only root with the key pair).",
                                 pattern=r"^[a-z_][a-z0-9_-]{0,31}$")
-    ecs_endpoint: EndpointUrl = Field("", description="ECS API URL (http:// allowed); empty: the SDK's endpoint for the region.")
-    vpc_endpoint: EndpointUrl = Field("", description="VPC API URL (http:// allowed); empty: the SDK's endpoint for the region.")
+    ecs_endpoint: EndpointUrl = Field("", description="ECS API URL (http:// allowed); empty: the SDK's endpoint for the region.",
+                                      examples=["https://ecs.cn-hangzhou.aliyuncs.com"])
+    vpc_endpoint: EndpointUrl = Field("", description="VPC API URL (http:// allowed); empty: the SDK's endpoint for the region.",
+                                      examples=["https://vpc.cn-hangzhou.aliyuncs.com"])
 
     def icp_warning(self, domain: str) -> str:
         """A line to show before ``up`` when a domain is served from mainland China, else "".
@@ -229,12 +408,14 @@ class OllamaSection(Section):
     version: str = Field("0.13.3", description="Pinned Ollama release.", pattern=r"^\d+\.\d+\.\d+$")
     sha256: str = Field("70a3d0f4cccd003641c5531d564a3494ed9a422e397c437d40f802ec1003c6eb",
                         description="sha256 of the release archive; checked before anything is replaced.")
-    url: str = Field("", description="Download URL of the archive; empty: the official GitHub release (amd64 .tgz).")
-    archive: str = Field("", description="Local archive (.tgz or .tar.zst) pushed from the control machine instead of a download.")
+    url: Url() = Field("", description="Download URL of the archive; empty: the official GitHub release (amd64 .tgz).",
+                       examples=["https://mirror.example.com/ollama/v0.13.3/ollama-linux-amd64.tgz"])
+    archive: ExistingFile = Field("", description="Local archive (.tgz or .tar.zst) pushed from the control machine instead of a download.")
     host: HostPort = Field("127.0.0.1:11434", description="OLLAMA_HOST; keep it on loopback: Ollama has no authentication.")
+    listen_beyond_loopback: bool = Field(
+        False, description="Allow ollama.host off loopback (e.g. 0.0.0.0:11434); the host firewall still drops the port from outside.")
     models: list[str] = Field(["llama3.2:1b"], description="Models pulled when missing.")
-    models_dir: str = Field("/usr/share/ollama/.ollama/models", description="OLLAMA_MODELS, owned by the ollama user.",
-                            pattern=r"^/[^\s'\"]*$")
+    models_dir: HostPath = Field("/usr/share/ollama/.ollama/models", description="OLLAMA_MODELS, owned by the ollama user.")
     keep_alive: str = Field("5m", description="OLLAMA_KEEP_ALIVE: how long a model stays loaded (-1: forever).")
     num_parallel: int = Field(1, ge=1, le=64, description="OLLAMA_NUM_PARALLEL: requests served at once per model.")
     max_loaded_models: int = Field(1, ge=1, le=16, description="OLLAMA_MAX_LOADED_MODELS.")
@@ -242,34 +423,35 @@ class OllamaSection(Section):
     context_length: int = Field(4096, ge=256, le=1048576, description="OLLAMA_CONTEXT_LENGTH.")
     flash_attention: bool = Field(False, description="OLLAMA_FLASH_ATTENTION.")
     kv_cache_type: Literal["f16", "q8_0", "q4_0"] = Field("f16", description="OLLAMA_KV_CACHE_TYPE.")
-    https_proxy: str = Field("", description="HTTPS_PROXY for model pulls; empty: none.")
+    https_proxy: Url(path=False) = Field("", description="HTTPS_PROXY for model pulls (http(s)://host:port, no password); empty: none.",
+                                         examples=["http://proxy.example.com:3128"])
     pull_retries: int = Field(2, ge=0, le=10, description="Retries of a failed model pull.")
 
     @field_validator("sha256")
     @classmethod
     def _sha(cls, value: str) -> str:
-        if not SHA256_RE.match(value):
+        if not SHA256_RE.fullmatch(value):
             raise ValueError("expected 64 lowercase hexadecimal characters (from the release's sha256sum.txt)")
         return value
 
     @field_validator("url")
     @classmethod
     def _url(cls, value: str) -> str:
-        if value and not re.match(r"^https?://[^\s/]+/\S+\.(tgz|tar\.zst)$", value):
+        if value and not value.endswith((".tgz", ".tar.zst")):
             raise ValueError("expected an http(s) URL ending in .tgz or .tar.zst")
         return value
 
     @field_validator("archive")
     @classmethod
     def _archive(cls, value: str) -> str:
-        if value and not re.search(r"\.(tgz|tar\.zst)$", value):
+        if value and not value.endswith((".tgz", ".tar.zst")):
             raise ValueError("expected a .tgz or .tar.zst file")
-        return _existing_file(value)
+        return value
 
     @field_validator("models")
     @classmethod
     def _models(cls, value: list[str]) -> list[str]:
-        bad = [m for m in value if not MODEL_RE.match(m)]
+        bad = [m for m in value if not MODEL_RE.fullmatch(m)]
         if bad:
             raise ValueError(f"not a model reference like llama3.2:1b: {', '.join(map(repr, bad))}")
         return value
@@ -277,14 +459,15 @@ class OllamaSection(Section):
     @field_validator("keep_alive")
     @classmethod
     def _duration(cls, value: str) -> str:
-        if not DURATION_RE.match(value):
+        if not DURATION_RE.fullmatch(value):
             raise ValueError("expected a duration like 5m, 1h30m, 0 or -1")
         return value
 
 
-EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+$")
-IMAGE_RE = re.compile(r"^[a-z0-9.-]+(:\d+)?/[a-z0-9._/-]+(:[A-Za-z0-9._-]{1,128}|@sha256:[0-9a-f]{64})$")
-INDEX_URL_RE = re.compile(r"^https?://\S+$")
+EMAIL_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._+-]{0,63}@[A-Za-z0-9]([A-Za-z0-9.-]{0,252}[A-Za-z0-9])?")
+IMAGE_RE = re.compile(r"[a-z0-9][a-z0-9.-]*(:\d+)?/[a-z0-9][a-z0-9._/-]*(:[A-Za-z0-9_][A-Za-z0-9._-]{0,127}|@sha256:[0-9a-f]{64})")
+# A display name: letters (any script), digits, inner spaces, dots and hyphens.
+DISPLAY_NAME_RE = re.compile(r"[^\W_]([\w .-]{0,62}[\w.])?")
 
 
 class OpenWebUISection(Section):
@@ -293,54 +476,50 @@ class OpenWebUISection(Section):
         "container", description="How Open WebUI runs: container (Podman, systemd unit), pip (venv installed with uv) or none.")
     image: str = Field("ghcr.io/open-webui/open-webui:v0.12.4",
                        description="Container image, fully qualified and pinned by tag or digest (podman auto-update needs it).")
-    image_archive: str = Field("", description="Local `podman save` archive pushed to the host and loaded instead of pulling `image`.")
+    image_archive: ExistingFile = Field("", description="Local `podman save` archive pushed to the host and loaded instead of pulling `image`.")
     autoupdate: bool = Field(True, description="Container route: label the container and enable podman-auto-update.timer (daily).")
     version: str = Field("0.12.4", description="pip route: pinned open-webui release from the package index.",
                          pattern=r"^\d+\.\d+\.\d+$")
-    index_url: str = Field("", description="pip route: package index (a mirror); empty: PyPI.")
-    torch_index_url: str = Field("https://download.pytorch.org/whl/cpu",
-                                 description="pip route: where the CPU build of torch comes from when find_links has none.")
-    find_links: str = Field("", description="pip route: local wheel directory pushed to the host and searched first (air-gapped installs).")
+    index_url: Url() = Field("", description="pip route: package index (a mirror); empty: PyPI.",
+                             examples=["https://pypi.example.com/simple"])
+    torch_index_url: Url() = Field("https://download.pytorch.org/whl/cpu",
+                                   description="pip route: where the CPU build of torch comes from when find_links has none.")
+    find_links: ExistingDir = Field("", description="pip route: local wheel directory pushed to the host and searched first (air-gapped installs).")
     admin_email: str = Field("admin@example.com", description="Admin account created on first start.")
     admin_password: SecretStr = Field(
         SecretStr(""), description="Admin password; empty: generated once, kept 0600 on the control machine (`ollastack admin-password`).")
-    admin_name: str = Field("Admin", description="Display name of the admin account.")
+    admin_name: Annotated[str, Permits(" ")] = Field("Admin", description="Display name of the admin account (letters, digits, spaces, . and -).")
     enable_signup: bool = Field(False, description="Let visitors create accounts (they wait as default_user_role).")
     default_user_role: Literal["pending", "user", "admin"] = Field("pending", description="Role of new accounts.")
     offline: bool = Field(False, description="OFFLINE_MODE: no update checks or model downloads from the internet.")
-    openai_api_base_url: str = Field("", description="OpenAI-compatible API to offer besides Ollama; empty: ENABLE_OPENAI_API off.")
-    ollama_url: str = Field("", description="OLLAMA_BASE_URL; empty: the host's own Ollama (from ollama.host).")
+    openai_api_base_url: Url() = Field("", description="OpenAI-compatible API to offer besides Ollama; empty: ENABLE_OPENAI_API off.",
+                                       examples=["https://api.example.com/v1"])
+    ollama_url: Url() = Field("", description="OLLAMA_BASE_URL; empty: the host's own Ollama (from ollama.host).",
+                              examples=["http://10.0.0.5:11434"])
 
     @field_validator("image")
     @classmethod
     def _image(cls, value: str) -> str:
-        if not IMAGE_RE.match(value):
+        if not IMAGE_RE.fullmatch(value):
             raise ValueError("expected a fully qualified, pinned image like ghcr.io/open-webui/open-webui:v0.12.4")
-        return value
-
-    @field_validator("image_archive")
-    @classmethod
-    def _image_archive(cls, value: str) -> str:
-        return _existing_file(value)
-
-    @field_validator("find_links")
-    @classmethod
-    def _find_links(cls, value: str) -> str:
-        if value and not _expand(value).is_dir():
-            raise ValueError(f"directory not found: {_expand(value)}")
         return value
 
     @field_validator("index_url", "torch_index_url", "openai_api_base_url", "ollama_url")
     @classmethod
     def _url(cls, value: str) -> str:
-        if value and not INDEX_URL_RE.match(value):
-            raise ValueError("expected an http(s) URL")
         return value.rstrip("/")
+
+    @field_validator("admin_name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not DISPLAY_NAME_RE.fullmatch(value):
+            raise ValueError("expected a display name of letters, digits, spaces, . and - (up to 64), e.g. Jane Doe")
+        return value
 
     @field_validator("admin_email")
     @classmethod
     def _email(cls, value: str) -> str:
-        if not EMAIL_RE.match(value):
+        if not EMAIL_RE.fullmatch(value):
             raise ValueError("expected an e-mail address like admin@example.com")
         return value.lower()
 
@@ -367,8 +546,7 @@ class OpenWebUISection(Section):
 
 
 # ACME accounts need a mailbox on a real domain: Let's Encrypt refuses addresses like root@localhost.
-ACME_EMAIL_RE = re.compile(r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}$")
-ACME_SERVER_URL_RE = re.compile(r"^https://[A-Za-z0-9.-]+(:\d{1,5})?(/\S*)?$")
+ACME_EMAIL_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._+-]{0,63}@(?=.{1,253}\Z)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}")
 ACME_SERVERS = {
     "": "https://acme-v02.api.letsencrypt.org/directory",
     "production": "https://acme-v02.api.letsencrypt.org/directory",
@@ -383,48 +561,42 @@ def acme_directory(acme_server: str) -> str:
 
 class TLSSection(Section):
     mode: Literal["self-signed", "letsencrypt"] = Field("self-signed", description="Where the certificate comes from.")
-    domain: str = Field("", description="Server name; empty: the host's address (letsencrypt: the provider's DNS name, e.g. azure.dns_label).")
+    domain: str = Field("", description="Server name; empty: the host's address (letsencrypt: the provider's DNS name, e.g. azure.dns_label).",
+                        examples=["chat.example.com"])
     days: int = Field(397, ge=30, le=825, description="Validity of self-signed server certificates.")
     renew_before_days: int = Field(30, ge=1, le=365, description="Re-issue a self-signed certificate this long before expiry.")
-    email: str = Field("", description="letsencrypt: ACME account e-mail (expiry notices); required in that mode.")
-    acme_server: str = Field("", description="letsencrypt: ACME directory: empty or production (Let's Encrypt), staging, or an https URL.")
+    email: str = Field("", description="letsencrypt: ACME account e-mail (expiry notices); required in that mode.",
+                       examples=["admin@example.com"])
+    acme_server: str = Field("", description="letsencrypt: ACME directory: empty or production (Let's Encrypt), staging, or an https URL.",
+                             examples=["https://acme.example.com/directory"])
     acme_ca_bundle: ExistingFile = Field("", description="letsencrypt: CA file certbot trusts for a private ACME server (REQUESTS_CA_BUNDLE); empty: the system's.")
     check_dns: bool = Field(True, description="letsencrypt: check from the control machine that the domain resolves to the host before requesting.")
-    dns_server: str = Field("", description="Resolver (ADDRESS or ADDRESS:PORT) for the DNS check; empty: the control machine's own.")
+    dns_server: Resolver = Field("", description="Resolver (ADDRESS or ADDRESS:PORT) for the DNS check; empty: the control machine's own.",
+                                 examples=["10.0.0.2:53"])
 
     @field_validator("domain")
     @classmethod
     def _domain(cls, value: str) -> str:
-        if value and not DNS_NAME_RE.match(value):
+        if value and not DNS_NAME_RE.fullmatch(value):
             raise ValueError("expected a DNS name like chat.example.com")
         return value
 
     @field_validator("email")
     @classmethod
     def _acme_email(cls, value: str) -> str:
-        if value and not ACME_EMAIL_RE.match(value):
+        if value and not ACME_EMAIL_RE.fullmatch(value):
             raise ValueError("expected an e-mail address on a public domain, like admin@example.com")
         return value
 
     @field_validator("acme_server")
     @classmethod
     def _acme_server(cls, value: str) -> str:
-        if value not in ACME_SERVERS and not ACME_SERVER_URL_RE.match(value):
-            raise ValueError("expected production, staging or an https URL of an ACME directory")
-        return value
-
-    @field_validator("dns_server")
-    @classmethod
-    def _dns_server(cls, value: str) -> str:
-        if value:
-            host, _, port = value.rpartition(":") if value.count(":") == 1 else (value, "", "53")
-            try:
-                ipaddress.ip_address(host)
-            except ValueError:
-                raise ValueError("expected an IPv4 address, optionally with :PORT, e.g. 10.0.0.2:53") from None
-            if not port.isdigit() or not 1 <= int(port) <= 65535:
-                raise ValueError("expected a port from 1 to 65535, e.g. 10.0.0.2:53")
-        return value
+        if value in ACME_SERVERS:
+            return value
+        try:
+            return check_url(value, ("https",))
+        except ValueError as exc:
+            raise ValueError(f"expected production, staging or an https URL of an ACME directory ({exc})") from None
 
 
 NVIDIA_CUDA_KEY_FINGERPRINT = "EB693B3035CD5710E231E123A4B469963BF863CC"
@@ -435,9 +607,11 @@ class GpuSection(Section):
         "auto", description="NVIDIA driver: auto (install when an NVIDIA GPU is present), off, or required (fail without one).")
     driver_branch: str = Field("570", description="Pinned NVIDIA driver branch (current Ollama needs 550 or newer).",
                                pattern=r"^\d{3}$")
-    cuda_repo_url: str = Field("", description="NVIDIA CUDA apt repository; empty: NVIDIA's for the host's Debian release (a mirror may be given).")
-    cuda_key_url: str = Field("", description="Signing key of the repository (ASCII armored); empty: <cuda_repo_url>3bf863cc.pub.")
-    cuda_key_fingerprint: str = Field(NVIDIA_CUDA_KEY_FINGERPRINT,
+    cuda_repo_url: Url() = Field("", description="NVIDIA CUDA apt repository; empty: NVIDIA's for the host's Debian release (a mirror may be given).",
+                                 examples=["https://mirror.example.com/cuda/repos/debian12/x86_64/"])
+    cuda_key_url: Url() = Field("", description="Signing key of the repository (ASCII armored); empty: <cuda_repo_url>3bf863cc.pub.",
+                                examples=["https://mirror.example.com/cuda/3bf863cc.pub"])
+    cuda_key_fingerprint: Annotated[str, Permits(" ")] = Field(NVIDIA_CUDA_KEY_FINGERPRINT,
                                       description="Fingerprint the downloaded signing key must have; anything else is refused.")
     secure_boot_signing: bool = Field(
         False, description="Secure Boot is on and a MOK for DKMS module signing is enrolled: install anyway instead of stopping.")
@@ -449,18 +623,11 @@ class GpuSection(Section):
             raise ValueError("current Ollama needs driver 550 or newer; pick a branch like 570")
         return value
 
-    @field_validator("cuda_repo_url", "cuda_key_url")
-    @classmethod
-    def _repo_url(cls, value: str) -> str:
-        if value and not re.match(r"^https?://[^\s/]+(/\S*)?$", value):
-            raise ValueError("expected an http(s) URL")
-        return value
-
     @field_validator("cuda_key_fingerprint")
     @classmethod
     def _fingerprint(cls, value: str) -> str:
         value = value.replace(" ", "").upper()
-        if not re.match(r"^[0-9A-F]{40}$", value):
+        if not re.fullmatch(r"[0-9A-F]{40}", value):
             raise ValueError("expected the key's 40 hexadecimal digit fingerprint (gpg --show-keys)")
         return value
 
@@ -509,6 +676,35 @@ class Stack(Section):
                 f"or Debian 12 by setting {setting}")
         return self
 
+    @model_validator(mode="after")
+    def _exposure(self) -> "Stack":
+        """Settings that would re-open what the stack exists to close."""
+        ollama_address, ollama_port = split_host_port(self.ollama.host)
+        if self.openwebui.install != "none" and self.openwebui.port in (ollama_port, 22, 80, 443):
+            raise ValueError(f"openwebui.port: {self.openwebui.port} is taken (Ollama listens on {ollama_port}; "
+                             "22, 80 and 443 are SSH and nginx): nginx would serve that instead; pick e.g. 8080")
+        if not ipaddress.ip_address(ollama_address).is_loopback and not self.ollama.listen_beyond_loopback:
+            raise ValueError(f"ollama.host: {self.ollama.host} is off loopback, and Ollama has no authentication; "
+                             "keep 127.0.0.1:11434, or set ollama.listen_beyond_loopback = true")
+        if self.openwebui.enable_signup and self.openwebui.default_user_role == "admin":
+            raise ValueError("openwebui.default_user_role: \"admin\" with enable_signup = true makes every visitor "
+                             "an administrator; use \"pending\" or \"user\"")
+        if self.whole_internet_cidrs() and not self.access.ssh_from_anywhere:
+            raise ValueError(f"access.admin_cidrs: {', '.join(self.whole_internet_cidrs())} opens SSH to the whole "
+                             "internet; name your networks, or set access.ssh_from_anywhere = true")
+        return self
+
+    def whole_internet_cidrs(self) -> list[str]:
+        """The /0 networks in ``access.admin_cidrs``: ``["0.0.0.0/0"]``."""
+        return [c for c in self.access.admin_cidrs if ipaddress.ip_network(c).prefixlen == 0]
+
+    def warnings(self) -> list[str]:
+        """Lines ``validate`` and ``up`` print to stderr for a valid but risky stack."""
+        if cidrs := self.whole_internet_cidrs():
+            return [f"warning: SSH is open to the whole internet (access.admin_cidrs {', '.join(cidrs)}, "
+                    "access.ssh_from_anywhere = true)"]
+        return []
+
     def requested_release(self) -> tuple[str | None, str]:
         """The Debian release this stack's hosts will run, and the setting that decides it (None: unknown)."""
         provider = self.stack.provider
@@ -535,8 +731,22 @@ def config_path(explicit: str | None = None) -> Path:
     return Path(explicit or os.environ.get(CONFIG_ENV) or DEFAULT_CONFIG)
 
 
+def _field(loc: tuple) -> Any:
+    """The model field at a validation error's location, or None."""
+    model: Any = Stack
+    field = None
+    for part in loc:
+        fields = getattr(model, "model_fields", None)
+        field = fields.get(str(part)) if fields else None
+        if field is None:
+            return None
+        model = field.annotation
+    return field
+
+
 def _shown(loc: tuple, value: Any) -> str:
-    if any(h in str(part) for part in loc for h in SECRET_HINTS):
+    field = _field(loc)
+    if any(h in str(part) for part in loc for h in SECRET_HINTS) or (field is not None and field.annotation is SecretStr):
         return "<hidden>"
     text = repr(value)
     return text if len(text) <= 80 else text[:77] + "..."
@@ -580,16 +790,20 @@ def load_stack(path: str | Path | None = None, overrides: dict[str, dict[str, An
     """
     path = config_path(str(path) if path else None)
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(str(path), [f"cannot read the stack description: {exc.strerror}; "
                                       "copy stack.example.toml to stack.toml or pass --config"]) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(str(path), [f"not UTF-8 text (byte {exc.start}): save the stack description as UTF-8"]) from None
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(str(path), [f"not valid TOML: {exc}"]) from None
     for section, values in (overrides or {}).items():
-        data.setdefault(section, {}).update(values)
+        # A section that is not a table stays as written: validation reports it.
+        if isinstance(data.setdefault(section, {}), dict):
+            data[section].update(values)
     return parse_stack(data, str(path))
 
 
