@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 
 from pyinfra.api import FactBase
 
@@ -15,7 +16,7 @@ class FileText(FactBase[str | None]):
     """
 
     def command(self, path: str) -> str:
-        return f"cat {path} 2>/dev/null || true"
+        return f"cat {shlex.quote(path)} 2>/dev/null || true"
 
     def process(self, output):
         text = "\n".join(output).strip()
@@ -29,7 +30,7 @@ class OllamaModels(FactBase[list[str] | None]):
     """
 
     def command(self, address: str) -> str:
-        return f"curl -fsS --max-time 5 http://{address}/api/tags 2>/dev/null || true"
+        return f"curl -fsS --max-time 5 {shlex.quote(f'http://{address}/api/tags')} 2>/dev/null || true"
 
     def process(self, output):
         text = "".join(output).strip()
@@ -153,6 +154,7 @@ class KeyFingerprints(FactBase[list[str]]):
     """
 
     def command(self, path: str) -> str:
+        path = shlex.quote(path)
         return (f"[ -r {path} ] && command -v gpg >/dev/null 2>&1 && "
                 f"gpg --show-keys --with-colons {path} 2>/dev/null | awk -F: '/^pub/ {{p=1}} /^fpr/ && p {{print $10; p=0}}'; true")
 
@@ -170,7 +172,7 @@ class OllamaLoaded(FactBase[list[dict] | None]):
     """
 
     def command(self, address: str) -> str:
-        return f"curl -fsS --max-time 5 http://{address}/api/ps 2>/dev/null || true"
+        return f"curl -fsS --max-time 5 {shlex.quote(f'http://{address}/api/ps')} 2>/dev/null || true"
 
     def process(self, output):
         try:

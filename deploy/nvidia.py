@@ -12,6 +12,7 @@ that fact. Only tests set it, to take the "GPU present" path on hosts without on
 
 from __future__ import annotations
 
+import shlex
 from io import StringIO
 
 from pyinfra import host
@@ -79,12 +80,14 @@ def install_key(data, repo: str):
         return None
     url = data.gpu_cuda_key_url or repo + "3bf863cc.pub"
     fetched = "/etc/apt/keyrings/.ollastack-cuda.download"
+    # Every stack value is quoted whole; "$got" is the only expansion the shell makes.
+    q = shlex.quote
+    refused = (f"printf '%s%s%s\\n' {q(f'the key at {url} has fingerprint(s) ')} \"${{got:-none}}\" "
+               f"{q(f', not {want} (gpu.cuda_key_fingerprint): refused, nothing installed')} >&2")
     script = (
-        f"set -e; mkdir -p /etc/apt/keyrings; curl -fsSL --retry 3 -o {fetched} '{url}'; "
+        f"set -e; mkdir -p /etc/apt/keyrings; curl -fsSL --retry 3 -o {fetched} -- {q(url)}; "
         f"got=$(gpg --show-keys --with-colons {fetched} | awk -F: '/^pub/ {{p=1}} /^fpr/ && p {{print $10; p=0}}'); "
-        f"if [ \"$got\" != {want} ]; then rm -f {fetched}; "
-        f"echo \"the key at {url} has fingerprint(s) ${{got:-none}}, not {want} (gpu.cuda_key_fingerprint): "
-        f"refused, nothing installed\" >&2; exit 1; fi; "
+        f"if [ \"$got\" != {q(want)} ]; then rm -f {fetched}; {refused}; exit 1; fi; "
         f"install -m 0644 {fetched} {KEYRING}; rm -f {fetched}")
     return server.shell(name="NVIDIA repository signing key (fingerprint checked)", commands=[script])
 
@@ -160,7 +163,7 @@ def check_gpu_offload(data, address: str, changes: list):
     on_cpu = loaded is None or any(m["size_vram"] == 0 for m in loaded)
     files.put(name="GPU offload check helper", src=str(TEMPLATES / "nvidia-vram-check.py"), dest=VRAM_CHECK,
               mode="0755")
-    return server.shell(name=f"Ollama runs {model} on the GPU", commands=[f"python3 {VRAM_CHECK} {address} {model}"],
+    return server.shell(name=f"Ollama runs {model} on the GPU", commands=[shlex.join(["python3", VRAM_CHECK, address, model])],
                         _if=lambda: on_cpu or any(op.did_change() for op in changes))
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import posixpath
+import shlex
 
 from pyinfra import host
 from pyinfra.api import deploy
@@ -12,6 +13,7 @@ from pyinfra.operations.util import any_changed
 from deploy.defaults import DEFAULTS
 from deploy.facts import FileText, OllamaModels
 from deploy.nvidia import check_gpu_offload, ollama_after_driver
+from deploy.units import systemd_quoted
 from ollastack import PROJECT_ROOT
 from ollastack.ollama_names import client_address, tagged
 
@@ -60,7 +62,7 @@ def install_release(data):
                        sha256sum=data.ollama_sha256, _retries=2, _retry_delay=5)
     script = posixpath.join(CACHE, "install-ollama.sh")
     files.template(name="Ollama install script", src=str(TEMPLATES / "ollama-install.sh.j2"), dest=script,
-                   mode="0755", archive=remote, sha256=data.ollama_sha256)
+                   mode="0755", archive=shlex.quote(remote), sha256=shlex.quote(data.ollama_sha256))
     return server.shell(name=f"Verify and install Ollama {data.ollama_version}", commands=[script])
 
 
@@ -72,7 +74,7 @@ def pull_models(data) -> None:
               dest=PULL_SCRIPT, mode="0755")
     for model in data.ollama_models:
         if tagged(model) not in present:
-            server.shell(name=f"Pull model {model}", commands=[f"python3 {PULL_SCRIPT} {address} {model}"],
+            server.shell(name=f"Pull model {model}", commands=[shlex.join(["python3", PULL_SCRIPT, address, model])],
                          _retries=data.ollama_pull_retries, _retry_delay=5)
 
 
@@ -88,7 +90,7 @@ def ollama(gpu_changes=()):
                           dest="/etc/systemd/system/ollama.service")
     override = files.template(name="Ollama settings (override.conf)", src=str(TEMPLATES / "ollama-override.conf.j2"),
                               dest="/etc/systemd/system/ollama.service.d/override.conf",
-                              environment=environment(data))
+                              environment={k: systemd_quoted(v) for k, v in environment(data).items()})
     after_driver = ollama_after_driver()
     changes = [op for op in (installed, unit, override, after_driver) if op is not None]
     systemd.daemon_reload(name="Reload systemd units",
@@ -97,10 +99,10 @@ def ollama(gpu_changes=()):
                               restarted=True, _if=any_changed(*changes))
     systemd.service(name="Ollama running and enabled", service="ollama", running=True, enabled=True)
     address = client_address(data.ollama_host)
+    silent = shlex.quote(f"Ollama did not answer on {address} within 60s: journalctl -u ollama")
     server.shell(name="Wait for Ollama's API",
-                 commands=[f"for i in $(seq 120); do curl -fsS --max-time 2 http://{address}/api/version "
-                           f"&& exit 0; sleep 0.5; done; echo 'Ollama did not answer on {address} within 60s: "
-                           f"journalctl -u ollama' >&2; exit 1"],
+                 commands=[f"for i in $(seq 120); do curl -fsS --max-time 2 {shlex.quote(f'http://{address}/api/version')} "
+                           f"&& exit 0; sleep 0.5; done; echo {silent} >&2; exit 1"],
                  _if=restart.did_change)
     pull_models(data)
     check_gpu_offload(data, address, [restart, *gpu_changes])

@@ -39,6 +39,7 @@ from deploy.facts import FileText
 from deploy.podman import ensure_image, podman
 from deploy.release import Release, host_release
 from deploy.tls import server_names
+from deploy.units import systemd_quoted
 from ollastack import PROJECT_ROOT
 from ollastack.ollama_names import client_address
 
@@ -94,11 +95,6 @@ def environment(data) -> dict[str, str]:
     return env
 
 
-def systemd_quoted(value: str) -> str:
-    """Escape a value for a double-quoted systemd string: ``systemd_quoted('a"b') == 'a\\\\"b'``."""
-    return value.replace("\\", "\\\\").replace('"', '\\"')
-
-
 def admin_password(data) -> str:
     """The admin password, read from its 0600 file on the control machine (see ``host_data``)."""
     if not data.openwebui_admin_password_file:
@@ -111,7 +107,7 @@ def secrets(data) -> list:
     """The two 0600 environment files; returns the operations that changed them."""
     files.directory(name="Open WebUI settings directory", path=CONF_DIR, mode="0700")
     admin = files.put(name="Open WebUI admin password (0600)", mode="0600", dest=ADMIN_ENV,
-                      src=StringIO(f'WEBUI_ADMIN_PASSWORD="{systemd_quoted(admin_password(data))}"\n'))
+                      src=StringIO(f'WEBUI_ADMIN_PASSWORD="{systemd_quoted(admin_password(data), specifiers=False)}"\n'))
     changes = [admin]
     if not host.get_fact(File, path=SECRET_KEY_ENV):
         # Made on the host so the key never travels; kept across upgrades and re-installs.
@@ -156,7 +152,7 @@ def install_pip(data, python: str):
         return None
     script = "/var/cache/ollastack/install-open-webui.sh"
     files.template(name="Open WebUI install script", src=str(TEMPLATES / "openwebui-install.sh.j2"), dest=script,
-                   mode="0755", python=python, **install_arguments(data, [w.name for w in wheels], marker))
+                   mode="0755", python=shlex.quote(f"/usr/bin/{python}"), **install_arguments(data, [w.name for w in wheels], marker))
     return server.shell(name=f"Install Open WebUI {data.openwebui_version} with uv", commands=[script])
 
 
@@ -169,10 +165,12 @@ def install_arguments(data, wheel_names: list[str], marker: str) -> dict[str, st
     index = ["--index-url", data.openwebui_index_url] if data.openwebui_index_url else []
     has_torch = any(name.startswith("torch-") for name in wheel_names)
     torch = ["--no-index", *local] if has_torch else ["--index-url", data.openwebui_torch_index_url]
+    # Every value is shell-quoted: the template is a shell script run as root.
+    q = shlex.quote
     return {
-        "venv": VENV, "uv_venv": UV_VENV, "uv_version": UV_VERSION, "version": data.openwebui_version,
-        "marker": marker, "pip_args": shlex.join(index + local), "torch_args": shlex.join(torch),
-        "index_args": shlex.join(index + local),
+        "venv": q(VENV), "uv_venv": q(UV_VENV), "uv_spec": q(f"uv=={UV_VERSION}"), "version": q(data.openwebui_version),
+        "spec": q(f"open-webui=={data.openwebui_version}"), "marker": q(marker),
+        "pip_args": shlex.join(index + local), "torch_args": shlex.join(torch), "index_args": shlex.join(index + local),
     }
 
 
@@ -195,8 +193,7 @@ def unit(data, quadlet: bool) -> list:
                                    src=str(TEMPLATES / f"openwebui-{route}.service.j2"), **arguments)]
     drop_in = files.template(name="Open WebUI settings (override.conf)",
                              src=str(TEMPLATES / "openwebui-override.conf.j2"), dest=DROP_IN,
-                             # "%" starts a unit specifier; doubled it stays a literal percent sign.
-                             environment={k: systemd_quoted(v).replace("%", "%%") for k, v in env.items()})
+                             environment={k: systemd_quoted(v) for k, v in env.items()})
     return [*services, drop_in]
 
 

@@ -7,6 +7,9 @@ Debian 12's Podman 4.3 has no Quadlet, so containers run there from plain system
 
 from __future__ import annotations
 
+import re
+import shlex
+
 from pyinfra import host
 from pyinfra.api import FactBase, deploy
 from pyinfra.operations import files, server, systemd
@@ -25,7 +28,7 @@ class PodmanImageId(FactBase[str | None]):
     """
 
     def command(self, image: str) -> str:
-        return f"podman image inspect --format '{{{{.Id}}}}' {image} 2>/dev/null || true"
+        return f"podman image inspect --format '{{{{.Id}}}}' -- {shlex.quote(image)} 2>/dev/null || true"
 
     def process(self, output):
         text = "".join(output).strip()
@@ -41,21 +44,24 @@ def ensure_image(image: str, archive: str):
     Example: ``loaded = ensure_image("ghcr.io/open-webui/open-webui:v0.12.4", "/srv/openwebui.tar")``
     """
     if archive:
-        remote = f"{IMAGE_CACHE}/{archive.rsplit('/', 1)[-1]}"
+        # The local name may hold anything printable (spaces, ";"); the host's copy gets a plain one.
+        remote = f"{IMAGE_CACHE}/{re.sub(r'[^A-Za-z0-9._-]', '_', archive.rsplit('/', 1)[-1])}"
         files.directory(name="Image archive cache", path=IMAGE_CACHE, mode="0700")
         pushed = files.put(name="Push image archive", src=archive, dest=remote, mode="0600")
         missing = host.get_fact(PodmanImageId, image=image) is None
         # A re-pushed archive may carry a new build under the same tag: load it again.
         if missing or pushed.will_change:
+            q = shlex.quote
+            wrong = q(f"{remote} does not contain {image}: set openwebui.image to the tag inside the archive")
             return server.shell(name=f"Load {image} from the archive",
-                                commands=[f"podman load -q -i {remote}",
-                                          f"podman image exists {image} || {{ echo '{remote} does not contain "
-                                          f"{image}: set openwebui.image to the tag inside the archive' >&2; exit 1; }}"])
+                                commands=[f"podman load -q -i {q(remote)}",
+                                          f"podman image exists -- {q(image)} || {{ echo {wrong} >&2; exit 1; }}"])
         return None
     if host.get_fact(PodmanImageId, image=image) is None:
+        unreachable = shlex.quote(f"cannot pull {image}: check the registry is reachable, or set "
+                                  "openwebui.image_archive to a podman save archive")
         return server.shell(name=f"Pull {image}", _retries=2, _retry_delay=10,
-                            commands=[f"podman pull -q {image} || {{ echo 'cannot pull {image}: check the registry is "
-                                      f"reachable, or set openwebui.image_archive to a podman save archive' >&2; exit 1; }}"])
+                            commands=[f"podman pull -q -- {shlex.quote(image)} || {{ echo {unreachable} >&2; exit 1; }}"])
     return None
 
 

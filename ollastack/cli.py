@@ -145,25 +145,37 @@ def cmd_status(args: argparse.Namespace, stack: Stack) -> int:
     return EXIT_OK if all(h["ok"] for h in report["hosts"]) else EXIT_FAILED
 
 
+def _global_options(default: Any) -> argparse.ArgumentParser:
+    """``--config`` and ``--json``; subcommands get them with ``default`` SUPPRESS, so a value given
+    before the subcommand survives and one given after it wins."""
+    options = argparse.ArgumentParser(add_help=False)
+    options.add_argument("--config", default=default if default is argparse.SUPPRESS else None,
+                         help="stack description (default: $OLLASTACK_CONFIG or ./stack.toml)")
+    options.add_argument("--json", action="store_true", default=default if default is argparse.SUPPRESS else False,
+                         help="machine-readable output on stdout")
+    return options
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ollastack", description=__doc__.splitlines()[0])
-    parser.add_argument("--config", help="stack description (default: $OLLASTACK_CONFIG or ./stack.toml)")
-    parser.add_argument("--json", action="store_true", help="machine-readable output on stdout")
+    parser = argparse.ArgumentParser(prog="ollastack", description=__doc__.splitlines()[0],
+                                     parents=[_global_options(None)])
+    common = [_global_options(argparse.SUPPRESS)]
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("validate", help="check the stack description; touches nothing")
-    settings = sub.add_parser("settings", help="every setting with its default (markdown table)")
+    sub.add_parser("validate", help="check the stack description; touches nothing", parents=common)
+    settings = sub.add_parser("settings", help="every setting with its default (markdown table)", parents=common)
     settings.add_argument("--example", action="store_true", help="print a stack.example.toml instead")
-    sub.add_parser("up", help="create hosts (lab or cloud), converge them, verify HTTPS, print the URL")
-    down = sub.add_parser("down", help="delete every resource this stack created")
+    sub.add_parser("up", help="create hosts (lab or cloud), converge them, verify HTTPS, print the URL", parents=common)
+    down = sub.add_parser("down", help="delete every resource this stack created", parents=common)
     down.add_argument("--yes", action="store_true", help="do not ask for confirmation")
-    sub.add_parser("status", help="hosts of the stack and whether HTTPS answers")
-    sub.add_parser("admin-password", help="print the Open WebUI admin password (the only command that shows it)")
-    lab_parser = sub.add_parser("lab", help="local Debian hosts (systemd-nspawn) to try the stack")
+    sub.add_parser("status", help="hosts of the stack and whether HTTPS answers", parents=common)
+    sub.add_parser("admin-password", help="print the Open WebUI admin password (the only command that shows it)",
+                   parents=common)
+    lab_parser = sub.add_parser("lab", help="local Debian hosts (systemd-nspawn) to try the stack", parents=common)
     lab_sub = lab_parser.add_subparsers(dest="lab_command", required=True)
-    lab_up = lab_sub.add_parser("up", help="start the stack's lab hosts")
+    lab_up = lab_sub.add_parser("up", help="start the stack's lab hosts", parents=common)
     lab_up.add_argument("--hosts", type=int, help="how many (overrides lab.hosts)")
     for name in ("down", "list"):
-        p = lab_sub.add_parser(name, help=f"{name} the stack's lab hosts")
+        p = lab_sub.add_parser(name, help=f"{name} the stack's lab hosts", parents=common)
         p.add_argument("--all", action="store_true", help="every lab host on this machine, of any stack")
     return parser
 
@@ -180,12 +192,20 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(exc.render(), file=sys.stderr)
         return EXIT_BAD_INPUT
+    if args.command in ("validate", "up"):
+        for line in stack.warnings():
+            print(line, file=sys.stderr)
     handlers = {"validate": cmd_validate, "up": cmd_up, "down": cmd_down, "status": cmd_status, "lab": cmd_lab,
                 "admin-password": cmd_admin_password}
     try:
         return handlers[args.command](args, stack)
     except (lab.LabError, CloudError, orchestrate.ConvergeError, orchestrate.PreflightError) as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except OSError as exc:
+        # A full disk or an unwritable state directory (state file, admin password file).
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"error: {where}{exc.strerror or exc}; nothing more was done", file=sys.stderr)
         return EXIT_FAILED
     except KeyboardInterrupt:
         print("interrupted: run the same command again to resume, or `ollastack down` to remove what was created",

@@ -19,6 +19,8 @@ import random
 import socket
 import struct
 
+from ollastack.config import split_host_port
+
 TIMEOUT_S = 3.0
 
 
@@ -77,12 +79,12 @@ def resolve(name: str, server: str = "") -> list[str]:
         except socket.gaierror:
             return []
         return sorted({info[4][0] for info in infos})
-    address, _, port = server.rpartition(":") if server.count(":") == 1 else (server, "", "53")
+    address, port = split_host_port(server, default_port=53)
     ident, query = _query(name)
     with socket.socket(socket.AF_INET6 if ":" in address else socket.AF_INET, socket.SOCK_DGRAM) as sock:
         sock.settimeout(TIMEOUT_S)
         try:
-            sock.sendto(query, (address, int(port)))
+            sock.sendto(query, (address, port))
             packet, _ = sock.recvfrom(4096)
         except OSError as exc:
             raise DnsError(f"no answer from the resolver {server} ({exc.strerror or exc})") from None

@@ -15,6 +15,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import shlex
 import socket
 import ssl
 import subprocess
@@ -28,7 +29,7 @@ from ollastack import PROJECT_ROOT, certs, cloud, dnscheck, lab
 from ollastack.cloud import CloudError, Progress
 from ollastack.config import Stack
 from ollastack.ollama_names import client_address, tagged
-from ollastack.ssh import SshTimeout, wait_for_ssh
+from ollastack.ssh import SshTimeout, ssh_command, wait_for_ssh
 from ollastack.state import StackState, known_hosts_file, state_dir
 
 
@@ -208,7 +209,8 @@ def hosts_of(stack: Stack) -> list[dict[str, Any]]:
 
 
 GPU_PROBE = ("nvidia-smi --query-gpu=name,memory.total --format=csv,noheader,nounits 2>/dev/null; echo ---; "
-             "curl -fsS --max-time 5 http://{address}/api/tags 2>/dev/null")
+             "curl -fsS --max-time 5 {tags_url} 2>/dev/null")
+SSH_PROBE_TIMEOUT_S = 60
 
 
 def what_fits(smi_lines: list[str], tags: dict, models: list[str]) -> dict[str, Any]:
@@ -248,10 +250,13 @@ def gpu_report(stack: Stack, host: dict[str, Any]) -> dict[str, Any]:
     known = lab.known_hosts_path() if stack.stack.provider == "lab" else known_hosts_file(stack.stack.name)
     user = host.get("user") or (stack.static.user if stack.stack.provider == "static" else "root")
     address = client_address(stack.ollama.host)
-    cmd = ["ssh", "-i", str(private_key), "-p", str(host.get("port") or 22), "-o", "BatchMode=yes",
-           "-o", "ConnectTimeout=5", "-o", f"UserKnownHostsFile={known}", f"{user}@{host['address']}",
-           GPU_PROBE.format(address=address)]
-    result = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    # The probe is one shell script (it needs ";" and redirections): its only value is quoted.
+    cmd = [*ssh_command(host["address"], user, private_key, known, port=int(host.get("port") or 22)),
+           GPU_PROBE.format(tags_url=shlex.quote(f"http://{address}/api/tags"))]
+    try:
+        result = subprocess.run(cmd, capture_output=True, text=True, timeout=SSH_PROBE_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        return {"error": f"SSH to {host['address']} gave no answer within {SSH_PROBE_TIMEOUT_S}s"}
     if result.returncode == 255:
         return {"error": f"SSH to {host['address']} failed: {result.stderr.strip()[-200:]}"}
     smi, _, tags_text = result.stdout.partition("---\n")
