@@ -748,7 +748,8 @@ def _shown(loc: tuple, value: Any) -> str:
     field = _field(loc)
     if any(h in str(part) for part in loc for h in SECRET_HINTS) or (field is not None and field.annotation is SecretStr):
         return "<hidden>"
-    text = repr(value)
+    # A URL's user:password@ is a secret too, whichever field it was typed into.
+    text = re.sub(r"(://)[^/@]*@", r"\1<hidden>@", repr(value))
     return text if len(text) <= 80 else text[:77] + "..."
 
 
