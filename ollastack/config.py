@@ -188,12 +188,11 @@ def is_host(value: str) -> bool:
         return bool(HOST_NAME_RE.fullmatch(value))
 
 
-def check_url(value: str, schemes: tuple[str, ...] = ("http", "https"), path: bool = True,
-              credentials: bool = False) -> str:
+def check_url(value: str, schemes: tuple[str, ...] = ("http", "https"), path: bool = True) -> str:
     """Parse ``value`` as a URL (urllib.parse) and refuse anything a shell, a unit or apt could misread.
 
     The scheme must be one of ``schemes``, the host a DNS name or an IP address; ``path`` False
-    allows nothing after the port but "/"; userinfo (``user:password@``) only with ``credentials``.
+    allows nothing after the port but "/". No userinfo (``user:password@``): it would be readable on the hosts.
     Example: ``check_url("https://mirror.example.com/debian/")``
     """
     parts = urllib.parse.urlsplit(value)
@@ -207,7 +206,7 @@ def check_url(value: str, schemes: tuple[str, ...] = ("http", "https"), path: bo
     if port == 0:
         raise ValueError("the port must be a number from 1 to 65535")
     host = parts.hostname or ""
-    if (parts.username is not None or parts.password is not None) and not credentials:
+    if parts.username is not None or parts.password is not None:
         raise ValueError("no user name or password in this URL (it would be readable on the hosts)")
     bracketed = parts.netloc.rpartition("@")[2].startswith("[")
     if not is_host(host) or bracketed != (":" in host):
@@ -220,10 +219,10 @@ def check_url(value: str, schemes: tuple[str, ...] = ("http", "https"), path: bo
     return value
 
 
-def Url(schemes: tuple[str, ...] = ("http", "https"), path: bool = True, credentials: bool = False) -> Any:
+def Url(schemes: tuple[str, ...] = ("http", "https"), path: bool = True) -> Any:
     """An optional URL setting ("" allowed), checked by ``check_url``: ``gpu.cuda_repo_url: Url() = ...``."""
     def validate(value: str) -> str:
-        return check_url(value, schemes, path, credentials) if value else value
+        return check_url(value, schemes, path) if value else value
     return Annotated[str, AfterValidator(validate)]
 
 
@@ -646,6 +645,14 @@ class Stack(Section):
     tls: TLSSection = TLSSection()
     gpu: GpuSection = GpuSection()
 
+    @model_validator(mode="before")
+    @classmethod
+    def _every_section_given(cls, data: Any) -> Any:
+        """Validate missing tables as empty ones, so that errors in their defaults carry the section name."""
+        if isinstance(data, dict):
+            return {**{name: {} for name in cls.model_fields}, **data}
+        return data
+
     @model_validator(mode="after")
     def _provider_needs(self) -> "Stack":
         if self.stack.provider == "static" and not self.static.hosts:
@@ -765,7 +772,8 @@ def _allowed_keys(loc: tuple) -> list[str]:
 
 def _problem(err: dict) -> str:
     loc = tuple(err["loc"])
-    where = ".".join(str(p) for p in loc) or "(top level)"
+    # A key can hold a newline too: shown as repr, it stays on its line.
+    where = ".".join(repr(str(p)) if control_characters(str(p)) else str(p) for p in loc) or "(top level)"
     if err["type"] == "extra_forbidden":
         allowed = _allowed_keys(loc)
         return f"{where}: unknown setting (allowed here: {', '.join(allowed)})"

@@ -61,6 +61,21 @@ BAD = [
     ("static without hosts", '[stack]\nprovider = "static"\n', "static.hosts"),
     ("not TOML", "[ollama\nhost=\n", "not valid TOML"),
     ("pip route on Debian 13", '[lab]\nrelease = "trixie"\n[openwebui]\ninstall = "pip"\n', "openwebui.install"),
+    # "$" also matches before a trailing newline: patterns are matched whole and control characters refused.
+    ("e-mail with trailing newline", '[openwebui]\nadmin_email = "a@b.c\\n"\n', "openwebui.admin_email"),
+    ("newline in a display name", '[openwebui]\nadmin_name = "A\\nExecStartPre=+/bin/touch /x"\n', "openwebui.admin_name"),
+    ("proxy not a URL", '[ollama]\nhttps_proxy = "http://p:3128\\nExecStartPre=+/bin/id"\n', "ollama.https_proxy"),
+    ("key URL with a quote", '[gpu]\ncuda_key_url = "https://x.example.com/k\'$(id)\'"\n', "gpu.cuda_key_url"),
+    ("models_dir is /", '[ollama]\nmodels_dir = "/"\n', "ollama.models_dir"),
+    ("models_dir is /etc", '[ollama]\nmodels_dir = "/etc"\n', "ollama.models_dir"),
+    ("models_dir climbs out", '[ollama]\nmodels_dir = "/srv/../etc"\n', "ollama.models_dir"),
+    ("ssh user is an option", '[static]\nuser = "-oProxyCommand=x"\n', "static.user"),
+    ("static host with ;", '[static]\nhosts = ["h;id"]\n', "static.hosts"),
+    ("Open WebUI on Ollama's port", '[openwebui]\nport = 11434\n', "openwebui.port"),
+    ("Ollama off loopback", '[ollama]\nhost = "0.0.0.0:11434"\n', "ollama.host"),
+    ("signup as admin", '[openwebui]\nenable_signup = true\ndefault_user_role = "admin"\n', "openwebui.default_user_role"),
+    ("SSH from anywhere", '[access]\nadmin_cidrs = ["0.0.0.0/0"]\nssh_public_key = "{pub}"\nssh_private_key = "{priv}"\n',
+     "access.admin_cidrs"),
 ]
 
 
