@@ -40,13 +40,15 @@ CONFIG_ENV = "OLLASTACK_CONFIG"
 # Ollama model references: name[:tag], optionally namespaced (library/llama3.2:1b) or on a registry.
 # Every pattern below is matched whole (re.fullmatch): "$" would also match before a trailing newline.
 MODEL_RE = re.compile(r"[a-z0-9][a-z0-9._-]*(/[a-z0-9][a-z0-9._-]*){0,2}(:[A-Za-z0-9][A-Za-z0-9._-]{0,127})?")
-DURATION_RE = re.compile(r"-1|0|-?(\d+(\.\d+)?(ns|us|ms|s|m|h))+")
+# Any negative duration means "forever" to Ollama: -1 says it without a leading "-" on anything else.
+DURATION_RE = re.compile(r"-1|0|(\d+(\.\d+)?(ns|us|ms|s|m|h))+")
 SHA256_RE = re.compile(r"[0-9a-f]{64}")
 DNS_NAME_RE = re.compile(r"(?=.{1,253}\Z)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}")
 # A host name as a URL or SSH destination may carry it: labels of letters, digits and inner hyphens.
 HOST_NAME_RE = re.compile(r"(?=.{1,253}\Z)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?")
-# What may follow scheme://host[:port] in a URL: RFC 3986 characters without quotes, "$", ";", "(", ")".
-URL_REST_RE = re.compile(r"[A-Za-z0-9._~:/?#\[\]@!&*+,=%-]*")
+# What may follow scheme://host[:port] in a URL: RFC 3986 characters less those a shell, apt's sources
+# lines or a unit file could read specially (quotes, "$", ";", "&", "#", "!", "*", brackets, parentheses).
+URL_REST_RE = re.compile(r"[A-Za-z0-9._~:/?@+,=%-]*")
 SECRET_HINTS = ("password", "secret")
 
 
@@ -213,7 +215,8 @@ def check_url(value: str, schemes: tuple[str, ...] = ("http", "https"), path: bo
         raise ValueError(f"{host!r} is not a host name or an IP address")
     rest = value[len(parts.scheme) + 3 + len(parts.netloc):]
     if not URL_REST_RE.fullmatch(rest):
-        raise ValueError("only URL characters are allowed after the host (no spaces, quotes, $, ;, backticks)")
+        raise ValueError("after the host only letters, digits and ._~:/?@+,=%- are allowed "
+                         "(no spaces, quotes, $, ;, &, #, backticks)")
     if not path and rest not in ("", "/"):
         raise ValueError(f"expected only {shown}://host[:port], no path")
     return value
