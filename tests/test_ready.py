@@ -151,12 +151,12 @@ def test_install_none_checks_https_only(webui, stack_ca):
 
 # `ollastack status` for real: a static host whose port 443 is the TLS stand-in.
 
-def write_stack(tmp_path, keypair, address: str, install: str = "container") -> tuple[Path, dict]:
+def write_stack(tmp_path, keypair, address: str, install: str = "container", name: str = NAME) -> tuple[Path, dict]:
     public, private = keypair
     path = tmp_path / "stack.toml"
     path.write_text(f'[stack]\nname = "readyunit"\nprovider = "static"\n[static]\nhosts = ["{address}"]\n'
                     f'[access]\nssh_public_key = "{public}"\nssh_private_key = "{private}"\n'
-                    f'[tls]\ndomain = "{NAME}"\n'
+                    f'[tls]\ndomain = "{name}"\n'
                     f'[openwebui]\ninstall = "{install}"\nadmin_email = "{ADMIN}"\nadmin_password = "{PASSWORD}"\n')
     env = dict(os.environ, OLLASTACK_CONFIG=str(path), OLLASTACK_SSL_DIR=str(tmp_path / "ssl"),
                OLLASTACK_STATE_DIR=str(tmp_path / "state"))
@@ -194,10 +194,13 @@ def test_status_exit_code_follows_the_verdict(on_443, tmp_path, keypair, stack_c
     assert PASSWORD not in result.stdout + result.stderr
 
 
-def test_status_with_a_wrong_ca_exits_1(on_443, tmp_path, keypair, stack_ca):
+@pytest.mark.parametrize("wrong", ["ca", "name"])
+def test_status_with_a_wrong_ca_or_name_exits_1(on_443, tmp_path, keypair, stack_ca, wrong):
     address, _ = on_443
-    _, env = write_stack(tmp_path, keypair, address, install="none")
-    (tmp_path / "ssl" / "readyunit" / "ca.pem").write_bytes(trustme.CA().cert_pem.bytes())
+    _, env = write_stack(tmp_path, keypair, address, install="none",
+                         name="elsewhere.ready.test" if wrong == "name" else NAME)
+    if wrong == "ca":
+        (tmp_path / "ssl" / "readyunit" / "ca.pem").write_bytes(trustme.CA().cert_pem.bytes())
     result = status(env, "--json")
     assert result.returncode == 1
     [host] = json.loads(result.stdout)["hosts"]
