@@ -94,9 +94,12 @@ def _detail(body: bytes) -> str:
 
 
 def _until(deadline: float, attempt):
-    """Call ``attempt()`` -> (verdict, retry) until it says no retry or the deadline passes; the last verdict."""
+    """Call ``attempt()`` -> (verdict, retry) until it says no retry or the deadline passes; the last verdict.
+
+    The deadline bounds the retries; each request has its own timeout (REQUEST_TIMEOUT_S).
+    """
     while True:
-        verdict, retry = attempt(max(1.0, min(REQUEST_TIMEOUT_S, deadline - time.monotonic())))
+        verdict, retry = attempt()
         if not retry or time.monotonic() + RETRY_PAUSE_S >= deadline:
             return verdict
         time.sleep(RETRY_PAUSE_S)
@@ -110,9 +113,9 @@ def check(target: Target, admin: tuple[str, str] | None, wait_s: float = 0.0) ->
     deadline = time.monotonic() + wait_s
     path = HEALTH if admin else "/"
 
-    def get(timeout: float):
+    def get():
         try:
-            status, _ = request(target, "GET", path, timeout=timeout)
+            status, _ = request(target, "GET", path)
         except OSError as exc:
             return {"ok": False, "https": f"not answering: {exc}",
                     "problem": f"HTTPS to {target.url} failed: {exc}"}, True
@@ -128,9 +131,9 @@ def check(target: Target, admin: tuple[str, str] | None, wait_s: float = 0.0) ->
         return {**verdict, "webui": "not healthy"}
     email, password = admin
 
-    def signin(timeout: float):
+    def signin():
         try:
-            status, body = request(target, "POST", SIGNIN, {"email": email, "password": password}, timeout=timeout)
+            status, body = request(target, "POST", SIGNIN, {"email": email, "password": password})
         except OSError as exc:
             return f"no answer to the sign-in ({exc})", True
         if status != 200:
