@@ -90,7 +90,8 @@ def pull_once(address: str, model: str, idle_s: float, deadline: float) -> None:
                     print(f"{model}: {status}", flush=True)
                     last = status
     except TimeoutError:
-        if time.monotonic() >= deadline:
+        # A socket timeout shorter than the idle timeout is what was left of the deadline.
+        if timeout < idle_s or time.monotonic() >= deadline:
             raise DeadlinePassed() from None
         raise Failure(f"no progress for {idle_s:g} s (ollama.pull_idle_timeout)") from None
     except (OSError, http.client.HTTPException) as exc:
