@@ -74,8 +74,11 @@ def pull_models(data) -> None:
               dest=PULL_SCRIPT, mode="0755")
     for model in data.ollama_models:
         if tagged(model) not in present:
-            server.shell(name=f"Pull model {model}", commands=[shlex.join(["python3", PULL_SCRIPT, address, model])],
-                         _retries=data.ollama_pull_retries, _retry_delay=5)
+            # The helper retries passing failures itself: pyinfra's _retries would retry an unknown model too.
+            command = shlex.join(["python3", PULL_SCRIPT, "--idle-timeout", str(data.ollama_pull_idle_timeout),
+                                  "--deadline", str(data.ollama_pull_deadline),
+                                  "--retries", str(data.ollama_pull_retries), address, model])
+            server.shell(name=f"Pull model {model}", commands=[command])
 
 
 @deploy("Ollama", data_defaults=DEFAULTS)

@@ -93,10 +93,17 @@ def cmd_lab(args: argparse.Namespace, stack: Stack) -> int:
 
 def cmd_up(args: argparse.Namespace, stack: Stack) -> int:
     result = orchestrate.up(stack, Progress(), config_path=str(args.config_path))
+    if not result["ok"]:
+        if args.json:
+            print(json.dumps(result, indent=2))
+        for host in result["hosts"]:
+            if host["problem"]:
+                print(f"error: {host['name']}: {host['problem']}", file=sys.stderr)
+        return EXIT_FAILED
     urls = "\n".join(h["url"] for h in result["hosts"])
     _emit(args, result, f"ready:\n{urls}\ntrust the stack CA once: curl --cacert {result['ca']} {result['hosts'][0]['url']}"
           if result.get("ca") else f"ready:\n{urls}")
-    return EXIT_OK if result["ok"] else EXIT_FAILED
+    return EXIT_OK
 
 
 def cmd_down(args: argparse.Namespace, stack: Stack) -> int:
@@ -136,7 +143,9 @@ def cmd_status(args: argparse.Namespace, stack: Stack) -> int:
     report = orchestrate.status(stack)
     lines = [f"stack {report['stack']} ({report['provider']})"]
     for host in report["hosts"]:
-        lines.append(f"  {host['name']} {host['address']}: {host['https']}")
+        lines.append(f"  {host['name']} {host['address']}: {host['https']}; Open WebUI {host['webui']}")
+        if host["problem"]:
+            lines.append(f"    not ready: {host['problem']}")
         cert = host["certificate"]
         lines.append(f"    certificate: {cert['error']}" if "error" in cert else
                      f"    certificate: issued by {cert['issuer']}, expires in {cert['days_left']} days ({cert['not_after']})")

@@ -427,7 +427,9 @@ class OllamaSection(Section):
     kv_cache_type: Literal["f16", "q8_0", "q4_0"] = Field("f16", description="OLLAMA_KV_CACHE_TYPE.")
     https_proxy: Url(path=False) = Field("", description="HTTPS_PROXY for model pulls (http(s)://host:port, no password); empty: none.",
                                          examples=["http://proxy.example.com:3128"])
-    pull_retries: int = Field(2, ge=0, le=10, description="Retries of a failed model pull.")
+    pull_retries: int = Field(2, ge=0, le=10, description="Further tries of a model pull after a passing failure (connection lost, HTTP 5xx, stall, stream cut); an unknown model or another permanent error fails at once.")
+    pull_idle_timeout: int = Field(120, ge=10, le=3600, description="Seconds a model pull may go without progress before that try is given up.")
+    pull_deadline: int = Field(3600, ge=60, le=86400, description="Overall seconds per model pull, every try included; past it the converge fails naming the model.")
 
     @field_validator("sha256")
     @classmethod

@@ -12,7 +12,6 @@ Example::
 
 from __future__ import annotations
 
-import http.client
 import json
 import os
 import shlex
@@ -25,7 +24,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from ollastack import PROJECT_ROOT, certs, cloud, dnscheck, lab
+from ollastack import PROJECT_ROOT, certs, cloud, dnscheck, lab, ready
 from ollastack.cloud import CloudError, Progress
 from ollastack.config import Stack
 from ollastack.ollama_names import client_address, tagged
@@ -96,41 +95,25 @@ def converge(stack: Stack, config_path: str, progress: Progress) -> None:
                             "fix what it reported above and run `ollastack up` again: finished steps are skipped")
 
 
-class _HostHTTPSConnection(http.client.HTTPSConnection):
-    """HTTPS to one host's address, with SNI, certificate name check and Host header for ``name``.
-
-    What the host itself serves is checked, whatever ``name`` resolves to from here (for
-    letsencrypt, the DNS pre-flight has already said where it points).
-    """
-
-    def __init__(self, name: str, address: str, **kwargs: Any):
-        super().__init__(name, 443, **kwargs)
-        self._address = address
-
-    def connect(self) -> None:
-        sock = socket.create_connection((self._address, self.port), self.timeout)
-        self.sock = self._context.wrap_socket(sock, server_hostname=self.host)
+# Open WebUI may still be starting after a converge restarted it, and nginx may still be reloading.
+UP_READY_WAIT_S = 60.0
 
 
-def https_check(stack: Stack, host: dict[str, Any]) -> dict[str, Any]:
-    """Whether the host answers https://<name>/ with a certificate for <name> the client can verify.
+def https_check(stack: Stack, host: dict[str, Any], wait_s: float = 0.0) -> dict[str, Any]:
+    """Whether the host is ready through nginx (``ready.check``): HTTPS verified for <name>, and when
+    ollastack installed Open WebUI, ``/health`` 200 and the admin signs in.
 
     Self-signed: trusted through the stack CA only; letsencrypt: through the system's CAs.
+    Example: ``https_check(stack, {"name": "h", "address": "10.213.0.10"})["problem"]``
     """
-    name = host_url_name(stack, host)
     ca = certs.ssl_dir(stack.stack.name) / "ca.pem"
     use_ca = stack.tls.mode == "self-signed" and ca.exists()
-    context = ssl.create_default_context(cafile=str(ca) if use_ca else None)
-    url = f"https://{name}/"
-    connection = _HostHTTPSConnection(name, host["address"], context=context, timeout=15)
-    try:
-        connection.request("GET", "/")
-        status = connection.getresponse().status
-    except OSError as exc:
-        return {"url": url, "ok": False, "https": f"not answering: {exc}"}
-    finally:
-        connection.close()
-    return {"url": url, "ok": True, "https": f"HTTPS verified, HTTP {status}"}
+    target = ready.Target(host_url_name(stack, host), host["address"], cafile=str(ca) if use_ca else None)
+    admin = None
+    if stack.openwebui.install != "none":
+        password = stack.openwebui.admin_password_file(stack.stack.name).read_text().strip()
+        admin = (stack.openwebui.admin_email, password)
+    return ready.check(target, admin, wait_s)
 
 
 def served_certificate(address: str, name: str) -> dict[str, Any]:
@@ -176,8 +159,8 @@ def up(stack: Stack, progress: Progress, config_path: str) -> dict[str, Any]:
     converge(stack, config_path, progress)
     report = []
     for host in hosts:
-        check = https_check(stack, host)
-        progress(f"{host['name']}: {check['https']}")
+        check = https_check(stack, host, wait_s=UP_READY_WAIT_S)
+        progress(f"{host['name']}: {check['https']}; Open WebUI {check['webui']}")
         report.append({"name": host["name"], "address": host["address"], **check})
     ca = certs.ssl_dir(stack.stack.name) / "ca.pem"
     return {"ok": all(h["ok"] for h in report), "stack": stack.stack.name, "provider": stack.stack.provider,

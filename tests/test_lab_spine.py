@@ -173,7 +173,10 @@ def test_model_pull_error_fails_naming_the_model(converged, lab_stack):
     lab_stack.write(ollama={"models": ["llama3.2:1b", "broken-model:1b"]})
     result, _ = lab_stack.pyinfra(check=False)
     assert result.returncode == 1
-    assert "pulling broken-model:1b failed: pull model manifest: file does not exist" in result.stdout + result.stderr
+    output = result.stdout + result.stderr
+    assert ("pulling broken-model:1b failed (permanent error, not retried): pull model manifest: file does not exist"
+            in output)
+    assert "trying again" not in output
 
 
 def test_transient_pull_failure_is_retried(converged, lab_stack, lab_host, keypair):

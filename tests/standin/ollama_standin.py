@@ -19,6 +19,10 @@ Environment:
 
 Catalogue: llama3.2:1b, llama3.2 (3B), qwen2.5:0.5b, tinyllama:latest, llama3.1:70b (real sizes); ``flaky*``
 fails its first pull in a process and succeeds after; ``broken*`` and anything else is unknown.
+Faults of a pull, by name (tests of the pull helper): ``busy*`` answers its first pull in a process with
+HTTP 503 (Ollama's queue full) and succeeds after; ``cut*`` drops the connection mid-stream; ``ended*``
+ends the stream cleanly before ``success``; ``stall*`` repeats one progress line (as Ollama does while a
+download stalls) and ``hang*`` goes silent, both for OLLAMA_STANDIN_STALL_SECONDS (default 3600).
 
 Example::
 
@@ -58,6 +62,7 @@ CATALOGUE = {
     "llama3.1:70b": ("llama", "70.6B", "Q4_K_M", 42_520_413_916),
 }
 FLAKY_MODEL = ("llama", "15M", "Q8_0", 52_428_800)
+FAULTY = ("flaky", "busy", "cut", "ended", "stall", "hang")
 SMALL_LAYERS = (
     ("application/vnd.ollama.image.template", 1_429),
     ("application/vnd.ollama.image.license", 7_711),
@@ -134,7 +139,7 @@ def catalogue_entry(name: str) -> tuple[str, str, str, int] | None:
     registry, namespace, model, tag = split_name(name)
     if registry != REGISTRY or namespace != "library" or model.startswith("broken"):
         return None
-    if model.startswith("flaky"):
+    if model.startswith(FAULTY):
         return FLAKY_MODEL
     return CATALOGUE.get(f"{model}:{tag}")
 
@@ -159,7 +164,7 @@ class ModelStore:
         self.root = root
         self.lock = threading.Lock()
         self.loaded: dict[str, dict] = {}
-        self.flaky_failed: set[str] = set()
+        self.pulled_once: set[str] = set()
         (root / "blobs").mkdir(parents=True, exist_ok=True)
         (root / "manifests").mkdir(parents=True, exist_ok=True)
 
@@ -246,6 +251,24 @@ class ModelStore:
                  "details": m["details"], "expires_at": iso_time(m["expires"] or forever),
                  "size_vram": min(m["size"], vram), "context_length": context} for m in models]
 
+    def first_pull(self, shown: str) -> bool:
+        """Whether this process has not pulled ``shown`` before (faults that happen once)."""
+        with self.lock:
+            first = shown not in self.pulled_once
+            self.pulled_once.add(shown)
+        return first
+
+    @staticmethod
+    def fault(kind: str, line: dict, seconds: float):
+        """The rest of a faulty pull stream (see the module docstring)."""
+        if kind == "cut":
+            raise StreamCut()
+        started = time.monotonic()
+        while kind in ("stall", "hang") and time.monotonic() - started < seconds:
+            time.sleep(0.2)
+            if kind == "stall":
+                yield line
+
     def pull(self, name: str):
         """Yield the NDJSON objects of a real pull; the manifest is written only if the caller reads to the end."""
         yield {"status": "pulling manifest"}
@@ -254,9 +277,9 @@ class ModelStore:
             return
         config, layers = self.layers(name)
         shown = display_name(name)
-        with self.lock:
-            fail = shown.split(":")[0].startswith("flaky") and shown not in self.flaky_failed
-            self.flaky_failed.add(shown)
+        fault = next((f for f in FAULTY if shown.startswith(f)), "")
+        fail = fault == "flaky" and self.first_pull(shown)
+        stall = float(os.environ.get("OLLAMA_STANDIN_STALL_SECONDS") or 3600)
         steps = 4
         pause = float(os.environ.get("OLLAMA_STANDIN_PULL_SECONDS") or 0) / (len(layers) * (steps + 1))
         for layer in layers:
@@ -271,6 +294,9 @@ class ModelStore:
                     yield {"error": f"max retries exceeded: Get \"https://{REGISTRY}/v2/library/"
                                     f"{split_name(name)[2]}/blobs/{digest}\": net/http: TLS handshake timeout"}
                     return
+                if fault in ("cut", "ended", "stall", "hang") and step == 2:
+                    yield from self.fault(fault, line, stall)
+                    return
         yield {"status": "verifying sha256 digest"}
         yield {"status": "writing manifest"}
         try:
@@ -279,6 +305,10 @@ class ModelStore:
             yield {"error": f"open {exc.filename}: {exc.strerror}"}
             return
         yield {"status": "success"}
+
+
+class StreamCut(Exception):
+    """Raised inside a stream: the connection is dropped without the final chunk."""
 
 
 def openai_error(message: str) -> dict:
@@ -377,10 +407,14 @@ class Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Type", content_type)
         self.send_header("Transfer-Encoding", "chunked")
         self.end_headers()
-        for item in items:
-            data = encode(item)
-            self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
-            self.wfile.flush()
+        try:
+            for item in items:
+                data = encode(item)
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+                self.wfile.flush()
+        except StreamCut:
+            self.close_connection = True
+            return
         self.wfile.write(b"0\r\n\r\n")
 
     def root(self) -> None:
@@ -405,6 +439,10 @@ class Handler(BaseHTTPRequestHandler):
             return
         if not NAME_RE.match(str(name)):
             self.reply_json(400, {"error": "invalid model name"})
+            return
+        shown = display_name(str(name))
+        if shown.startswith("busy") and self.store.first_pull(shown):
+            self.reply_json(503, {"error": "server busy, please try again.  maximum pending requests exceeded"})
             return
         events = self.store.pull(name)
         if request.get("stream", True):

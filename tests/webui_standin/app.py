@@ -7,6 +7,9 @@ It honours what the container route relies on: ``HOST``/``PORT`` (the image's st
 ``WEBUI_SECRET_KEY`` (so a token survives a restart only when the key does). ``/api/config`` reports
 the ``OLLAMA_BASE_URL`` it was started with. Python standard library only.
 
+Faults for tests of ollastack's verdicts: ``standin-faults.json`` in the data directory maps a path
+to the status answered there instead, e.g. ``{"/health": 503, "/api/v1/auths/signin": 400}``.
+
 Example::
 
     HOST=127.0.0.1 PORT=8080 WEBUI_SECRET_KEY=k WEBUI_ADMIN_EMAIL=a@b.c WEBUI_ADMIN_PASSWORD=p python3 app.py
@@ -40,6 +43,14 @@ def verify(token: str) -> str | None:
     return email if hmac.compare_digest(sign(email), token) else None
 
 
+def fault(path: str) -> int | None:
+    """The status a test told the stand-in to answer on ``path``, if any."""
+    try:
+        return json.loads((DATA_DIR / "standin-faults.json").read_text()).get(path)
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
 class Handler(BaseHTTPRequestHandler):
     def reply(self, code: int, body: dict | str) -> None:
         data = body.encode() if isinstance(body, str) else json.dumps(body).encode()
@@ -51,7 +62,8 @@ class Handler(BaseHTTPRequestHandler):
 
     def do_GET(self):
         if self.path == "/health":
-            return self.reply(200, {"status": True})
+            code = fault(self.path) or 200
+            return self.reply(code, {"status": code == 200})
         if self.path == "/api/config":
             return self.reply(200, {"name": "Open WebUI (stand-in)", "ollama_base_url": os.environ.get("OLLAMA_BASE_URL")})
         if self.path == "/api/v1/auths/":
@@ -63,6 +75,8 @@ class Handler(BaseHTTPRequestHandler):
 
     def do_POST(self):
         body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"{}")
+        if self.path == "/api/v1/auths/signin" and fault(self.path):
+            return self.reply(fault(self.path), {"detail": "refused by the stand-in (standin-faults.json)"})
         if self.path == "/api/v1/auths/signin":
             ok = (body.get("email") == os.environ.get("WEBUI_ADMIN_EMAIL")
                   and hmac.compare_digest(str(body.get("password")), os.environ.get("WEBUI_ADMIN_PASSWORD", "")))
