@@ -267,7 +267,7 @@ class AzureEmulator:
                 return False, "no network interface behind the public IP"
             subnet_id = conf["properties"]["subnet"]["id"].lower()
             vnet = self.resources[subnet_id.split("/subnets/")[0]]
-            subnet = self._child(vnet, "subnets", subnet_id.rsplit("/", 1)[-1])
+            subnet = _Handler._child(vnet, "subnets", subnet_id.rsplit("/", 1)[-1])
             space = [ipaddress.ip_network(p) for p in vnet["properties"]["addressSpace"]["addressPrefixes"]]
             private = conf["properties"].get("privateIPAddress", "")
             nsg_ids = [x.get("networkSecurityGroup", {}).get("id") for x in (subnet["properties"], nic["properties"])]
@@ -668,6 +668,8 @@ class _Handler(BaseHTTPRequestHandler):
         stored = {"id": rid, "name": m["name"], "type": f"{m['ns']}/{m['type']}",
                   "location": body.get("location"), "tags": body.get("tags", {}),
                   "properties": copy.deepcopy(body.get("properties", {}))}
+        if "sku" in body:
+            stored["sku"] = copy.deepcopy(body["sku"])
         if existed:
             self._keep_computed(emu.resources[key], stored)
         self._complete(stored)
