@@ -697,3 +697,13 @@ def test_no_credential_is_one_line_exit_1(arm, make_stack, tmp_path):
                                  "error: azure: sign-in failed while creating resource group demo-rg (no credential found)")
     assert "AZURE_CLIENT_SECRET" in line and "az login" in line
     assert arm.seen("PUT") == [] and arm.seen("POST") == []
+
+
+def test_provider_names_the_cloud_modules():
+    from ollastack import cloud
+    from ollastack.cloud import alibaba
+
+    assert cloud.provider("azure") is azure and cloud.provider("alibaba") is alibaba
+    for name in ("lab", "static", "gcp", "../azure"):
+        with pytest.raises(ValueError, match="is not a cloud provider"):
+            cloud.provider(name)
