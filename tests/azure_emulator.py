@@ -36,6 +36,7 @@ Example::
 
 from __future__ import annotations
 
+import base64
 import copy
 import ipaddress
 import itertools
@@ -88,6 +89,8 @@ ENUMS = {
 }
 RULE_ENUMS = {"protocol": {"Tcp", "Udp", "Icmp", "Esp", "Ah", "*"}, "access": {"Allow", "Deny"},
               "direction": {"Inbound", "Outbound"}}
+# SSH key types Azure accepts for Linux VMs (RSA of 2048 bits or more, Ed25519).
+SSH_KEY_TYPES = ("ssh-rsa", "ssh-ed25519")
 IP_CONFIG_ENUMS = {"privateIPAllocationMethod": {"Static", "Dynamic"}}
 # Azure's own inbound rules, after every custom rule (priorities 100-4096).
 DEFAULT_INBOUND = [
@@ -369,6 +372,16 @@ class AzureEmulator:
         op = Operation(secrets.token_hex(8), verb, resource_id, time.monotonic(), self.lro_delay, error)
         self.operations[op.op_id] = op
         return op
+
+
+def _rsa_bits(blob: bytes) -> int:
+    """Modulus size of an OpenSSH ``ssh-rsa`` key blob (string type, mpint e, mpint n)."""
+    fields, at = [], 0
+    while at + 4 <= len(blob) and len(fields) < 3:
+        size = int.from_bytes(blob[at:at + 4], "big")
+        fields.append(blob[at + 4:at + 4 + size])
+        at += 4 + size
+    return int.from_bytes(fields[2], "big").bit_length() if len(fields) == 3 else 0
 
 
 def loopback_only(setattr_=setattr) -> list[str]:
@@ -736,6 +749,17 @@ class _Handler(BaseHTTPRequestHandler):
                     return self._enum_refusal(f"ipConfigurations.properties.{name}", value, allowed, compute)
         if rtype == "networksecuritygroups":
             return self._invalid_rules(body.get("properties", {}).get("securityRules", []))
+        ssh = body.get("properties", {}).get("osProfile", {}).get("linuxConfiguration", {}).get("ssh", {})
+        for key in ssh.get("publicKeys", []):
+            kind, _, rest = str(key.get("keyData", "")).partition(" ")
+            try:
+                blob = base64.b64decode(rest.split()[0], validate=True) if rest else b""
+            except ValueError:
+                blob = b""
+            if kind not in SSH_KEY_TYPES or not blob.startswith(len(kind).to_bytes(4, "big") + kind.encode()) \
+                    or (kind == "ssh-rsa" and _rsa_bits(blob) < 2048):
+                return ("InvalidParameter", "The value of parameter linuxConfiguration.ssh.publicKeys.keyData is "
+                                            "invalid: an ssh-rsa or ssh-ed25519 public key in OpenSSH format is required.")
         return None
 
     @staticmethod

@@ -18,6 +18,8 @@ from pathlib import Path
 import pytest
 import trustme
 from azure.core.exceptions import HttpResponseError
+from azure.core.rest import HttpRequest
+from azure.mgmt.resource.resources import ResourceManagementClient
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
@@ -528,9 +530,6 @@ def test_tracked_resource_without_location_is_refused(arm, make_stack, monkeypat
 
 
 def test_missing_or_unknown_api_version_is_refused(arm, make_stack):
-    from azure.core.rest import HttpRequest
-    from azure.mgmt.resource.resources import ResourceManagementClient
-
     stack = make_stack()
     session = clients(stack)
     reply = session.resources._client.send_request(HttpRequest("GET", f"{arm.url}/subscriptions/{SUB}/resourcegroups"
@@ -561,6 +560,10 @@ def test_missing_or_unknown_api_version_is_refused(arm, make_stack):
     ("virtualMachines", ("properties", "storageProfile", "osDisk", "managedDisk", "storageAccountType"), "SSD_LRS",
      "InvalidParameter"),
     ("virtualMachines", ("properties", "securityProfile", "securityType"), "Standrad", "InvalidParameter"),
+    ("virtualMachines", ("properties", "osProfile", "linuxConfiguration", "ssh", "publicKeys", 0, "keyData"),
+     "ecdsa-sha2-nistp256 AAAAE2VjZHNhLXNoYTItbmlzdHAyNTYAAAAIbmlzdHAyNTY= test", "InvalidParameter"),
+    ("virtualMachines", ("properties", "osProfile", "linuxConfiguration", "ssh", "publicKeys", 0, "keyData"),
+     "ssh-ed25519 not-base64 test", "InvalidParameter"),
 ])
 def test_unknown_enum_values_are_refused(arm, make_stack, rtype, path, value, code):
     stack = make_stack()
@@ -707,3 +710,22 @@ def test_provider_names_the_cloud_modules():
     for name in ("lab", "static", "gcp", "../azure"):
         with pytest.raises(ValueError, match="is not a cloud provider"):
             cloud.provider(name)
+
+
+def test_rsa_key_shorter_than_2048_bits_is_refused(arm, make_stack, keys):
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    def use_rsa(bits):
+        key = rsa.generate_private_key(65537, bits)
+        keys[1].write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
+                                              serialization.NoEncryption()))
+        keys[0].write_bytes(key.public_key().public_bytes(serialization.Encoding.OpenSSH,
+                                                          serialization.PublicFormat.OpenSSH) + b" test\n")
+
+    stack = make_stack()
+    use_rsa(1024)            # after the settings were read: what reaches Azure is the emulator's to judge
+    with pytest.raises(CloudError, match="creating virtual machine demo-vm failed: InvalidParameter: .*keyData"):
+        up(stack)
+    use_rsa(2048)
+    up(stack)
+    assert len(arm.find("virtualMachines")) == 1
