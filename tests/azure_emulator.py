@@ -834,9 +834,11 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _delete(self, m: re.Match) -> None:
         emu = self.emulator
-        rid, key, _ = self._ids(m)
+        rid, key, parent_key = self._ids(m)
+        if m["child"] and m["child"].lower() == "securityrules":
+            return self._delete_rule(m, parent_key)
         if m["child"]:
-            return self._error(405, "MethodNotAllowed", "Deleting child resources is not emulated.")
+            return self._error(405, "MethodNotAllowed", "Deleting subnets is not emulated.")
         if key not in emu.resources:
             return self._reply(204)
         user = self._user_of(key)
@@ -847,6 +849,17 @@ class _Handler(BaseHTTPRequestHandler):
             return self._error(400, code, f"{rid} is in use by {user} and cannot be deleted.")
         emu.resources[key]["properties"]["provisioningState"] = "Deleting"
         op = emu._start("DELETE", key)
+        self._reply(202, None, {"Location": self._op_url("operationResults", op, m["sub"])})
+
+    def _delete_rule(self, m: re.Match, parent_key: str) -> None:
+        """A security rule goes at once; the NSG's update is the long-running part, as on Azure."""
+        emu = self.emulator
+        parent = emu.resources.get(parent_key)
+        rule = self._child(parent, "securityRules", m["cname"]) if parent else None
+        if rule is None:
+            return self._reply(204)
+        parent["properties"]["securityRules"].remove(rule)
+        op = emu._start("PUT", parent_key)
         self._reply(202, None, {"Location": self._op_url("operationResults", op, m["sub"])})
 
     def _user_of(self, key: str) -> str:

@@ -481,6 +481,9 @@ def test_nsg_evaluation_follows_priority_order(arm, make_stack):
     # An allow for Ollama's port placed first opens it (what the product must never create).
     rules.begin_create_or_update("demo-rg", "demo-nsg", "allow-ollama", rule(101, "Allow", "Tcp", "11434")).result()
     assert arm.inbound(host["address"], 11434, "192.0.2.10") == (True, "demo-nsg/allow-ollama")
+    rules.begin_delete("demo-rg", "demo-nsg", "allow-ollama").result()
+    rules.begin_delete("demo-rg", "demo-nsg", "deny-all-early").result()
+    assert arm.inbound(host["address"], 11434, "192.0.2.10") == (False, "demo-nsg/deny-other-inbound")
 
 
 def test_nic_without_nsg_behind_standard_ip_lets_nothing_in(arm, make_stack):
