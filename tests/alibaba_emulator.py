@@ -6,6 +6,12 @@ computes them, nonce replay refused, PascalCase JSON, error codes, ClientToken i
 asynchronous VPC/instance states, dependency errors on delete) plus fault injection and a fixed
 latency per call. The public address it reports is loopback unless a test passes a lab address.
 
+Like the real APIs, Describe* calls answer one page at a time (PageSize default 10, each action's
+own maximum, ``TotalCount``/``PageNumber``), and the default image catalogue is long as real ones
+are: the Debian images come after more than two pages of other systems, so a client that reads
+only the first page finds none. Enum values the ECS API checks (system disk category, instance and
+internet charge types) are refused with ECS's error codes when unknown.
+
 Example::
 
     with AlibabaEmulator(latency=0.2, instance_start_s=2) as emu:
@@ -33,6 +39,12 @@ from urllib.parse import parse_qsl, quote, urlsplit
 ECS_VERSION = "2014-05-26"
 VPC_VERSION = "2016-04-28"
 REQUIRED_SIGNED = {"host", "x-acs-action", "x-acs-content-sha256", "x-acs-date", "x-acs-signature-nonce", "x-acs-version"}
+# Largest PageSize each Describe action takes (ECS/VPC API reference).
+PAGE_MAX = {"DescribeImages": 100, "DescribeInstances": 100, "DescribeSecurityGroups": 50, "DescribeKeyPairs": 50,
+            "DescribeVpcs": 50, "DescribeVSwitches": 50}
+DISK_CATEGORIES = {"cloud", "cloud_efficiency", "cloud_ssd", "cloud_essd", "cloud_auto", "cloud_essd_entry"}
+INSTANCE_CHARGE_TYPES = {"PrePaid", "PostPaid"}
+INTERNET_CHARGE_TYPES = {"PayByBandwidth", "PayByTraffic"}
 LAB_NETWORKS = [ipaddress.ip_network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16")]
 
 DEFAULT_ZONES = {
@@ -40,6 +52,14 @@ DEFAULT_ZONES = {
     "cn-hangzhou-i": ["ecs.g7.large", "ecs.gn7i-c8g1.2xlarge"],
     "cn-hangzhou-j": ["ecs.gn7i-c8g1.2xlarge", "ecs.gn6i-c4g1.xlarge"],
 }
+# Other systems listed before Debian in a region's catalogue (ids m-f...): 110 images, more than
+# two pages of the 50 a client asks for.
+FILLER_IMAGES = [(f"{system}_x64_20G_alibase_2025{month:02d}{day:02d}.vhd", f"2025-{month:02d}-{day:02d}T00:00:00Z",
+                  "x86_64")
+                 for system in ("centos_7_9", "ubuntu_22_04", "rockylinux_9_4", "alinux_3_2104", "anolisos_8_9",
+                                "opensuse_15_6", "fedora_40", "almalinux_9_4", "ubuntu_24_04_uefi", "centos_stream_9",
+                                "freebsd_14_1")
+                 for month, day in zip(range(1, 11), range(1, 11))]
 DEFAULT_IMAGES = [
     ("debian_11_9_x64_20G_alibase_20240628.vhd", "2024-06-28T00:00:00Z", "x86_64"),
     ("debian_12_5_x64_20G_alibase_20240321.vhd", "2024-03-21T00:00:00Z", "x86_64"),
@@ -108,15 +128,19 @@ class AlibabaEmulator:
 
     def __init__(self, access_key_id: str = "LTAI-test-key", access_key_secret: str = "test-secret",
                  region: str = "cn-hangzhou", zones: dict[str, list[str]] | None = None,
-                 images: list[tuple[str, str, str]] | None = None, public_ip: str = "127.0.0.1",
+                 images: list[tuple[str, str, str]] | None = None, filler_images: bool = True,
+                 public_ip: str = "127.0.0.1",
                  latency: float = 0.0, instance_start_s: float = 0.0, instance_delete_s: float = 0.0,
                  network_ready_s: float = 0.0):
         self.credentials = {access_key_id: access_key_secret}
         self.region = region
         self.zones = zones or DEFAULT_ZONES
-        self.images = [{"ImageId": f"m-{i:08x}", "ImageName": n, "CreationTime": t, "Architecture": a,
+        catalogue = [(f"m-{i:08x}", *image) for i, image in enumerate(images or DEFAULT_IMAGES, start=1)]
+        if filler_images:
+            catalogue = [(f"m-f{i:07x}", *image) for i, image in enumerate(FILLER_IMAGES, start=1)] + catalogue
+        self.images = [{"ImageId": i, "ImageName": n, "CreationTime": t, "Architecture": a,
                         "OSType": "linux", "ImageOwnerAlias": "system", "Status": "Available"}
-                       for i, (n, t, a) in enumerate(images or DEFAULT_IMAGES, start=1)]
+                       for i, n, t, a in catalogue]
         self.public_ip = _reported_address(public_ip)
         self.latency = latency
         self.instance_start_s = instance_start_s
@@ -126,6 +150,7 @@ class AlibabaEmulator:
         self.resources: dict[str, dict[str, dict]] = {k: {} for k in ("vpc", "vswitch", "security_group", "key_pair", "instance")}
         self.requests: list[dict] = []
         self.faults: dict[str, list[tuple[str, str]]] = {}
+        self.hooks: dict[str, list] = {}
         self.tokens: dict[tuple[str, str], dict] = {}
         self.nonces: set[str] = set()
         self.servers: list[ThreadingHTTPServer] = []
@@ -180,6 +205,12 @@ class AlibabaEmulator:
         assert fault in ("error", "throttle", "unavailable", "drop", "drop_after"), fault
         with self.lock:
             self.faults.setdefault(action, []).extend([(fault, code or "InvalidParameter")] * times)
+
+    def before(self, action: str, hook, times: int = 1) -> None:
+        """Run ``hook(params)`` under the lock before the next ``times`` calls of ``action`` are handled:
+        the world changing between a client's calls (someone deletes a resource in the console)."""
+        with self.lock:
+            self.hooks.setdefault(action, []).extend([hook] * times)
 
     def clear_faults(self) -> None:
         with self.lock:
@@ -284,6 +315,9 @@ class AlibabaEmulator:
                 raise Dropped()
         token = params.get("ClientToken")
         with self.lock:
+            hooks = self.hooks.get(action)
+            if hooks:
+                hooks.pop(0)(params)
             self._expire()
             if token and (action, token) in self.tokens:
                 result = dict(self.tokens[(action, token)])
@@ -327,16 +361,25 @@ class AlibabaEmulator:
         return res
 
     @staticmethod
-    def _page(items: list, params: dict, outer: str, inner: str) -> dict:
+    def _page(items: list, params: dict, outer: str, inner: str, action: str) -> dict:
         size = int(params.get("PageSize", 10))
         number = int(params.get("PageNumber", 1))
-        if not 1 <= size <= 100:
-            raise ApiError(400, "InvalidParameter.PageSize", "PageSize must be from 1 to 100.")
+        if not 1 <= size <= PAGE_MAX[action]:
+            raise ApiError(400, "InvalidParameter.PageSize", f"PageSize must be from 1 to {PAGE_MAX[action]}.")
+        if number < 1:
+            raise ApiError(400, "InvalidParameter.PageNumber", "PageNumber must be 1 or more.")
         chunk = items[(number - 1) * size: number * size]
         return {outer: {inner: chunk}, "TotalCount": len(items), "PageNumber": number, "PageSize": size}
 
     # -- ECS ---------------------------------------------------------------------------------
+    @staticmethod
+    def _check_enum(params: dict, name: str, allowed: set[str], code: str) -> None:
+        value = params.get(name)
+        if value is not None and value not in allowed:
+            raise ApiError(400, code, f"The specified parameter {name} ({value!r}) is not valid.")
+
     def _do_DescribeZones(self, params: dict) -> dict:
+        self._check_enum(params, "InstanceChargeType", INSTANCE_CHARGE_TYPES, "InvalidInstanceChargeType.ValueNotSupported")
         zones = [{"ZoneId": z, "LocalName": z, "AvailableInstanceTypes": {"InstanceTypes": types},
                   "AvailableResourceCreation": {"ResourceTypes": ["VSwitch", "Instance", "Disk"]}}
                  for z, types in self.zones.items()]
@@ -349,7 +392,7 @@ class AlibabaEmulator:
                   and params.get("Architecture", i["Architecture"]) == i["Architecture"]
                   and params.get("ImageId", i["ImageId"]) == i["ImageId"]
                   and fnmatch.fnmatch(i["ImageName"], params.get("ImageName", "*"))]
-        return self._page(images, params, "Images", "Image")
+        return self._page(images, params, "Images", "Image", "DescribeImages")
 
     def _do_ImportKeyPair(self, params: dict) -> dict:
         name, body = params.get("KeyPairName", ""), params.get("PublicKeyBody", "")
@@ -366,7 +409,7 @@ class AlibabaEmulator:
         pairs = [{"KeyPairName": k["name"], "KeyPairFingerPrint": k["fingerprint"], "Tags": _ecs_tags(k["tags"])}
                  for k in self.resources["key_pair"].values()
                  if params.get("KeyPairName", k["name"]) == k["name"] and _matches_tags(k, tags)]
-        return self._page(pairs, params, "KeyPairs", "KeyPair")
+        return self._page(pairs, params, "KeyPairs", "KeyPair", "DescribeKeyPairs")
 
     def _do_DeleteKeyPairs(self, params: dict) -> dict:
         names = json.loads(params.get("KeyPairNames", "[]"))
@@ -390,7 +433,7 @@ class AlibabaEmulator:
         groups = [self._sg_view(g) for g in self.resources["security_group"].values()
                   if params.get("SecurityGroupId", g["id"]) == g["id"] and params.get("VpcId", g["vpc"]) == g["vpc"]
                   and _matches_tags(g, tags)]
-        return self._page(groups, params, "SecurityGroups", "SecurityGroup")
+        return self._page(groups, params, "SecurityGroups", "SecurityGroup", "DescribeSecurityGroups")
 
     def _do_DescribeSecurityGroupAttribute(self, params: dict) -> dict:
         sg = self._get("security_group", params.get("SecurityGroupId"), "InvalidSecurityGroupId.NotFound")
@@ -440,6 +483,11 @@ class AlibabaEmulator:
         return {}
 
     def _do_RunInstances(self, params: dict) -> dict:
+        self._check_enum(params, "InstanceChargeType", INSTANCE_CHARGE_TYPES, "InvalidInstanceChargeType.ValueNotSupported")
+        self._check_enum(params, "InternetChargeType", INTERNET_CHARGE_TYPES, "InvalidInternetChargeType.ValueNotSupported")
+        self._check_enum(params, "SystemDisk.Category", DISK_CATEGORIES, "InvalidSystemDiskCategory.ValueNotSupported")
+        if params.get("InstanceChargeType") == "PrePaid" and not params.get("Period"):
+            raise ApiError(400, "MissingParameter.Period", "Period is mandatory for a PrePaid instance.")
         vsw = self._get("vswitch", params.get("VSwitchId"), "InvalidVSwitchId.NotFound")
         sg = self._get("security_group", params.get("SecurityGroupId"), "InvalidSecurityGroupId.NotFound")
         if self._network_status(vsw) != "Available":
@@ -480,7 +528,7 @@ class AlibabaEmulator:
         tags = _tags(params)
         found = [self._instance_view(i) for i in self.resources["instance"].values()
                  if (ids is None or i["id"] in ids) and _matches_tags(i, tags)]
-        return self._page(found, params, "Instances", "Instance")
+        return self._page(found, params, "Instances", "Instance", "DescribeInstances")
 
     def _do_DeleteInstance(self, params: dict) -> dict:
         inst = self._get("instance", params.get("InstanceId"), "InvalidInstanceId.NotFound")
@@ -506,7 +554,7 @@ class AlibabaEmulator:
                  "RegionId": self.region, "Tags": _vpc_tags(v["tags"])}
                 for v in self.resources["vpc"].values()
                 if params.get("VpcId", v["id"]) == v["id"] and _matches_tags(v, tags)]
-        return self._page(vpcs, params, "Vpcs", "Vpc")
+        return self._page(vpcs, params, "Vpcs", "Vpc", "DescribeVpcs")
 
     def _do_DeleteVpc(self, params: dict) -> dict:
         vpc = self._get("vpc", params.get("VpcId"), "InvalidVpcId.NotFound")
@@ -537,7 +585,7 @@ class AlibabaEmulator:
                  for s in self.resources["vswitch"].values()
                  if params.get("VSwitchId", s["id"]) == s["id"] and params.get("VpcId", s["vpc"]) == s["vpc"]
                  and _matches_tags(s, tags)]
-        return self._page(found, params, "VSwitches", "VSwitch")
+        return self._page(found, params, "VSwitches", "VSwitch", "DescribeVSwitches")
 
     def _do_DeleteVSwitch(self, params: dict) -> dict:
         vsw = self._get("vswitch", params.get("VSwitchId"), "InvalidVSwitchId.NotFound")

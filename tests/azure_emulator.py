@@ -11,6 +11,13 @@ that ``ollastack.cloud.azure`` uses, over real HTTPS, to the real Azure SDK clie
   ``Azure-AsyncOperation`` header, DELETE answers ``202`` with a ``Location`` header;
 - ``{"error": {"code", "message"}}`` envelopes, references checked on create, "in use" refusals on
   delete (so deleting in the wrong order fails as it does on Azure);
+- what ARM refuses, refused the same way: a missing or unknown ``api-version``, a token issued for
+  another audience (``scope``), a tracked resource without ``location``, enum values Azure does not
+  know (rule access/direction/protocol, allocation methods, SKUs, disk types), NSG rule priorities
+  out of range or shared by two rules of one direction;
+- :meth:`AzureEmulator.inbound` evaluates the network security groups in front of a public IP as
+  Azure does (lowest priority number first, first match wins, Azure's default rules at 65000+),
+  so tests ask "is TCP port P from source S allowed" instead of reading rule texts;
 - fault injection per step (:meth:`AzureEmulator.inject`): an error response, throttling (``429``
   with ``Retry-After``), server errors, an operation ending ``Failed``, or a request held until
   the test releases it (to kill a client mid-create).
@@ -29,6 +36,7 @@ Example::
 
 from __future__ import annotations
 
+import base64
 import copy
 import ipaddress
 import itertools
@@ -56,6 +64,41 @@ LIST_RE = re.compile(r"^/subscriptions/(?P<sub>[^/]+)/resourcegroups/(?P<rg>[^/]
 OP_RE = re.compile(r"^/subscriptions/[^/]+" + OPS_PREFIX + r"/(asyncOperations|operationResults)/(?P<op>[^/]+)$",
                    re.IGNORECASE)
 CHILD_TYPES = {"subnets": "virtualNetworks", "securityrules": "networkSecurityGroups"}
+# What the SDK clients in use send (azure-mgmt-resource 26, -network 33, -compute 39) and ARM
+# accepts; the emulator's own operation URLs carry its version. Anything else is refused, as ARM
+# refuses a version a resource provider does not offer.
+API_VERSIONS = {"microsoft.resources": {"2025-04-01"}, "microsoft.network": {"2026-03-01"},
+                "microsoft.compute": {"2026-04-01"}, "microsoft.emulator": {"2025-01-01"}}
+API_VERSION_RE = re.compile(r"^\d{4}-\d{2}-\d{2}(-preview)?$")
+# Audiences public-cloud ARM accepts in a token (``aud``), without the trailing slash.
+PUBLIC_AUDIENCES = ("https://management.azure.com", "https://management.core.windows.net")
+# Enum values ARM accepts (case-insensitively) per resource type: (path in the body, allowed values).
+ENUMS = {
+    "publicipaddresses": [(("properties", "publicIPAllocationMethod"), {"Static", "Dynamic"}),
+                          (("properties", "publicIPAddressVersion"), {"IPv4", "IPv6"}),
+                          (("sku", "name"), {"Basic", "Standard"}),
+                          (("sku", "tier"), {"Regional", "Global"})],
+    "virtualmachines": [(("properties", "storageProfile", "osDisk", "managedDisk", "storageAccountType"),
+                         {"Standard_LRS", "Premium_LRS", "StandardSSD_LRS", "UltraSSD_LRS", "Premium_ZRS",
+                          "StandardSSD_ZRS", "PremiumV2_LRS"}),
+                        (("properties", "storageProfile", "osDisk", "createOption"),
+                         {"FromImage", "Empty", "Attach", "Copy", "Restore"}),
+                        (("properties", "storageProfile", "osDisk", "deleteOption"), {"Delete", "Detach"}),
+                        (("properties", "securityProfile", "securityType"),
+                         {"TrustedLaunch", "ConfidentialVM", "Standard"})],
+}
+RULE_ENUMS = {"protocol": {"Tcp", "Udp", "Icmp", "Esp", "Ah", "*"}, "access": {"Allow", "Deny"},
+              "direction": {"Inbound", "Outbound"}}
+# SSH key types Azure accepts for Linux VMs (RSA of 2048 bits or more, Ed25519).
+SSH_KEY_TYPES = ("ssh-rsa", "ssh-ed25519")
+IP_CONFIG_ENUMS = {"privateIPAllocationMethod": {"Static", "Dynamic"}}
+# Azure's own inbound rules, after every custom rule (priorities 100-4096).
+DEFAULT_INBOUND = [
+    ("AllowVnetInBound", 65000, "Allow", "VirtualNetwork"),
+    ("AllowAzureLoadBalancerInBound", 65001, "Allow", "AzureLoadBalancer"),
+    ("DenyAllInBound", 65500, "Deny", "*"),
+]
+AZURE_LOAD_BALANCER = "168.63.129.16"
 
 
 @dataclass
@@ -104,7 +147,7 @@ class AzureEmulator:
 
     def __init__(self, ca, *, client_id: str = "emulator-client", client_secret: str = "emulator-secret",
                  latency: float = 0.0, lro_delay: float = 0.0, retry_after: float = 0.01,
-                 public_ip: str | None = None):
+                 public_ip: str | None = None, audiences: tuple[str, ...] = PUBLIC_AUDIENCES):
         if public_ip is not None and not ipaddress.ip_address(public_ip).is_loopback and \
                 not ipaddress.ip_address(public_ip).is_private:
             raise ValueError("the emulator only reports loopback or private (lab) addresses")
@@ -119,7 +162,8 @@ class AzureEmulator:
         self.operations: dict[str, Operation] = {}
         self.requests: list[Request] = []
         self.faults: list[Fault] = []
-        self.tokens: set[str] = set()
+        self.audiences = {a.rstrip("/") for a in audiences}
+        self.tokens: dict[str, str] = {}          # access token -> the audience it was issued for
         self.lock = threading.RLock()
         self._addresses = (f"127.0.0.{n}" for n in itertools.count(10))
         self._server: ThreadingHTTPServer | None = None
@@ -202,6 +246,96 @@ class AzureEmulator:
                 "location": body.get("location", "westeurope"), "tags": body.get("tags", {}),
                 "properties": {**body.get("properties", {}), "provisioningState": "Succeeded"}}
 
+    def inbound(self, address: str, port: int, source: str, protocol: str = "Tcp") -> tuple[bool, str]:
+        """Would Azure let ``protocol`` traffic from ``source`` to ``address``:``port`` in?
+
+        ``address`` is a public IP the emulator allocated; ``source`` an IP address. The NSGs of
+        the subnet and of the NIC behind that IP are evaluated as Azure does: rules sorted by
+        priority (lowest number first), the first matching rule decides, Azure's default rules
+        come last; both NSGs must allow. A Standard SKU public IP with no NSG at all lets nothing
+        in. Returns (allowed, the deciding ``nsg/rule``).
+
+        Example::
+
+            arm.inbound(host["address"], 22, "198.51.100.7")   # (True, "demo-nsg/allow-ssh-admin")
+        """
+        with self.lock:
+            self._advance()
+            pip = next((r for r in self.resources.values() if r["type"].endswith("/publicIPAddresses")
+                        and r["properties"].get("ipAddress") == address), None)
+            if pip is None:
+                raise LookupError(f"no public IP {address}")
+            nic, conf = self._nic_of(pip["id"])
+            if nic is None:
+                return False, "no network interface behind the public IP"
+            subnet_id = conf["properties"]["subnet"]["id"].lower()
+            vnet = self.resources[subnet_id.split("/subnets/")[0]]
+            subnet = _Handler._child(vnet, "subnets", subnet_id.rsplit("/", 1)[-1])
+            space = [ipaddress.ip_network(p) for p in vnet["properties"]["addressSpace"]["addressPrefixes"]]
+            private = conf["properties"].get("privateIPAddress", "")
+            nsg_ids = [x.get("networkSecurityGroup", {}).get("id") for x in (subnet["properties"], nic["properties"])]
+            nsgs = [self.resources[i.lower()] for i in nsg_ids if i]
+            if not nsgs:
+                basic = pip.get("sku", {}).get("name", "Basic").lower() == "basic"
+                return basic, "no network security group" + ("" if basic else " (Standard SKU: closed)")
+            for nsg in nsgs:
+                allowed, rule = self._evaluate(nsg, port, source, protocol, space, private)
+                if not allowed:
+                    return False, rule
+            return True, rule
+
+    def _nic_of(self, pip_id: str) -> tuple[dict | None, dict | None]:
+        for res in self.resources.values():
+            for conf in res["properties"].get("ipConfigurations", []) if res["type"].endswith("/networkInterfaces") else []:
+                if conf["properties"].get("publicIPAddress", {}).get("id", "").lower() == pip_id.lower():
+                    return res, conf
+        return None, None
+
+    @staticmethod
+    def _evaluate(nsg: dict, port: int, source: str, protocol: str, space: list, private: str) -> tuple[bool, str]:
+        rules = [(r["properties"], r["name"]) for r in nsg["properties"].get("securityRules", [])
+                 if r["properties"]["direction"].lower() == "inbound"]
+        rules += [({"priority": pri, "access": access, "protocol": "*", "sourceAddressPrefix": src,
+                    "destinationAddressPrefix": "VirtualNetwork" if src == "VirtualNetwork" else "*",
+                    "destinationPortRange": "*"}, name) for name, pri, access, src in DEFAULT_INBOUND]
+        ip = ipaddress.ip_address(source)
+        in_vnet = any(ip in net for net in space)
+
+        def address_matches(prefix: str, addr, vnet_member: bool) -> bool:
+            tag = prefix.lower()
+            if tag in ("*", "any"):
+                return True
+            if tag == "virtualnetwork":
+                return vnet_member
+            if tag == "internet":
+                return not vnet_member and not addr.is_private
+            if tag == "azureloadbalancer":
+                return str(addr) == AZURE_LOAD_BALANCER
+            return addr in ipaddress.ip_network(prefix, strict=False)
+
+        def port_matches(ranges: list[str]) -> bool:
+            for text in ranges:
+                low, _, high = text.partition("-")
+                if text == "*" or int(low) <= port <= int(high or low):
+                    return True
+            return False
+
+        def listed(props: dict, key: str, plural: str) -> list[str]:
+            return props.get(plural) or [props.get(key, "*")]
+
+        dest = ipaddress.ip_address(private) if private else None
+        for props, name in sorted(rules, key=lambda r: int(r[0]["priority"])):
+            if props["protocol"] != "*" and props["protocol"].lower() != protocol.lower():
+                continue
+            if not any(address_matches(p, ip, in_vnet) for p in listed(props, "sourceAddressPrefix", "sourceAddressPrefixes")):
+                continue
+            if dest and not any(address_matches(p, dest, True) for p in listed(props, "destinationAddressPrefix", "destinationAddressPrefixes")):
+                continue
+            if not port_matches(listed(props, "destinationPortRange", "destinationPortRanges")):
+                continue
+            return props["access"].lower() == "allow", f"{nsg['name']}/{name}"
+        raise AssertionError("DenyAllInBound matches everything")
+
     # -- operations -----------------------------------------------------------------------------
     def _advance(self) -> None:
         """Finish every operation whose time has come, whether or not anyone polls it."""
@@ -238,6 +372,16 @@ class AzureEmulator:
         op = Operation(secrets.token_hex(8), verb, resource_id, time.monotonic(), self.lro_delay, error)
         self.operations[op.op_id] = op
         return op
+
+
+def _rsa_bits(blob: bytes) -> int:
+    """Modulus size of an OpenSSH ``ssh-rsa`` key blob (string type, mpint e, mpint n)."""
+    fields, at = [], 0
+    while at + 4 <= len(blob) and len(fields) < 3:
+        size = int.from_bytes(blob[at:at + 4], "big")
+        fields.append(blob[at + 4:at + 4 + size])
+        at += 4 + size
+    return int.from_bytes(fields[2], "big").bit_length() if len(fields) == 3 else 0
 
 
 def loopback_only(setattr_=setattr) -> list[str]:
@@ -342,9 +486,19 @@ class _Handler(BaseHTTPRequestHandler):
         if "/oauth2/" in path or "/.well-known/" in path:
             return self._identity(method, path, body)
         auth = self.headers.get("Authorization", "")
-        if auth.removeprefix("Bearer ") not in emu.tokens:
+        audience = emu.tokens.get(auth.removeprefix("Bearer ")) if auth.startswith("Bearer ") else None
+        if audience is None:
             return self._error(401, "InvalidAuthenticationToken", "The access token is invalid.",
                                {"WWW-Authenticate": 'Bearer error="invalid_token"'})
+        if audience not in emu.audiences:
+            return self._error(401, "InvalidAuthenticationToken",
+                               f"The access token has been obtained for wrong audience or resource '{audience}'. "
+                               f"It should exactly match with one of the allowed audiences "
+                               f"{', '.join(repr(a + '/') for a in sorted(emu.audiences))}.",
+                               {"WWW-Authenticate": 'Bearer error="invalid_token"'})
+        refusal = self._api_version_refusal(path, match)
+        if refusal:
+            return self._error(400, *refusal)
         if self._fault(method, rtype):
             return
         with emu.lock:
@@ -384,6 +538,27 @@ class _Handler(BaseHTTPRequestHandler):
             self._error(fault.status or 409, fault.code or "Conflict", fault.message or "Injected failure.")
         return True
 
+    def _api_version_refusal(self, path: str, match: re.Match | None) -> tuple[str, str] | None:
+        """(code, message) when ``api-version`` is missing or not one the resource provider offers."""
+        versions = parse_qs(urlsplit(self.path).query).get("api-version", [])
+        if not versions:
+            return ("MissingApiVersionParameter",
+                    "The api-version query parameter (?api-version=) is required for all requests.")
+        if OP_RE.match(path):
+            namespace = "microsoft.emulator"
+        else:
+            namespace = (match["ns"] if match and match["ns"] else "Microsoft.Resources").lower()
+        supported = API_VERSIONS.get(namespace, set())
+        if versions[0] in supported:
+            return None
+        if not API_VERSION_RE.match(versions[0]) or namespace == "microsoft.resources":
+            return ("InvalidApiVersionParameter", f"The api-version '{versions[0]}' is invalid. The supported "
+                                                  f"versions are '{','.join(sorted(supported))}'.")
+        return ("NoRegisteredProviderFound",
+                f"No registered resource provider found for API version '{versions[0]}' and type "
+                f"'{match['type'] if match else path}'. The supported api-versions are "
+                f"'{', '.join(sorted(supported))}'.")
+
     def _failed_fault(self, rtype: str) -> dict | None:
         for fault in self.emulator.faults:
             if fault.kind == "failed" and fault.times > 0 and fault.rtype == rtype:
@@ -410,9 +585,16 @@ class _Handler(BaseHTTPRequestHandler):
             if body.get("client_id") != emu.client_id or body.get("client_secret") != emu.client_secret:
                 return self._reply(401, {"error": "invalid_client",
                                          "error_description": "AADSTS7000215: Invalid client secret provided."})
+            # Entra issues a token for the resource named by the ".default" scope; ARM checks that audience.
+            resources = [s.removesuffix("/.default").rstrip("/") for s in body.get("scope", "").split()
+                         if s.endswith("/.default")]
+            if len(resources) != 1:
+                return self._reply(400, {"error": "invalid_scope",
+                                         "error_description": "AADSTS70011: The provided value for the input "
+                                                              "parameter 'scope' is not valid."})
             token = secrets.token_urlsafe(24)
             with emu.lock:
-                emu.tokens.add(token)
+                emu.tokens[token] = resources[0]
             return self._reply(200, {"token_type": "Bearer", "expires_in": 3600, "ext_expires_in": 3600,
                                      "access_token": token})
         self._reply(404, {"error": "not_found", "error_description": f"{path} is not emulated."})
@@ -476,6 +658,8 @@ class _Handler(BaseHTTPRequestHandler):
         emu = self.emulator
         rid, key, parent_key = self._ids(m)
         sub = m["sub"]
+        if not m["child"] and not body.get("location"):
+            return self._error(400, "LocationRequired", "The location property is required for this definition.")
         if not m["type"]:
             existed = key in emu.resources
             emu.resources[key] = {"id": rid, "name": m["rg"], "type": "Microsoft.Resources/resourceGroups",
@@ -490,10 +674,15 @@ class _Handler(BaseHTTPRequestHandler):
         problem = self._bad_reference(body)
         if problem:
             return self._error(400, "InvalidResourceReference", problem)
+        refusal = self._invalid(m["type"].lower(), body)
+        if refusal:
+            return self._error(400, *refusal)
         existed = key in emu.resources
         stored = {"id": rid, "name": m["name"], "type": f"{m['ns']}/{m['type']}",
                   "location": body.get("location"), "tags": body.get("tags", {}),
                   "properties": copy.deepcopy(body.get("properties", {}))}
+        if "sku" in body:
+            stored["sku"] = copy.deepcopy(body["sku"])
         if existed:
             self._keep_computed(emu.resources[key], stored)
         self._complete(stored)
@@ -511,6 +700,11 @@ class _Handler(BaseHTTPRequestHandler):
         kind = "securityRules" if m["child"].lower() == "securityrules" else "subnets"
         items = parent["properties"].setdefault(kind, [])
         old = self._child(parent, kind, m["cname"])
+        if kind == "securityRules":
+            others = [r for r in items if r is not old]
+            refusal = self._invalid_rules(others + [{"name": m["cname"], "properties": body.get("properties", {})}])
+            if refusal:
+                return self._error(400, *refusal)
         child = {"id": urlsplit(self.path).path.rstrip("/"), "name": m["cname"],
                  "type": f"{parent['type']}/{kind}",
                  "properties": {**copy.deepcopy(body.get("properties", {})), "provisioningState": "Updating"}}
@@ -538,6 +732,63 @@ class _Handler(BaseHTTPRequestHandler):
             if parent is None or (m["child"] and self._child(parent, m["child"], m["cname"]) is None):
                 return f"Resource {ref} referenced by the request does not exist."
         return ""
+
+    def _invalid(self, rtype: str, body: dict) -> tuple[str, str] | None:
+        """(code, message) for an enum value Azure does not know or NSG rules it refuses."""
+        compute = rtype == "virtualmachines"
+        for path, allowed in ENUMS.get(rtype, []):
+            value: Any = body
+            for step in path:
+                value = value.get(step) if isinstance(value, dict) else None
+            if value is not None and str(value).lower() not in {a.lower() for a in allowed}:
+                return self._enum_refusal(".".join(path), value, allowed, compute)
+        for conf in body.get("properties", {}).get("ipConfigurations", []):
+            for name, allowed in IP_CONFIG_ENUMS.items():
+                value = conf.get("properties", {}).get(name)
+                if value is not None and str(value).lower() not in {a.lower() for a in allowed}:
+                    return self._enum_refusal(f"ipConfigurations.properties.{name}", value, allowed, compute)
+        if rtype == "networksecuritygroups":
+            return self._invalid_rules(body.get("properties", {}).get("securityRules", []))
+        ssh = body.get("properties", {}).get("osProfile", {}).get("linuxConfiguration", {}).get("ssh", {})
+        for key in ssh.get("publicKeys", []):
+            kind, _, rest = str(key.get("keyData", "")).partition(" ")
+            try:
+                blob = base64.b64decode(rest.split()[0], validate=True) if rest else b""
+            except ValueError:
+                blob = b""
+            if kind not in SSH_KEY_TYPES or not blob.startswith(len(kind).to_bytes(4, "big") + kind.encode()) \
+                    or (kind == "ssh-rsa" and _rsa_bits(blob) < 2048):
+                return ("InvalidParameter", "The value of parameter linuxConfiguration.ssh.publicKeys.keyData is "
+                                            "invalid: an ssh-rsa or ssh-ed25519 public key in OpenSSH format is required.")
+        return None
+
+    @staticmethod
+    def _enum_refusal(where: str, value: Any, allowed: set[str], compute: bool) -> tuple[str, str]:
+        if compute:    # Compute names the parameter; Network fails to parse the request body
+            return "InvalidParameter", f"The value '{value}' of parameter '{where}' is not allowed. " \
+                                       f"Allowed values are {', '.join(sorted(allowed))}."
+        return "InvalidRequestFormat", f"Cannot parse the request: '{value}' is not a valid value for {where} " \
+                                       f"(one of {', '.join(sorted(allowed))})."
+
+    def _invalid_rules(self, rules: list[dict]) -> tuple[str, str] | None:
+        """Refusals of an NSG's rule list: unknown enums, priority outside 100-4096, shared priorities."""
+        taken: dict[tuple[str, int], str] = {}
+        for rule in rules:
+            props = rule.get("properties", {})
+            for name, allowed in RULE_ENUMS.items():
+                value = props.get(name)
+                if value is None or str(value).lower() not in {a.lower() for a in allowed}:
+                    return self._enum_refusal(f"securityRules.{rule['name']}.{name}", value, allowed, False)
+            priority = props.get("priority")
+            if not isinstance(priority, int) or not 100 <= priority <= 4096:
+                return ("SecurityRuleInvalidPriority", f"Security rule {rule['name']} has invalid priority "
+                                                       f"{priority}. Value provided: {priority} Allowed range 100-4096.")
+            slot = (props["direction"].lower(), priority)
+            if slot in taken:
+                return ("SecurityRuleConflict", f"Security rule {rule['name']} conflicts with rule {taken[slot]}. "
+                                                "Rules cannot have the same Priority and Direction.")
+            taken[slot] = rule["name"]
+        return None
 
     @staticmethod
     def _ids_of(m: re.Match) -> str:
@@ -583,9 +834,11 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _delete(self, m: re.Match) -> None:
         emu = self.emulator
-        rid, key, _ = self._ids(m)
+        rid, key, parent_key = self._ids(m)
+        if m["child"] and m["child"].lower() == "securityrules":
+            return self._delete_rule(m, parent_key)
         if m["child"]:
-            return self._error(405, "MethodNotAllowed", "Deleting child resources is not emulated.")
+            return self._error(405, "MethodNotAllowed", "Deleting subnets is not emulated.")
         if key not in emu.resources:
             return self._reply(204)
         user = self._user_of(key)
@@ -596,6 +849,17 @@ class _Handler(BaseHTTPRequestHandler):
             return self._error(400, code, f"{rid} is in use by {user} and cannot be deleted.")
         emu.resources[key]["properties"]["provisioningState"] = "Deleting"
         op = emu._start("DELETE", key)
+        self._reply(202, None, {"Location": self._op_url("operationResults", op, m["sub"])})
+
+    def _delete_rule(self, m: re.Match, parent_key: str) -> None:
+        """A security rule goes at once; the NSG's update is the long-running part, as on Azure."""
+        emu = self.emulator
+        parent = emu.resources.get(parent_key)
+        rule = self._child(parent, "securityRules", m["cname"]) if parent else None
+        if rule is None:
+            return self._reply(204)
+        parent["properties"]["securityRules"].remove(rule)
+        op = emu._start("PUT", parent_key)
         self._reply(202, None, {"Location": self._op_url("operationResults", op, m["sub"])})
 
     def _user_of(self, key: str) -> str:

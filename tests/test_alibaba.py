@@ -372,3 +372,193 @@ def test_missing_credentials_are_explained(emu, keys, monkeypatch, tmp_path):
     with pytest.raises(CloudError, match="no usable Alibaba Cloud credentials: set ALIBABA_CLOUD_ACCESS_KEY_ID"):
         up(make_stack(emu, keys))
     assert emu.requests == []
+
+
+# -- the emulator refuses what ECS refuses, and pages as ECS does -------------------------------------
+def pages(emu: AlibabaEmulator, action: str) -> list[str]:
+    return [params.get("PageNumber", "1") for params in emu.calls(action)]
+
+
+def test_debian_image_is_found_beyond_the_first_pages(emu, keys):
+    debian = [i for i in emu.images if i["ImageName"].startswith("debian_13_2_x64")]
+    assert [emu.images.index(i) for i in debian] == [len(emu.images) - 2]  # after 110 other images
+    up(make_stack(emu, keys))
+    assert pages(emu, "DescribeImages") == ["1", "2", "3"]
+    assert emu.calls("RunInstances")[0]["ImageId"] == debian[0]["ImageId"]
+    # The API answers one page at a time: without PageNumber a client sees 10 images and no Debian.
+    api = alibaba.Api(make_stack(emu, keys), FAST)
+    body = api.call(api.ecs.describe_images, ecs_models.DescribeImagesRequest(region_id="cn-hangzhou",
+                                                                              image_owner_alias="system"))
+    assert (len(body["Images"]["Image"]), body["TotalCount"], body["PageNumber"]) == (10, len(emu.images), 1)
+    assert not any(i["ImageName"].startswith("debian") for i in body["Images"]["Image"])
+
+
+def test_page_size_beyond_the_actions_maximum_is_refused(emu, keys):
+    from alibabacloud_vpc20160428 import models as vpc_models
+
+    api = alibaba.Api(make_stack(emu, keys), FAST)
+    with pytest.raises(alibaba.ApiError) as refused:
+        api.call(api.vpc.describe_vpcs, vpc_models.DescribeVpcsRequest(region_id="cn-hangzhou", page_size=100))
+    assert refused.value.code == "InvalidParameter.PageSize"
+    body = api.call(api.ecs.describe_images, ecs_models.DescribeImagesRequest(region_id="cn-hangzhou", page_size=100))
+    assert len(body["Images"]["Image"]) == 100
+
+
+def test_destroy_pages_through_many_leftovers(emu, keys):
+    stack = make_stack(emu, keys)
+    up(stack)
+    # Left by earlier runs with this stack's tag: more than one page of the 50 the product asks for.
+    for n in range(60):
+        emu.add_foreign("vpc", id=f"vpc-leftover{n:02d}", name="ollastack-demo", cidr="192.168.0.0/16",
+                        tags={"ollastack-stack": "demo"})
+    removed = down(stack)
+    assert emu.resource_count() == 0
+    assert sum(r.startswith("vpc ") for r in removed) == 61
+    assert "2" in pages(emu, "DescribeVpcs")
+
+
+@pytest.mark.parametrize("category", ["cloud_essd", "cloud_auto", "cloud_efficiency", "cloud_ssd", "cloud"])
+def test_known_disk_categories_are_accepted(emu, keys, category):
+    up(make_stack(emu, keys, system_disk_category=category))
+    (run,) = emu.calls("RunInstances")
+    assert run["SystemDisk.Category"] == category
+    assert (run["InstanceChargeType"], run["InternetChargeType"]) == ("PostPaid", "PayByTraffic")
+
+
+def test_unknown_disk_category_is_refused_in_one_line(emu, keys):
+    with pytest.raises(CloudError) as err:
+        up(make_stack(emu, keys, system_disk_category="cloud_sdd"))
+    message = str(err.value)
+    assert message.startswith("Alibaba Cloud RunInstances failed: InvalidSystemDiskCategory.ValueNotSupported: ")
+    assert "\n" not in message and emu.resources["instance"] == {}
+
+
+@pytest.mark.parametrize("field,value,code", [
+    ("instance_charge_type", "PayAsYouGo", "InvalidInstanceChargeType.ValueNotSupported"),
+    ("internet_charge_type", "PayByHour", "InvalidInternetChargeType.ValueNotSupported"),
+    ("instance_charge_type", "PrePaid", "MissingParameter.Period"),
+])
+def test_unknown_charge_types_are_refused(emu, keys, monkeypatch, field, value, code):
+    original = ecs_models.RunInstancesRequest.__init__
+
+    def broken(self, *args, **kwargs):
+        original(self, *args, **{**kwargs, field: value})
+
+    monkeypatch.setattr(ecs_models.RunInstancesRequest, "__init__", broken)
+    with pytest.raises(alibaba.ApiError) as err:
+        up(make_stack(emu, keys))
+    assert err.value.code == code and emu.resources["instance"] == {}
+
+
+def test_unknown_charge_type_in_zone_lookup_is_refused(emu, keys):
+    api = alibaba.Api(make_stack(emu, keys), FAST)
+    with pytest.raises(alibaba.ApiError) as err:
+        api.call(api.ecs.describe_zones, ecs_models.DescribeZonesRequest(region_id="cn-hangzhou",
+                                                                         instance_charge_type="Hourly"))
+    assert err.value.code == "InvalidInstanceChargeType.ValueNotSupported"
+
+
+# -- waits, races and destroy paths ------------------------------------------------------------------
+def test_instance_never_running_times_out_naming_it(keys):
+    with AlibabaEmulator(access_key_id=KEY_ID, access_key_secret=SECRET, instance_start_s=3600) as stuck:
+        with pytest.raises(CloudError) as err:
+            alibaba.create(make_stack(stuck, keys), StackState.load("demo", "alibaba"), Progress(stream=io.StringIO()),
+                           alibaba.Timing(poll_s=0.01, backoff_ms=0, wait_s=0.3))
+        (inst_id,) = stuck.resources["instance"]
+    message = str(err.value)
+    assert message.startswith(f"instance {inst_id} is still Pending after ") and "\n" not in message
+    assert StackState.load("demo").find("instance", "ollastack-demo")["id"] == inst_id
+
+
+def test_instance_without_public_address_times_out(emu, keys):
+    def no_address(params):
+        for inst in emu.resources["instance"].values():
+            inst["bandwidth"] = 0
+
+    emu.before("DescribeInstances", no_address, times=1000)
+    with pytest.raises(CloudError, match=r"instance i-\w+ is still Running, waiting for its public address after"):
+        alibaba.create(make_stack(emu, keys), StackState.load("demo", "alibaba"), Progress(stream=io.StringIO()),
+                       alibaba.Timing(poll_s=0.01, backoff_ms=0, wait_s=0.3))
+
+
+def test_instance_release_timeout_is_explained(keys):
+    with AlibabaEmulator(access_key_id=KEY_ID, access_key_secret=SECRET, instance_delete_s=3600) as slow:
+        stack = make_stack(slow, keys)
+        up(stack)
+        with pytest.raises(CloudError, match=r"instance i-\w+ is still being released after .*`ollastack down` again"):
+            alibaba.destroy(stack, StackState.load("demo"), Progress(stream=io.StringIO()),
+                            alibaba.Timing(poll_s=0.01, backoff_ms=0, wait_s=0.3))
+        assert len(slow.resources["vpc"]) == 1        # nothing after the instance was attempted
+
+
+def test_resource_deleted_meanwhile_counts_as_gone(emu, keys):
+    stack = make_stack(emu, keys)
+    up(stack)
+    (sg_id,) = emu.resources["security_group"]
+    emu.before("DeleteSecurityGroup", lambda params: emu.resources["security_group"].pop(params["SecurityGroupId"]))
+    removed = down(stack)
+    assert [r.split()[0] for r in removed] == ["instance", "key_pair", "vswitch", "vpc"]
+    assert [r["code"] for r in emu.requests if r["action"] == "DeleteSecurityGroup"] == ["InvalidSecurityGroupId.NotFound"]
+    assert emu.resource_count() == 0 and StackState.load("demo").resources == []
+
+
+def test_delete_refused_for_good_stops_and_keeps_the_record(emu, keys):
+    stack = make_stack(emu, keys)
+    up(stack)
+    emu.inject("DeleteVpc", "error", code="Forbidden.RAM")
+    with pytest.raises(CloudError, match="DeleteVpc failed: Forbidden.RAM: .*AliyunVPCFullAccess") as err:
+        down(stack)
+    assert "\n" not in str(err.value)
+    assert len(emu.resources["vpc"]) == 1 and [r["kind"] for r in StackState.load("demo").resources] == ["vpc"]
+    assert [r.split()[0] for r in down(stack)] == ["vpc"]
+    assert emu.resource_count() == 0
+
+
+def test_dependency_still_going_away_is_waited_for(emu, keys):
+    stack = make_stack(emu, keys)
+    up(stack)
+    emu.inject("DeleteVSwitch", "error", times=2, code="DependencyViolation")
+    assert [r.split()[0] for r in down(stack)] == ["instance", "key_pair", "security_group", "vswitch", "vpc"]
+    assert [r["code"] for r in emu.requests if r["action"] == "DeleteVSwitch"] == ["DependencyViolation"] * 2 + [""]
+
+
+def test_instance_vanishing_while_starting_is_explained(emu, keys):
+    def vanish(params):
+        if params.get("InstanceIds"):
+            emu.resources["instance"].clear()
+
+    emu.before("DescribeInstances", vanish, times=1000)
+    with pytest.raises(CloudError, match=r"instance i-\w+ disappeared while starting"):
+        up(make_stack(emu, keys))
+
+
+def test_vpc_vanishing_while_created_is_explained(emu, keys):
+    def vanish(params):
+        if params.get("VpcId"):
+            emu.resources["vpc"].clear()
+
+    emu.before("DescribeVpcs", vanish, times=1000)
+    with pytest.raises(CloudError, match="Vpc disappeared while being created"):
+        up(make_stack(emu, keys))
+
+
+def test_untagged_key_pair_with_our_name_is_not_adopted(emu, keys):
+    emu.add_foreign("key_pair", name="ollastack-demo", body="ssh-ed25519 AAAA", fingerprint="00", tags={})
+    with pytest.raises(CloudError, match="key pair named ollastack-demo exists but is not tagged"):
+        up(make_stack(emu, keys))
+    assert emu.calls("RunInstances") == []
+
+
+def test_changed_instance_type_is_reported_not_applied(emu, keys):
+    up(make_stack(emu, keys))
+    out = io.StringIO()
+    up(make_stack(emu, keys, instance_type="ecs.gn6i-c4g1.xlarge", zone="cn-hangzhou-j"), out)
+    assert "is ecs.gn7i-c8g1.2xlarge, not ecs.gn6i-c4g1.xlarge: run `ollastack down` and `up`" in out.getvalue()
+    assert len(emu.calls("RunInstances")) == 1
+
+
+def test_default_endpoints_are_the_regions(emu, keys):
+    api = alibaba.Api(make_stack(emu, keys, ecs_endpoint="", vpc_endpoint="", region="cn-beijing"), FAST)
+    assert api.region == "cn-beijing"
+    assert (api.ecs._endpoint, api.ecs._protocol) == ("ecs.cn-beijing.aliyuncs.com", "https")
+    assert api.vpc._endpoint == "vpc.cn-beijing.aliyuncs.com"

@@ -9,6 +9,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -16,6 +17,9 @@ from pathlib import Path
 
 import pytest
 import trustme
+from azure.core.exceptions import HttpResponseError
+from azure.core.rest import HttpRequest
+from azure.mgmt.resource.resources import ResourceManagementClient
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
@@ -428,3 +432,303 @@ def test_inventory_file_lists_the_vm(arm, make_stack, keys, tmp_path):
     assert (data["ssh_user"], data["_sudo"], data["ollama_host"]) == ("ollastack", True, "127.0.0.1:11434")
     assert data["tls_names"] == ["demo-chat.westeurope.cloudapp.azure.com"]
     assert data["ssh_known_hosts_file"].endswith("state/demo.known_hosts")
+
+
+# -- the emulator refuses what ARM refuses, and the product passes -----------------------------------
+def clients(stack):
+    """The product's own SDK clients (signed in against the emulator), for requests the product does not make."""
+    return azure._Session(stack, StackState.load(stack.stack.name, "azure"), print)
+
+
+def refusal(call) -> tuple[int, str]:
+    with pytest.raises(HttpResponseError) as failure:
+        call()
+    return failure.value.status_code, failure.value.error.code
+
+
+def rule(priority, access="Deny", protocol="*", ports="*", source="*"):
+    return {"properties": {"priority": priority, "direction": "Inbound", "access": access, "protocol": protocol,
+                           "sourcePortRange": "*", "destinationAddressPrefix": "*", "sourceAddressPrefix": source,
+                           "destinationPortRange": ports}}
+
+
+def test_nsg_lets_in_ssh_from_admins_and_web_from_anywhere_only(arm, make_stack):
+    [host], _ = up(make_stack(admin_cidrs=["198.51.100.0/28"]))
+    address = host["address"]
+    assert arm.inbound(address, 22, "198.51.100.7") == (True, "demo-nsg/allow-ssh-admin")
+    assert arm.inbound(address, 22, "192.0.2.10") == (False, "demo-nsg/deny-other-inbound")
+    for port in (80, 443):
+        assert arm.inbound(address, port, "192.0.2.10") == (True, "demo-nsg/allow-web")
+    for source in ("198.51.100.7", "192.0.2.10"):
+        assert arm.inbound(address, 11434, source) == (False, "demo-nsg/deny-other-inbound")
+    # Azure's default AllowVnetInBound (65000) would let the VNet reach Ollama: the 4096 rule comes first.
+    assert arm.inbound(address, 11434, "10.0.0.9") == (False, "demo-nsg/deny-other-inbound")
+    assert arm.inbound(address, 22, "10.0.0.9") == (False, "demo-nsg/deny-other-inbound")
+    assert arm.inbound(address, 443, "192.0.2.10", protocol="Udp") == (False, "demo-nsg/deny-other-inbound")
+
+
+def test_nsg_evaluation_follows_priority_order(arm, make_stack):
+    stack = make_stack()
+    [host], _ = up(stack)
+    rules = clients(stack).network.security_rules
+    # A deny-all placed before allow-web (110) closes the web; SSH (100) is evaluated before it.
+    rules.begin_create_or_update("demo-rg", "demo-nsg", "deny-all-early", rule(105)).result()
+    assert arm.inbound(host["address"], 443, "192.0.2.10") == (False, "demo-nsg/deny-all-early")
+    assert arm.inbound(host["address"], 22, "198.51.100.7") == (True, "demo-nsg/allow-ssh-admin")
+    # The same rule after deny-other-inbound changes nothing.
+    rules.begin_create_or_update("demo-rg", "demo-nsg", "deny-all-early", rule(4000)).result()
+    assert arm.inbound(host["address"], 443, "192.0.2.10") == (True, "demo-nsg/allow-web")
+    # An allow for Ollama's port placed first opens it (what the product must never create).
+    rules.begin_create_or_update("demo-rg", "demo-nsg", "allow-ollama", rule(101, "Allow", "Tcp", "11434")).result()
+    assert arm.inbound(host["address"], 11434, "192.0.2.10") == (True, "demo-nsg/allow-ollama")
+    rules.begin_delete("demo-rg", "demo-nsg", "allow-ollama").result()
+    rules.begin_delete("demo-rg", "demo-nsg", "deny-all-early").result()
+    assert arm.inbound(host["address"], 11434, "192.0.2.10") == (False, "demo-nsg/deny-other-inbound")
+
+
+def test_nic_without_nsg_behind_standard_ip_lets_nothing_in(arm, make_stack):
+    [host], _ = up(make_stack())
+    [nic] = arm.find("networkInterfaces")
+    del arm.resources[nic["id"].lower()]["properties"]["networkSecurityGroup"]
+    allowed, why = arm.inbound(host["address"], 443, "192.0.2.10")
+    assert not allowed and "Standard SKU" in why
+
+
+def test_duplicate_or_out_of_range_priorities_are_refused(arm, make_stack, monkeypatch):
+    stack = make_stack()
+    up(stack)
+    rules = clients(stack).network.security_rules
+    assert refusal(lambda: rules.begin_create_or_update("demo-rg", "demo-nsg", "twin", rule(110)).result()) == \
+        (400, "SecurityRuleConflict")
+    assert refusal(lambda: rules.begin_create_or_update("demo-rg", "demo-nsg", "late", rule(5000)).result()) == \
+        (400, "SecurityRuleInvalidPriority")
+    # A product bug giving two of its rules one priority fails the create, as on Azure.
+    make = azure._Session.security_rules
+
+    def same_priority(self):
+        wanted = make(self)
+        wanted["allow-web"]["priority"] = wanted["allow-ssh-admin"]["priority"]
+        return wanted
+
+    monkeypatch.setattr(azure._Session, "security_rules", same_priority)
+    with pytest.raises(CloudError, match="creating network security group other-nsg failed: SecurityRuleConflict"):
+        up(make_stack("other"))
+
+
+def test_tracked_resource_without_location_is_refused(arm, make_stack, monkeypatch):
+    stack = make_stack()
+    groups = clients(stack).resources.resource_groups
+    assert refusal(lambda: groups.create_or_update("bare-rg", {"tags": {}})) == (400, "LocationRequired")
+    make = azure._Session.vm_body
+
+    def no_location(self):
+        body = make(self)
+        del body["location"]
+        return body
+
+    monkeypatch.setattr(azure._Session, "vm_body", no_location)
+    with pytest.raises(CloudError, match="creating virtual machine demo-vm failed: LocationRequired"):
+        up(stack)
+    assert arm.find("virtualMachines") == []
+
+
+def test_missing_or_unknown_api_version_is_refused(arm, make_stack):
+    stack = make_stack()
+    session = clients(stack)
+    reply = session.resources._client.send_request(HttpRequest("GET", f"{arm.url}/subscriptions/{SUB}/resourcegroups"
+                                                                      "/demo-rg"))
+    assert (reply.status_code, reply.json()["error"]["code"]) == (400, "MissingApiVersionParameter")
+    old = ResourceManagementClient(azure.credential(stack.azure), SUB, arm.url, api_version="2099-01-01",
+                                   credential_scopes=["https://management.azure.com/.default"])
+    assert refusal(lambda: old.resource_groups.get("demo-rg")) == (400, "InvalidApiVersionParameter")
+    nets = session.network.virtual_networks
+    assert refusal(lambda: nets.get("demo-rg", "demo-vnet", api_version="2014-01-01")) == \
+        (400, "NoRegisteredProviderFound")
+    assert refusal(lambda: nets.get("demo-rg", "demo-vnet", api_version="latest")) == \
+        (400, "InvalidApiVersionParameter")
+    assert arm.seen("PUT") == []
+
+
+@pytest.mark.parametrize("rtype,path,value,code", [
+    ("publicIPAddresses", ("properties", "publicIPAllocationMethod"), "Fixed", "InvalidRequestFormat"),
+    ("publicIPAddresses", ("sku", "name"), "Premium", "InvalidRequestFormat"),
+    ("networkInterfaces", ("properties", "ipConfigurations", 0, "properties", "privateIPAllocationMethod"), "Auto",
+     "InvalidRequestFormat"),
+    ("networkSecurityGroups", ("properties", "securityRules", 0, "properties", "access"), "Permit",
+     "InvalidRequestFormat"),
+    ("networkSecurityGroups", ("properties", "securityRules", 1, "properties", "direction"), "In",
+     "InvalidRequestFormat"),
+    ("networkSecurityGroups", ("properties", "securityRules", 2, "properties", "protocol"), "Tcp6",
+     "InvalidRequestFormat"),
+    ("virtualMachines", ("properties", "storageProfile", "osDisk", "managedDisk", "storageAccountType"), "SSD_LRS",
+     "InvalidParameter"),
+    ("virtualMachines", ("properties", "securityProfile", "securityType"), "Standrad", "InvalidParameter"),
+    ("virtualMachines", ("properties", "osProfile", "linuxConfiguration", "ssh", "publicKeys", 0, "keyData"),
+     "ecdsa-sha2-nistp256 AAAAE2VjZHNhLXNoYTItbmlzdHAyNTYAAAAIbmlzdHAyNTY= test", "InvalidParameter"),
+    ("virtualMachines", ("properties", "osProfile", "linuxConfiguration", "ssh", "publicKeys", 0, "keyData"),
+     "ssh-ed25519 not-base64 test", "InvalidParameter"),
+])
+def test_unknown_enum_values_are_refused(arm, make_stack, rtype, path, value, code):
+    stack = make_stack()
+    up(stack)
+    [sent] = put_bodies(arm, rtype)
+    body = json.loads(json.dumps(sent))
+    target = body
+    for step in path[:-1]:
+        target = target[step]
+    assert target[path[-1]].lower() != value.lower()
+    target[path[-1]] = value
+    session = clients(stack)
+    operation = {"publicIPAddresses": session.network.public_ip_addresses,
+                 "networkInterfaces": session.network.network_interfaces,
+                 "networkSecurityGroups": session.network.network_security_groups,
+                 "virtualMachines": session.compute.virtual_machines}[rtype]
+    assert refusal(lambda: operation.begin_create_or_update("demo-rg", "copy", body).result()) == (400, code)
+    assert len(arm.find(rtype)) == 1
+
+
+def test_token_for_another_cloud_is_refused_with_one_line(arm, make_stack):
+    # The china cloud's scope gives a token for management.chinacloudapi.cn: public ARM refuses it (401).
+    with pytest.raises(CloudError) as failure:
+        up(make_stack(cloud="china"))
+    message = str(failure.value)
+    assert message.startswith("azure: creating resource group demo-rg failed: InvalidAuthenticationToken: ")
+    assert "wrong audience" in message and "az login" in message and "\n" not in message
+    assert arm.seen("PUT") == []
+
+
+def test_usgov_cloud_asks_for_a_usgov_token(ca, make_stack, monkeypatch):
+    with AzureEmulator(ca, client_secret=SECRET, audiences=("https://management.core.usgovcloudapi.net",)) as gov:
+        monkeypatch.setenv("AZURE_AUTHORITY_HOST", gov.url)
+        [host], _ = up(make_stack(cloud="usgov", resource_manager_url=gov.url))
+        assert ipaddress.ip_address(host["address"]).is_loopback
+        assert len(gov.find("virtualMachines")) == 1
+        with pytest.raises(CloudError, match="InvalidAuthenticationToken"):
+            up(make_stack("public", resource_manager_url=gov.url))
+
+
+# -- error and destroy paths --------------------------------------------------------------------------
+def test_resource_left_failed_is_created_again(arm, make_stack):
+    stack = make_stack()
+    arm.inject("PUT", "networkInterfaces", "failed", code="NetworkingInternalOperationError")
+    with pytest.raises(CloudError, match="network interface demo-nic failed: NetworkingInternalOperationError"):
+        up(stack)
+    [nic] = arm.find("networkInterfaces")
+    assert nic["properties"]["provisioningState"] == "Failed" and arm.find("virtualMachines") == []
+    [host], lines = up(stack)
+    assert "network interface demo-nic: created again, it was Failed" in "\n".join(lines)
+    [nic] = arm.find("networkInterfaces")
+    assert nic["properties"]["provisioningState"] == "Succeeded"
+    assert len(put_bodies(arm, "networkInterfaces")) == 2 and len(put_bodies(arm, "virtualNetworks")) == 1
+    assert len(arm.find("virtualMachines")) == 1
+
+
+def test_changed_vm_size_is_reported_not_applied(arm, make_stack):
+    up(make_stack())
+    _, lines = up(make_stack(vm_size="Standard_D4s_v5"))
+    assert any("is Standard_NC4as_T4_v3, azure.vm_size says Standard_D4s_v5; not resized" in line for line in lines)
+    [vm] = arm.find("virtualMachines")
+    assert vm["properties"]["hardwareProfile"]["vmSize"] == "Standard_NC4as_T4_v3"
+    assert len(put_bodies(arm, "virtualMachines")) == 1
+
+
+def test_state_from_another_subscription_is_not_deleted(arm, make_stack):
+    stack = make_stack()
+    up(stack)
+    state = StackState.load("demo")
+    other = "/subscriptions/11111111-1111-1111-1111-111111111111/resourceGroups/demo-rg"
+    state.record("resource_group", "demo-rg", id=other, type="resource_group")
+    with pytest.raises(CloudError, match="state records resource group demo-rg in another subscription"):
+        down(stack)
+    assert len(arm.find("resourceGroups")) == 1
+
+
+def test_state_without_provider_gets_azure(arm, make_stack):
+    stack = make_stack()
+    state = StackState.load("demo")
+    assert not state.provider
+    azure.create(stack, state, print)
+    assert StackState.load("demo").provider == "azure"
+
+
+def write_config(tmp_path, stack, **azure_settings) -> Path:
+    settings = {"resource_manager_url": stack.azure.resource_manager_url, "polling_interval": 0, **azure_settings}
+    config = tmp_path / "stack.toml"
+    config.write_text(f'[stack]\nname = "demo"\nprovider = "azure"\n[access]\nadmin_cidrs = ["198.51.100.7/32"]\n'
+                      f'ssh_public_key = "{stack.access.ssh_public_key}"\n'
+                      f'ssh_private_key = "{stack.access.ssh_private_key}"\n[azure]\n'
+                      + "".join(f"{k} = {json.dumps(v)}\n" for k, v in settings.items()))
+    return config
+
+
+def cli(config: Path, *args: str, drop: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
+    """``ollastack`` in a child process that may only reach loopback; the SDK's retry waits shortened."""
+    child = textwrap.dedent("""
+        import sys
+        from tests.azure_emulator import loopback_only
+        loopback_only()
+        from ollastack.cloud import azure
+        azure.RETRY["retry_backoff_factor"] = 0
+        from ollastack.cli import main
+        sys.exit(main(sys.argv[1:]))
+    """)
+    return subprocess.run([sys.executable, "-c", child, "--config", str(config), *args],
+                          env={**{k: v for k, v in os.environ.items() if k not in drop}, "PYTHONPATH": str(ROOT)},
+                          cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess, start: str) -> str:
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr and result.stdout == ""
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and errors[0] == result.stderr.splitlines()[-1], result.stderr
+    assert errors[0].startswith(start), errors[0]
+    return errors[0]
+
+
+def test_unreachable_resource_manager_is_one_line_exit_1(arm, make_stack, tmp_path):
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed = probe.getsockname()[1]            # nothing listens there once closed
+    config = write_config(tmp_path, make_stack(), resource_manager_url=f"https://127.0.0.1:{closed}")
+    line = assert_one_line_error(cli(config, "up"), "error: azure: cannot reach Azure while creating resource group")
+    assert "azure.resource_manager_url" in line
+    assert StackState.load("demo").resources == []
+
+
+def test_no_credential_is_one_line_exit_1(arm, make_stack, tmp_path):
+    config = write_config(tmp_path, make_stack())
+    line = assert_one_line_error(cli(config, "up", drop=("AZURE_CLIENT_ID", "AZURE_CLIENT_SECRET")),
+                                 "error: azure: sign-in failed while creating resource group demo-rg (no credential found)")
+    assert "AZURE_CLIENT_SECRET" in line and "az login" in line
+    assert arm.seen("PUT") == [] and arm.seen("POST") == []
+
+
+def test_provider_names_the_cloud_modules():
+    from ollastack import cloud
+    from ollastack.cloud import alibaba
+
+    assert cloud.provider("azure") is azure and cloud.provider("alibaba") is alibaba
+    for name in ("lab", "static", "gcp", "../azure"):
+        with pytest.raises(ValueError, match="is not a cloud provider"):
+            cloud.provider(name)
+
+
+def test_rsa_key_shorter_than_2048_bits_is_refused(arm, make_stack, keys):
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    def use_rsa(bits):
+        key = rsa.generate_private_key(65537, bits)
+        keys[1].write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
+                                              serialization.NoEncryption()))
+        keys[0].write_bytes(key.public_key().public_bytes(serialization.Encoding.OpenSSH,
+                                                          serialization.PublicFormat.OpenSSH) + b" test\n")
+
+    stack = make_stack()
+    use_rsa(1024)            # after the settings were read: what reaches Azure is the emulator's to judge
+    with pytest.raises(CloudError, match="creating virtual machine demo-vm failed: InvalidParameter: .*keyData"):
+        up(stack)
+    use_rsa(2048)
+    up(stack)
+    assert len(arm.find("virtualMachines")) == 1
