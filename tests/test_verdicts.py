@@ -1,0 +1,51 @@
+"""ollastack's verdicts and the test tools behind them, made to fail: a probe that cannot fail proves nothing."""
+
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+import trustme
+
+from tests.tlsprobe import offer
+
+
+@pytest.fixture
+def legacy_server(tmp_path):
+    """``openssl s_server`` on loopback speaking only ``version`` (every cipher allowed); yields its port."""
+    cert = trustme.CA().issue_cert("127.0.0.1")
+    pem = tmp_path / "server.pem"
+    cert.private_key_and_cert_chain_pem.write_to_path(str(pem))
+    servers = []
+
+    def start(*protocol: str) -> int:
+        proc = subprocess.Popen(["openssl", "s_server", "-accept", "127.0.0.1:0", "-cert", str(pem), *protocol,
+                                 "-cipher", "DEFAULT:@SECLEVEL=0"], stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        servers.append(proc)
+        for line in proc.stdout:
+            if line.startswith("ACCEPT"):
+                return int(line.rsplit(":", 1)[1])
+        raise AssertionError(f"s_server did not start (exit {proc.wait()})")
+
+    yield start
+    for proc in servers:
+        proc.kill()
+        proc.wait()
+
+
+@pytest.mark.parametrize("version", ["tls1", "tls1_1"])
+def test_legacy_probe_really_offers_the_old_protocol(legacy_server, version):
+    """The probe the lab's "TLS 1.0/1.1 refused" test uses completes a handshake with a server that allows it."""
+    port = legacy_server(f"-{version}")
+    probe = offer("127.0.0.1", port, version)
+    assert probe.done, probe.output
+    assert {"tls1": "Protocol  : TLSv1\n", "tls1_1": "Protocol  : TLSv1.1\n"}[version] in probe.output
+
+
+@pytest.mark.parametrize("version", ["tls1", "tls1_1"])
+def test_legacy_probe_sees_the_server_refuse(legacy_server, version):
+    port = legacy_server("-no_tls1", "-no_tls1_1")
+    probe = offer("127.0.0.1", port, version)
+    assert not probe.done
+    assert "alert protocol version" in probe.output, probe.output
