@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
+import sys
 
 import pytest
 import trustme
 
+from tests.test_cloud_e2e import NETGUARD
 from tests.tlsprobe import offer
 
 
@@ -49,3 +52,30 @@ def test_legacy_probe_sees_the_server_refuse(legacy_server, version):
     probe = offer("127.0.0.1", port, version)
     assert not probe.done
     assert "alert protocol version" in probe.output, probe.output
+
+
+GUARDED = """
+import socket, sys
+with socket.create_server(("127.0.0.1", 0)) as server:
+    socket.create_connection(server.getsockname(), timeout=5).close()
+try:
+    socket.create_connection(("192.0.2.1", 9), timeout=5)
+except ConnectionRefusedError as exc:
+    print(exc)
+"""
+
+
+def test_network_guard_loads_refuses_and_logs(tmp_path):
+    """The guard the cloud end-to-end tests rely on: it loads in a child Python, lets loopback through,
+    refuses and logs anything else; an empty refusal list means something only together with ``loaded``."""
+    log = tmp_path / "refused.log"
+    env = dict(os.environ, PYTHONPATH=str(NETGUARD), OLLASTACK_TEST_ALLOWED="127.0.0.0/8",
+               OLLASTACK_TEST_REFUSED_LOG=str(log))
+    child = subprocess.run([sys.executable, "-c", GUARDED], env=env, capture_output=True, text=True, timeout=30)
+    assert child.returncode == 0, child.stderr
+    assert child.stdout == "test guard refused a connection to 192.0.2.1\n"
+    lines = log.read_text().splitlines()
+    assert lines[0].startswith("loaded ") and lines[1:] == ["refused 192.0.2.1"]
+    # Without the environment the guard stays out (and writes nothing).
+    plain = subprocess.run([sys.executable, "-c", "pass"], env=dict(env, OLLASTACK_TEST_ALLOWED=""), timeout=30)
+    assert plain.returncode == 0 and log.read_text().splitlines() == lines
