@@ -9,6 +9,7 @@ import sys
 import pytest
 import trustme
 
+from ollastack import PROJECT_ROOT
 from tests.test_cloud_e2e import NETGUARD
 from tests.tlsprobe import offer
 
@@ -79,3 +80,53 @@ def test_network_guard_loads_refuses_and_logs(tmp_path):
     # Without the environment the guard stays out (and writes nothing).
     plain = subprocess.run([sys.executable, "-c", "pass"], env=dict(env, OLLASTACK_TEST_ALLOWED=""), timeout=30)
     assert plain.returncode == 0 and log.read_text().splitlines() == lines
+
+
+PLANTED = '''
+import pytest
+
+@pytest.fixture(params=["bookworm", "trixie"])
+def release(request):
+    return request.param
+
+@pytest.mark.lab
+def test_lab_without_root(release):
+    pytest.skip("lab tests need root")
+
+@pytest.mark.lab
+@pytest.mark.releases("trixie")
+def test_only_on_trixie(release):
+    assert release == "trixie"
+
+def test_not_lab():
+    pytest.skip("not a lab test")
+'''
+
+
+def run_planted(tmp_path, ci: str | None, *args: str) -> subprocess.CompletedProcess:
+    (tmp_path / "test_planted.py").write_text(PLANTED)
+    env = {k: v for k, v in os.environ.items() if k != "CI"}
+    env["PYTHONPATH"] = os.pathsep.join([str(PROJECT_ROOT), env.get("PYTHONPATH", "")])
+    if ci is not None:
+        env["CI"] = ci
+    return subprocess.run([sys.executable, "-m", "pytest", "-p", "tests.lab_required", "--strict-markers",
+                           "-o", "markers=lab: needs root", "-p", "no:cacheprovider", "-rA", *args, str(tmp_path)],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+
+
+def test_ci_fails_when_a_lab_test_skips(tmp_path):
+    ci = run_planted(tmp_path, "true")
+    assert ci.returncode == 1, ci.stdout
+    assert "2 failed, 1 passed, 1 skipped, 1 deselected" in ci.stdout
+    assert "lab test skipped under CI=true (CI runs every lab test): Skipped: lab tests need root" in ci.stdout
+    local = run_planted(tmp_path, None)
+    assert local.returncode == 0 and "1 passed, 3 skipped, 1 deselected" in local.stdout, local.stdout
+
+
+def test_unknown_markers_are_errors(tmp_path):
+    """pyproject.toml makes pytest refuse an unregistered marker: a typo would otherwise run the test unmarked."""
+    (tmp_path / "pyproject.toml").write_text((PROJECT_ROOT / "pyproject.toml").read_text())
+    (tmp_path / "test_typo.py").write_text("import pytest\n\n\n@pytest.mark.lba\ndef test_x():\n    pass\n")
+    result = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "test_typo.py"],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0 and "'lba' not found in `markers` configuration option" in result.stdout
