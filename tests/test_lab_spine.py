@@ -22,6 +22,7 @@ import pytest
 from ollastack import lab
 from tests import tlsprobe
 from tests.labkit import changed_ops, port_open, ssh
+from tests.test_ollama_env import NON_DEFAULT
 
 pytestmark = pytest.mark.lab
 
@@ -128,6 +129,27 @@ def test_one_setting_change_restarts_ollama_once(converged, lab_stack, lab_host,
     assert _starts(lab_host["address"], keypair, since) == 1
     lab_stack.write()
     lab_stack.pyinfra()
+
+
+def test_every_ollama_setting_reaches_systemd(converged, lab_stack, lab_host, keypair):
+    """Non-default values of every environment setting (tests/test_ollama_env.py), as systemd runs Ollama with them.
+
+    The models directory stays: a new one would be empty and need a pull through the (unreachable) proxy.
+    """
+    settings = {key: value for key, (value, _) in NON_DEFAULT.items() if key != "models_dir"}
+    lab_stack.write(ollama=settings)
+    try:
+        _, report = lab_stack.pyinfra()
+        assert "Ollama | Restart Ollama" in changed_ops(report)
+        env = ssh(lab_host["address"], "systemctl show ollama -p Environment --value", keypair).stdout.split()
+        # PATH comes from the unit itself (ollama.service), everything else from override.conf.
+        assert sorted(e for e in env if not e.startswith("PATH=")) == sorted(line if key != "models_dir" else "OLLAMA_MODELS=/usr/share/ollama/.ollama/models"
+                                     for key, (_, line) in NON_DEFAULT.items())
+        version = ssh(lab_host["address"], "curl -fsS 127.0.0.1:11500/api/version", keypair).stdout
+        assert json.loads(version)["version"] == "0.13.3"
+    finally:
+        lab_stack.write()
+        lab_stack.pyinfra()
 
 
 def test_wrong_sha256_fails_before_touching_the_installed_binary(converged, lab_stack, lab_host, keypair, archives):
