@@ -4,9 +4,7 @@ probe, and the Azure emulator for the cloud ``down`` path."""
 
 from __future__ import annotations
 
-import json
 import os
-from pathlib import Path
 
 import pytest
 
