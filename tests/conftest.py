@@ -15,6 +15,9 @@ import pytest
 from tests.labkit import STACK, LabStack, lab_stack_fixture
 from tests.standin.build_archive import build_archive, unpack
 
+# Under CI=true a skipped lab test fails the run (tests/lab_required.py).
+pytest_plugins = ["tests.lab_required"]
+
 
 @pytest.fixture(scope="session")
 def workdir(tmp_path_factory) -> Path:

@@ -184,7 +184,10 @@ class E2E:
         return self.dir / "state" / f"{self.cloud.stack_name}.json"
 
     def refused(self) -> list[str]:
-        return self.refused_log.read_text().split()
+        """Addresses the network guard refused; fails if the guard never loaded (then it refused nothing)."""
+        lines = [line.split(" ", 1) for line in self.refused_log.read_text().splitlines()]
+        assert any(kind == "loaded" for kind, _ in lines), f"the network guard never loaded: {self.refused_log}"
+        return [address for kind, address in lines if kind == "refused"]
 
 
 def lab_vm(workdir: Path, name: str, keypair) -> tuple[Path, dict]:

@@ -281,3 +281,53 @@ def test_vram_check_against_the_ollama_standin(binary, tmp_path, vram, code):
                                        "NVIDIA GPU is present")
     else:
         assert check.stdout.startswith("llama3.2:1b: ") and "bytes in GPU memory" in check.stdout
+
+
+INSTALLED_570 = {
+    "gpg --show-keys": [NVIDIA_CUDA_KEY_FINGERPRINT],
+    "dpkg -l": dpkg(*BASE_PACKAGES, f"linux-headers-{KERNEL}=6.1.128-1", "cuda-drivers-570=570.124.06-1",
+                    "nvidia-persistenced=570.124.06-1"),
+    "--property SubState nvidia-persistenced": ["Id=nvidia-persistenced.service", "SubState=running"],
+    "--property UnitFileState nvidia-persistenced": ["Id=nvidia-persistenced.service", "UnitFileState=enabled"],
+}
+NOT_ANSWERING = ["smi-exit 9", "smi NVIDIA-SMI has failed because it couldn't communicate with the NVIDIA driver."]
+REBOOT_ONLY = ["NVIDIA | Reboot to load the NVIDIA driver", "NVIDIA | NVIDIA driver answers"]
+
+
+def test_driver_installed_but_not_answering_reboots_without_reinstalling(no_reboot_wait):
+    """Packages and files in place, nvidia-smi fails (module not loaded yet, nouveau holding the GPU): the
+    reboot that loads the driver, its check, and nothing installed again."""
+    responses = {**BASE_HOST, "/sys/bus/pci/devices": ["pci 0000:00:1e.0", *NOT_ANSWERING, "nouveau"],
+                 **INSTALLED_570, **managed_files("570")}
+    changed, commands = converge(responses)
+    assert changed == REBOOT_ONLY
+    assert not [c for c in commands if INSTALL.search(c) or "apt-get update" in c]
+    assert len([c for c in commands if c.startswith("( sleep 1 && reboot )")]) == 1 and no_reboot_wait == [10]
+
+
+def test_driver_not_answering_and_not_installed_installs_then_reboots():
+    responses = {**BASE_HOST, "/sys/bus/pci/devices": ["pci 0000:00:1e.0", *NOT_ANSWERING],
+                 "dpkg -l": dpkg(*BASE_PACKAGES)}
+    changed, commands = converge(responses)
+    assert f"NVIDIA | NVIDIA driver 570 and headers for {KERNEL}" in changed
+    assert changed[-3:-1] == REBOOT_ONLY
+    assert len([c for c in commands if INSTALL.search(c)]) == 1
+
+
+def test_some_gpus_answer_takes_the_reboot_path():
+    """Two GPUs on the bus, nvidia-smi answers for one: the driver is not working for the host."""
+    responses = {**BASE_HOST, "/sys/bus/pci/devices": ["pci 0000:00:1e.0", "pci 0000:00:1f.0", "smi-exit 0",
+                                                       f"smi {SMI_570}"],
+                 **INSTALLED_570, **managed_files("570")}
+    changed, commands = converge(responses)
+    assert changed == REBOOT_ONLY
+    assert not [c for c in commands if INSTALL.search(c)]
+
+
+def test_every_gpu_answering_changes_nothing(no_reboot_wait):
+    responses = {**BASE_HOST, "/sys/bus/pci/devices": ["pci 0000:00:1e.0", "pci 0000:00:1f.0", "smi-exit 0",
+                                                       f"smi {SMI_570}", f"smi {SMI_570}"],
+                 **INSTALLED_570, **managed_files("570")}
+    changed, commands = converge(responses)
+    assert changed == [] and no_reboot_wait == []
+    assert not [c for c in commands if INSTALL.search(c) or "reboot" in c]

@@ -378,11 +378,10 @@ def test_container_unit_per_release(ctr_converged, ctr_host, keypair, ctr_stack)
         assert enabled == "enabled"
 
 
+@pytest.mark.releases("trixie")  # Debian 12 ships the pip route's Python 3.11
 def test_pip_route_refused_at_converge_without_python(ctr_converged, ctr_host, keypair, ctr_stack):
     """A host whose release only the converge learns (static hosts, custom images) — here the route is forced
     past validation with pyinfra's --data: the converge stops before changing anything and names the way out."""
-    if ctr_stack.release == "bookworm":
-        pytest.skip("Debian 12 ships the pip route's Python 3.11")
     address, probe = ctr_host["address"], "/etc/systemd/system/ollama.service.d/override.conf"
     # A drift the converge would repair before it reaches Open WebUI: still there afterwards means nothing ran.
     ssh(address, f"cp -p {probe} /root/probe.bak && echo '# drift' >> {probe}", keypair)

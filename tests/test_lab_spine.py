@@ -10,7 +10,6 @@ import functools
 import http.client
 import http.server
 import json
-import socket
 import ssl
 import subprocess
 import threading
@@ -21,7 +20,9 @@ from pathlib import Path
 import pytest
 
 from ollastack import lab
+from tests import tlsprobe
 from tests.labkit import changed_ops, port_open, ssh
+from tests.test_ollama_env import NON_DEFAULT
 
 pytestmark = pytest.mark.lab
 
@@ -67,12 +68,12 @@ def test_http2_is_negotiated(converged, lab_host, lab_stack):
 
 
 def test_tls_settings(converged, lab_host, lab_stack):
-    context = ssl.create_default_context(cafile=str(lab_stack.ca))
-    context.maximum_version = ssl.TLSVersion.TLSv1_1
-    context.minimum_version = ssl.TLSVersion.TLSv1
-    with pytest.raises(ssl.SSLError):
-        with socket.create_connection((lab_host["address"], 443), timeout=5) as sock:
-            context.wrap_socket(sock, server_hostname=lab_host["address"])
+    # The probe really offers TLS 1.0/1.1 (tests/test_verdicts.py shows it completing with a server that
+    # allows them), so the refusal is nginx's: a protocol_version alert, not the client giving up.
+    for version in ("tls1", "tls1_1"):
+        probe = tlsprobe.offer(lab_host["address"], 443, version)
+        assert not probe.done and "alert protocol version" in probe.output, probe.output
+    assert tlsprobe.offer(lab_host["address"], 443, "tls1_2").done
     # HSTS comes with every answer, the web UI's own or nginx's placeholder (``always``).
     connection = http.client.HTTPSConnection(lab_host["address"], 443, timeout=10,
                                              context=ssl.create_default_context(cafile=str(lab_stack.ca)))
@@ -130,12 +131,36 @@ def test_one_setting_change_restarts_ollama_once(converged, lab_stack, lab_host,
     lab_stack.pyinfra()
 
 
+def test_every_ollama_setting_reaches_systemd(converged, lab_stack, lab_host, keypair):
+    """Non-default values of every environment setting (tests/test_ollama_env.py), as systemd runs Ollama with them.
+
+    The models directory stays: a new one would be empty and need a pull through the (unreachable) proxy.
+    """
+    settings = {key: value for key, (value, _) in NON_DEFAULT.items() if key != "models_dir"}
+    lab_stack.write(ollama=settings)
+    try:
+        _, report = lab_stack.pyinfra()
+        assert "Ollama | Restart Ollama" in changed_ops(report)
+        env = ssh(lab_host["address"], "systemctl show ollama -p Environment --value", keypair).stdout.split()
+        # PATH comes from the unit itself (ollama.service), everything else from override.conf.
+        assert sorted(e for e in env if not e.startswith("PATH=")) == sorted(line if key != "models_dir" else "OLLAMA_MODELS=/usr/share/ollama/.ollama/models"
+                                     for key, (_, line) in NON_DEFAULT.items())
+        version = ssh(lab_host["address"], "curl -fsS 127.0.0.1:11500/api/version", keypair).stdout
+        assert json.loads(version)["version"] == "0.13.3"
+    finally:
+        lab_stack.write()
+        lab_stack.pyinfra()
+
+
 def test_wrong_sha256_fails_before_touching_the_installed_binary(converged, lab_stack, lab_host, keypair, archives):
-    """The pin says 0.13.4 but the archive holds other bytes (a bad mirror): nothing may be replaced."""
+    """A real 0.13.4 archive whose pin is wrong (a bad mirror, a typo): nothing may be replaced.
+
+    The archive differs from what is installed, so an install that skipped the check would change the binary.
+    """
     before = ssh(lab_host["address"], "sha256sum /usr/local/bin/ollama", keypair).stdout
-    wrong_bytes, _ = archives["0.13.3"]
-    _, pinned = archives["0.13.4"]
-    lab_stack.write(ollama={"archive": str(wrong_bytes), "sha256": pinned, "version": "0.13.4"})
+    newer, real = archives["0.13.4"]
+    wrong = ("0" if real[0] != "0" else "1") + real[1:]
+    lab_stack.write(ollama={"archive": str(newer), "sha256": wrong, "version": "0.13.4"})
     result, _ = lab_stack.pyinfra(check=False)
     assert result.returncode == 1
     assert "does not match" in result.stdout + result.stderr
@@ -207,11 +232,16 @@ def test_lab_up_two_then_down_leaves_nothing(lab_stack):
     for host in hosts:
         assert ssh(host["address"], "systemctl is-system-running --wait", lab_stack.keypair,
                    check=False).stdout.strip() in ("running", "degraded")
+    pids = [h["pid"] for h in lab.list_hosts(lab_stack.name)]
+    assert len(pids) == 2 and all(Path(f"/proc/{pid}").exists() for pid in pids)
+    assert all(nspawn_processes(host["name"]) for host in hosts)
     result = lab_stack.ollastack("lab", "down")
     assert result.returncode == 0, result.stderr
+    # What this stack had is gone, whatever other stacks run on the machine at the same time.
     mounts = Path("/proc/mounts").read_text()
+    assert not [pid for pid in pids if Path(f"/proc/{pid}").exists()]
     for host in hosts:
-        assert subprocess.run(["pgrep", "-f", f"--machine={host['name']}"], capture_output=True).stdout == b""
+        assert nspawn_processes(host["name"]) == []
         assert not any(d.exists() for d in lab._cgroup_dirs(host["name"]))
         assert not (lab.lab_dir() / "hosts" / host["name"]).exists()
         assert f"/hosts/{host['name']}/" not in mounts
@@ -221,3 +251,17 @@ def test_lab_up_two_then_down_leaves_nothing(lab_stack):
         assert subprocess.run(["ip", "link", "show", lab.BRIDGE], capture_output=True).returncode != 0
         assert subprocess.run(["nft", "list", "table", "ip", lab.NFT_TABLE], capture_output=True).returncode != 0
         assert not (lab.lab_dir() / "hosts").exists() or not list((lab.lab_dir() / "hosts").iterdir())
+        assert not any(root.exists() for root in lab._cgroup_roots())
+
+
+def nspawn_processes(name: str) -> list[int]:
+    """Pids of the systemd-nspawn processes booting lab host ``name`` (read from /proc, not guessed)."""
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            args = cmdline.read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if args[0].endswith(b"systemd-nspawn") and f"--machine={name}".encode() in args:
+            found.append(int(cmdline.parent.name))
+    return found

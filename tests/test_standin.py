@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from ollastack.ollama_names import tagged
 from tests.standin.build_archive import build_archive, unpack
 
 VERSION = "0.13.3"
@@ -348,3 +349,29 @@ def test_unwritable_model_store_gives_error_line_and_start_failure(ollama, binar
     env = dict(ollama.env, OLLAMA_MODELS=str(not_a_dir), OLLAMA_HOST=f"127.0.0.1:{free_port()}")
     failed = subprocess.run([str(binary), "serve"], env=env, capture_output=True, text=True, timeout=30)
     assert failed.returncode == 1 and failed.stderr.startswith(f"Error: mkdir {not_a_dir}")
+
+
+NAME_FORMS = ["tinyllama", "tinyllama:latest", "llama3.2:1b", "library/tinyllama", "library/llama3.2:1b",
+              "registry.ollama.ai/library/tinyllama", "registry.ollama.ai/library/qwen2.5:0.5b",
+              "Registry.Ollama.AI/Library/tinyllama", "user/tinyllama", "user/llama3.2:1b",
+              "registry.ollama.ai/user/qwen2.5:0.5b", "10.0.0.5:5000/team/llama3.2:1b", "10.0.0.5:5000/library/tinyllama",
+              "models.example.com/team/qwen2.5:0.5b"]
+
+
+@pytest.mark.parametrize("form", NAME_FORMS)
+def test_every_name_form_pulled_is_found_by_tagged(ollama, form):
+    """The contract between the product's naming and Ollama's listing: what ollastack pulls it finds again."""
+    lines = ollama.post_lines("/api/pull", {"model": form})
+    assert lines[-1] == {"status": "success"}, lines
+    listed = [m["name"] for m in ollama.get("/api/tags")["models"]]
+    assert listed == [tagged(form)]
+
+
+def test_names_ollama_treats_as_one_model_are_listed_once(ollama):
+    for form in ("tinyllama", "library/tinyllama:latest", "registry.ollama.ai/library/tinyllama"):
+        assert ollama.post_lines("/api/pull", {"model": form})[-1] == {"status": "success"}
+    assert [m["name"] for m in ollama.get("/api/tags")["models"]] == ["tinyllama:latest"]
+    assert (ollama.models / MANIFESTS / "tinyllama" / "latest").is_file()
+    assert ollama.post_lines("/api/pull", {"model": "user/tinyllama"})[-1] == {"status": "success"}
+    assert (ollama.models / "manifests/registry.ollama.ai/user/tinyllama/latest").is_file()
+    assert sorted(m["name"] for m in ollama.get("/api/tags")["models"]) == ["tinyllama:latest", "user/tinyllama:latest"]

@@ -81,9 +81,15 @@ def test_ollama_client_address(listen, client):
     assert client_address(listen) == client
 
 
-@pytest.mark.parametrize("model,listed", [("tinyllama", "tinyllama:latest"), ("llama3.2:1b", "llama3.2:1b"),
-                                          ("library/qwen2.5", "library/qwen2.5:latest"),
-                                          ("registry.example.com:5000/team/m", "registry.example.com:5000/team/m:latest")])
+@pytest.mark.parametrize("model,listed", [
+    ("tinyllama", "tinyllama:latest"), ("llama3.2:1b", "llama3.2:1b"),
+    ("library/qwen2.5", "qwen2.5:latest"), ("library/qwen2.5:0.5b", "qwen2.5:0.5b"),
+    ("registry.ollama.ai/library/tinyllama", "tinyllama:latest"), ("Registry.Ollama.AI/LIBRARY/m:q4", "m:q4"),
+    ("https://registry.ollama.ai/library/m", "m:latest"), ("registry.ollama.ai/user/m", "user/m:latest"),
+    ("user/m", "user/m:latest"), ("user/m:7b", "user/m:7b"),
+    ("registry.example.com:5000/team/m", "registry.example.com:5000/team/m:latest"),
+    ("registry.example.com:5000/library/m:q4", "registry.example.com:5000/library/m:q4"),
+])
 def test_model_names_as_api_tags_lists_them(model, listed):
     assert tagged(model) == listed
 

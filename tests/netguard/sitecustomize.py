@@ -2,17 +2,17 @@
 
 Put this directory on ``PYTHONPATH`` and set ``OLLASTACK_TEST_ALLOWED`` (comma-separated networks,
 e.g. ``127.0.0.0/8,10.213.0.10/32``) and ``OLLASTACK_TEST_REFUSED_LOG`` (a file): every Python
-process started with that environment refuses IP connections elsewhere and appends the refused
-address to the log, so a test can assert that nothing even tried to leave the allowed networks
-(a cloud credential probing 169.254.169.254 would otherwise fail quietly). ``ssh`` is not Python:
-the tests only give it the lab host's address.
+process started with that environment writes ``loaded <pid>`` to the log, then refuses IP connections
+elsewhere and appends ``refused <address>`` for each, so a test can assert that the guard ran and that
+nothing even tried to leave the allowed networks (a cloud credential probing 169.254.169.254 would
+otherwise fail quietly). ``ssh`` is not Python: the tests only give it the lab host's address.
 
 Example::
 
     env = dict(os.environ, PYTHONPATH=str(Path("tests/netguard")), OLLASTACK_TEST_ALLOWED="127.0.0.0/8",
                OLLASTACK_TEST_REFUSED_LOG=str(log))
     subprocess.run([sys.executable, "-m", "ollastack.cli", "up"], env=env)
-    assert log.read_text() == ""
+    assert [line.split()[0] for line in log.read_text().splitlines()] == ["loaded", "loaded"]  # CLI, pyinfra
 """
 
 from __future__ import annotations
@@ -36,11 +36,13 @@ def guard(allowed: list[str], log_path: str, setattr_=setattr) -> None:
                 ok = False
             if not ok:
                 with open(log_path, "a") as log:
-                    log.write(f"{address[0]}\n")
+                    log.write(f"refused {address[0]}\n")
                 raise ConnectionRefusedError(f"test guard refused a connection to {address[0]}")
         return real_connect(self, address)
 
     setattr_(socket.socket, "connect", connect)
+    with open(log_path, "a") as log:
+        log.write(f"loaded {os.getpid()}\n")
 
 
 if os.environ.get("OLLASTACK_TEST_ALLOWED") and os.environ.get("OLLASTACK_TEST_REFUSED_LOG"):

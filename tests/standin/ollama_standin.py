@@ -17,8 +17,9 @@ Environment:
   OLLAMA_STANDIN_VRAM_BYTES    memory of the pretend GPU; 0 (default) means CPU only
   OLLAMA_STANDIN_PULL_SECONDS  how long one pull takes, default 0 (tests of interrupted pulls)
 
-Catalogue: llama3.2:1b, llama3.2 (3B), qwen2.5:0.5b, tinyllama:latest, llama3.1:70b (real sizes); ``flaky*``
-fails its first pull in a process and succeeds after; ``broken*`` and anything else is unknown.
+Catalogue: llama3.2:1b, llama3.2 (3B), qwen2.5:0.5b, tinyllama:latest, llama3.1:70b (real sizes), served
+under every registry and namespace (``user/tinyllama``, ``host:5000/team/tinyllama``); ``flaky*`` fails its
+first pull in a process and succeeds after; ``broken*`` and anything else is unknown.
 Faults of a pull, by name (tests of the pull helper): ``busy*`` answers its first pull in a process with
 HTTP 503 (Ollama's queue full) and succeeds after; ``cut*`` drops the connection mid-stream; ``ended*``
 ends the stream cleanly before ``success``; ``stall*`` repeats one progress line (as Ollama does while a
@@ -114,30 +115,42 @@ def parse_duration(value: object, default: float | None) -> float | None:
     return None if seconds < 0 else seconds
 
 
-NAME_RE = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*/){0,2}[A-Za-z0-9][A-Za-z0-9._-]*(:[A-Za-z0-9_][A-Za-z0-9._-]{0,127})?$")
+_PART = r"[A-Za-z0-9][A-Za-z0-9._-]*"
+# [[scheme://]host[:port]/namespace/]model[:tag], or namespace/model[:tag]
+NAME_RE = re.compile(rf"^(?:(?:https?://)?{_PART}(?::\d+)?/{_PART}/|{_PART}/)?{_PART}(?::[A-Za-z0-9_][A-Za-z0-9._-]{{0,127}})?$")
 
 
 def split_name(name: str) -> tuple[str, str, str, str]:
-    """(registry, namespace, model, tag); a name without a tag means ``:latest``."""
-    path, sep, tag = name.rpartition(":")
-    if not sep:
-        path, tag = name, ""
-    parts = path.split("/")
-    registry = parts.pop(0) if len(parts) == 3 else REGISTRY
-    namespace = parts.pop(0) if len(parts) == 2 else "library"
-    return registry, namespace, parts[0], tag or "latest"
+    """(registry, namespace, model, tag) as Ollama's ``ParseName`` fills them: defaults
+    registry.ollama.ai, library and latest; a tag only after the last ``/``.
+
+    >>> split_name("10.0.0.5:5000/team/m")
+    ('10.0.0.5:5000', 'team', 'm', 'latest')
+    """
+    rest = name.split("://", 1)[-1]
+    tag = ""
+    if rest.rfind(":") > rest.rfind("/"):
+        rest, tag = rest.rsplit(":", 1)
+    parts = rest.split("/")
+    model = parts.pop()
+    namespace = parts.pop() if parts else "library"
+    return "/".join(parts) or REGISTRY, namespace, model, tag or "latest"
 
 
 def display_name(name: str) -> str:
+    """The name /api/tags lists, as Ollama's ``Name.DisplayShortest``: the default registry is left out,
+    and with it the namespace ``library`` (case-insensitively); model and tag always shown."""
     registry, namespace, model, tag = split_name(name)
-    prefix = "" if registry == REGISTRY else f"{registry}/"
-    prefix += "" if namespace == "library" and not prefix else f"{namespace}/"
-    return f"{prefix}{model}:{tag}"
+    if registry.lower() != REGISTRY:
+        return f"{registry}/{namespace}/{model}:{tag}"
+    if namespace.lower() != "library":
+        return f"{namespace}/{model}:{tag}"
+    return f"{model}:{tag}"
 
 
 def catalogue_entry(name: str) -> tuple[str, str, str, int] | None:
-    registry, namespace, model, tag = split_name(name)
-    if registry != REGISTRY or namespace != "library" or model.startswith("broken"):
+    _, _, model, tag = split_name(name)
+    if model.startswith("broken"):
         return None
     if model.startswith(FAULTY):
         return FLAKY_MODEL
