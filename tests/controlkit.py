@@ -1,68 +1,79 @@
-"""A pretend host for the control-machine tests: a TLS server on a loopback address's port 443 serving a
-certificate from the stack CA (ollastack.certs), and a fake ``ssh`` on PATH that answers the GPU probe.
+"""A pretend host for the control-machine tests: the Open WebUI stand-in over TLS on a loopback address's
+port 443 with a certificate from the stack CA (ollastack.certs), and a fake ``ssh`` on PATH that answers
+the GPU probe.
 
 Example::
 
-    host = FakeHost(stack_name="demo").start()      # https://<host.address>/ answers 200
-    fake_ssh(tmp_path, monkeypatch, smi=["Tesla T4, 15360"], tags={"models": []})
+    host = fake_host(monkeypatch, tmp_path, "demo", ("admin@example.com", "pw"))  # https://<host.address>/health: 200
+    fake_ssh(tmp_path / "bin", smi=["Tesla T4, 15360"], tags={"models": []})
 """
 
 from __future__ import annotations
 
-import http.server
 import json
 import os
 import ssl
 import stat
 import threading
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 
 from ollastack import certs
+from tests.webui_standin import app
 
 
 def loopback_address() -> str:
-    """A loopback address of this test process's own (several test runs share the machine)."""
+    """A loopback address of this test process's own (the whole 127/8 is local; several test runs share the machine)."""
     pid = os.getpid()
     return f"127.{(pid >> 16) % 200 + 50}.{(pid >> 8) % 256}.{pid % 250 + 2}"
 
 
-class FakeHost:
-    """HTTPS on ``address``:443 with a certificate for ``name`` issued by the stack CA in ``ssl_dir``."""
+class TLSWebUI:
+    """The Open WebUI stand-in (tests/webui_standin/app.py) on ``address:port`` over TLS with ``cert``/``key``.
 
-    def __init__(self, stack_name: str, address: str | None = None, name: str | None = None, status: int = 200):
-        self.address = address or loopback_address()
-        self.name = name or self.address
-        self.stack_dir = certs.ssl_dir(stack_name)
-        self.status = status
-        self.server: http.server.ThreadingHTTPServer | None = None
+    Its admin comes from the process environment (``WEBUI_ADMIN_*``, set by the caller); faults via ``fail()``.
+    """
 
-    def start(self) -> "FakeHost":
-        cert, key, _ = certs.ensure_server_cert(self.stack_dir, "fake-1", [self.name])
+    def __init__(self, address: str, port: int, cert: Path, key: Path, data: Path):
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        context.load_cert_chain(certs.server_cert_paths(self.stack_dir, "fake-1").fullchain, key)
-        status = self.status
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self):
-                body = b"fake host\n"
-                self.send_response(status)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args):
-                pass
-
-        self.server = http.server.ThreadingHTTPServer((self.address, 443), Handler)
+        context.load_cert_chain(str(cert), str(key))
+        self.data = data
+        self.server = ThreadingHTTPServer((address, port), app.Handler)
         self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
+        self.address, self.port = self.server.server_address[:2]
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        return self
 
     def stop(self) -> None:
-        if self.server:
-            self.server.shutdown()
-            self.server.server_close()
-            self.server = None
+        self.server.shutdown()
+        self.server.server_close()
+
+    def fail(self, **paths: int) -> None:
+        """Answer ``health=503`` / ``signin=401`` ... instead of the normal reply."""
+        (self.data / "standin-faults.json").write_text(json.dumps(
+            {{"health": "/health", "signin": "/api/v1/auths/signin"}[k]: v for k, v in paths.items()}))
+
+
+def serve_webui(monkeypatch, data: Path, cert: Path, key: Path, admin: tuple[str, str], address: str = "127.0.0.1",
+                port: int = 0) -> TLSWebUI:
+    """Start a TLSWebUI whose data directory is ``data`` and whose bootstrap admin is ``admin`` (email, password)."""
+    data.mkdir(parents=True, exist_ok=True)
+    monkeypatch.setattr(app, "DATA_DIR", data)
+    for name, value in {"WEBUI_SECRET_KEY": "k" * 32, "WEBUI_ADMIN_EMAIL": admin[0],
+                        "WEBUI_ADMIN_PASSWORD": admin[1]}.items():
+        monkeypatch.setenv(name, value)
+    return TLSWebUI(address, port, cert, key, data)
+
+
+def fake_host(monkeypatch, tmp_path: Path, stack_name: str, admin: tuple[str, str], name: str | None = None) -> TLSWebUI:
+    """A host of a static stack: the stand-in on a loopback address's port 443 with a certificate for ``name``
+    (default: that address) from the stack CA in ``certs.ssl_dir(stack_name)``."""
+    address = loopback_address()
+    stack_dir = certs.ssl_dir(stack_name)
+    _, key, _ = certs.ensure_server_cert(stack_dir, "fake-1", [name or address])
+    fullchain = certs.server_cert_paths(stack_dir, "fake-1").fullchain
+    host = serve_webui(monkeypatch, tmp_path / "webui-data", fullchain, key, admin, address, 443)
+    host.name = name or address
+    return host
 
 
 def fake_ssh(bin_dir: Path, smi: list[str] | None = None, tags: dict | None = None, exit_code: int = 0,

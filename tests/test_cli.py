@@ -17,7 +17,7 @@ from ollastack import PROJECT_ROOT, cli, lab, orchestrate
 from ollastack.cloud import CloudError
 from ollastack.config import iter_settings
 from ollastack.state import StackState
-from tests.controlkit import FakeHost, fake_ssh, loopback_address
+from tests.controlkit import fake_host, fake_ssh, loopback_address
 from tests.test_azure import arm, ca, keys  # noqa: F401 (fixtures: the ARM emulator, its CA, an SSH key pair)
 
 PASSWORD = "Tr0ub4dor-and-3-horse-batteries"
@@ -152,10 +152,10 @@ def test_admin_password_file_that_cannot_be_written_fails_without_the_password(h
 
 
 # -- status -----------------------------------------------------------------------------------------
-def test_status_text_and_exit_code(home, capsys):
-    home()
+def test_status_text_and_exit_code(home, capsys, monkeypatch, tmp_path):
+    home(openwebui={"admin_password": PASSWORD})
     fake_ssh(home.bin, smi=["Tesla T4, 15360"], tags={"models": [{"name": "llama3.2:1b", "size": 1_321_098_329}]})
-    host = FakeHost("clitest").start()
+    host = fake_host(monkeypatch, tmp_path, "clitest", ("admin@example.com", PASSWORD))
     try:
         code, out, err = run(capsys, "status")
     finally:
@@ -239,9 +239,12 @@ def test_up_prints_the_urls_and_how_to_trust_the_ca(home, capsys, monkeypatch):
     code, out, _ = run(capsys, "up")
     assert code == 0 and out == ("ready:\nhttps://192.0.2.5/\nhttps://192.0.2.6/\n"
                                  "trust the stack CA once: curl --cacert /x/ca.pem https://192.0.2.5/\n")
-    monkeypatch.setattr(orchestrate, "up", lambda stack, progress, config_path: dict(result, ok=False, ca=None))
-    code, out, _ = run(capsys, "up")
-    assert code == 1 and out == "ready:\nhttps://192.0.2.5/\nhttps://192.0.2.6/\n"
+    failed = dict(result, ok=False, ca=None, hosts=[
+        {"name": "demo-1", "url": "https://192.0.2.5/", "problem": "Open WebUI answered 503 on /health"},
+        {"name": "demo-2", "url": "https://192.0.2.6/", "problem": None}])
+    monkeypatch.setattr(orchestrate, "up", lambda stack, progress, config_path: failed)
+    code, out, err = run(capsys, "up")
+    assert (code, out, err) == (1, "", "error: demo-1: Open WebUI answered 503 on /health\n")
 
 
 @pytest.mark.parametrize("error", [CloudError("azure: quota exceeded"), orchestrate.ConvergeError("converge failed"),

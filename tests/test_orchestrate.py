@@ -8,11 +8,11 @@ import os
 
 import pytest
 
-from ollastack import lab, orchestrate
+from ollastack import certs, lab, orchestrate
 from ollastack.cloud import alibaba, azure
 from ollastack.config import parse_stack
 from ollastack.state import StackState, known_hosts_file
-from tests.controlkit import FakeHost, fake_ssh, loopback_address
+from tests.controlkit import fake_host as serve_fake_host, fake_ssh, loopback_address
 from tests.test_azure import arm, ca, keys  # noqa: F401 (fixtures: the ARM emulator, its CA, an SSH key pair)
 
 SMI = ["Tesla T4, 15360"]
@@ -44,8 +44,8 @@ def control(tmp_path, monkeypatch):
 
 
 @pytest.fixture
-def fake_host(control):
-    host = FakeHost("orch").start()
+def fake_host(control, monkeypatch, tmp_path):
+    host = serve_fake_host(monkeypatch, tmp_path, "orch", ("admin@example.com", "unused: install is none"))
     yield host
     host.stop()
 
@@ -225,7 +225,7 @@ def test_up_reports_each_host_and_the_ca(control, fake_host, monkeypatch):
     result = orchestrate.up(control(), lines.append, config_path="stack.toml")
     assert converged == ["stack.toml"]
     assert (result["ok"], result["stack"], result["provider"]) == (True, "orch", "static")
-    assert result["ca"] == str(fake_host.stack_dir / "ca.pem")
+    assert result["ca"] == str(certs.ssl_dir("orch") / "ca.pem")
     [host] = result["hosts"]
     assert host["url"] == f"https://{fake_host.address}/" and host["ok"]
     assert any(line.startswith(f"{fake_host.address}: HTTPS verified") for line in lines)

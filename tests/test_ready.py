@@ -21,38 +21,11 @@ import pytest
 import trustme
 
 from ollastack import certs, ready
-from tests.webui_standin import app
+from tests.controlkit import TLSWebUI, loopback_address, serve_webui
 
 NAME = "chat.ready.test"
 ADMIN = "owner@example.org"
 PASSWORD = "Sesame-Open-42"
-
-
-class TLSWebUI:
-    """The Open WebUI stand-in on ``address:port`` over TLS with ``cert``/``key``; faults via ``fail()``."""
-
-    def __init__(self, address: str, port: int, cert: Path, key: Path, data: Path):
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        context.load_cert_chain(str(cert), str(key))
-        self.data = data
-        self.server = ThreadingHTTPServer((address, port), app.Handler)
-        self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
-        self.port = self.server.server_address[1]
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-    def fail(self, **paths: int) -> None:
-        (self.data / "standin-faults.json").write_text(json.dumps(
-            {{"health": "/health", "signin": "/api/v1/auths/signin"}[k]: v for k, v in paths.items()}))
-
-
-def loopback_address() -> str:
-    """A loopback address of its own (the whole 127/8 is local), so port 443 is free whoever else runs tests."""
-    rng = random.Random(os.getpid())
-    return f"127.{rng.randrange(20, 250)}.{rng.randrange(1, 250)}.{rng.randrange(2, 250)}"
 
 
 @pytest.fixture
@@ -64,14 +37,7 @@ def stack_ca(tmp_path) -> tuple[Path, Path, Path]:
 
 
 def serve(monkeypatch, tmp_path, cert: Path, key: Path, address: str = "127.0.0.1", port: int = 0) -> TLSWebUI:
-    data = tmp_path / "webui-data"
-    data.mkdir(exist_ok=True)
-    monkeypatch.setattr(app, "DATA_DIR", data)
-    for name, value in {"WEBUI_SECRET_KEY": "k" * 32, "WEBUI_ADMIN_EMAIL": ADMIN, "WEBUI_ADMIN_PASSWORD": PASSWORD}.items():
-        monkeypatch.setenv(name, value)
-    webui = TLSWebUI(address, port, cert, key, data)
-    webui.thread.start()
-    return webui
+    return serve_webui(monkeypatch, tmp_path / "webui-data", cert, key, (ADMIN, PASSWORD), address, port)
 
 
 @pytest.fixture
