@@ -26,8 +26,9 @@ NON_DEFAULT = {
     "kv_cache_type": ("q8_0", "OLLAMA_KV_CACHE_TYPE=q8_0"),
     "https_proxy": ("http://proxy.invalid:3128", "HTTPS_PROXY=http://proxy.invalid:3128"),
 }
-# Ollama settings that are not environment values (release pinning, what to pull, retries).
-NOT_ENVIRONMENT = {"version", "sha256", "url", "archive", "models", "pull_retries"}
+# Ollama settings that are not environment values (release pinning, what to pull and how, the loopback opt-in).
+NOT_ENVIRONMENT = {"version", "sha256", "url", "archive", "models", "pull_retries", "pull_idle_timeout",
+                   "pull_deadline", "listen_beyond_loopback"}
 
 
 @pytest.fixture
@@ -77,8 +78,8 @@ def test_every_environment_value_reaches_override_conf(tmp_path, uploads):
     assert "[Service]" in lines
     # The client side follows the moved address: health wait and pulls go to 127.0.0.1:11500.
     assert any("http://127.0.0.1:11500/api/version" in c for c in commands)
-    assert any(c.startswith("python3 /usr/local/lib/ollastack/ollama-pull.py 127.0.0.1:11500 llama3.2:1b")
-               for c in commands)
+    assert any(c.startswith("python3 /usr/local/lib/ollastack/ollama-pull.py ")
+               and c.endswith(" 127.0.0.1:11500 llama3.2:1b") for c in commands)
     assert any("/srv/ollama/models" in c for c in commands if "mkdir" in c or "chown" in c)
 
 
