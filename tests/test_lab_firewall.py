@@ -127,6 +127,7 @@ def test_flushed_ruleset_is_restored_by_the_next_converge(stack, host, keypair):
 
 def test_a_rule_added_by_hand_is_removed_by_the_next_converge(stack, host, keypair):
     before = live_table(host, keypair)
+    assert before is not None
     ssh(host["address"], f"nft add rule inet ollastack input tcp dport {PROBE_PORT} accept", keypair)
     assert live_table(host, keypair) != before
     _, report = stack.pyinfra()
@@ -137,6 +138,7 @@ def test_a_rule_added_by_hand_is_removed_by_the_next_converge(stack, host, keypa
 def test_nftables_restart_reload_and_unit_stop_keep_the_table(stack, host, keypair):
     address = host["address"]
     before = live_table(host, keypair)
+    assert before is not None
     # Debian's own rules file starts by flushing everything: the restart alone would remove our table.
     first = ssh(address, "grep -v '^#' /etc/nftables.conf | grep -m1 .", keypair).stdout.strip()
     assert first == "flush ruleset"
