@@ -5,10 +5,10 @@ flushed or edited table (``nft flush ruleset``, a restart of Debian's nftables.s
 """
 
 import ipaddress
-import shlex
 
 from pyinfra import host
 from pyinfra.api import deploy
+from pyinfra.api.exceptions import DeployError
 from pyinfra.operations import files, server, systemd
 from pyinfra.operations.util import any_changed
 
@@ -60,8 +60,8 @@ def firewall():
     cidrs = host.data.access_admin_cidrs
     problem = lockout_problem(cidrs, host.get_fact(SshClientAddress, _sudo=False))
     if problem:
-        server.shell(name="Firewall would lock out this SSH session", commands=[f"echo {shlex.quote(problem)} >&2; exit 1"])
-        return
+        # Raised while the operations are planned, so the converge stops before Base changes anything.
+        raise DeployError(f"{host.name}: {problem}")
     admin4, admin6 = admin_networks(cidrs)
     drifted = table_differs(host.get_fact(NftTable, table=TABLE), host.get_fact(FileText, path=APPLIED))
     files.directory(name="ollastack config directory", path="/etc/ollastack", mode="0755")

@@ -168,6 +168,21 @@ def test_overlapping_admin_networks_converge(stack, host, keypair, from_bridge):
     assert not from_bridge(OUTSIDER, host["address"], 22)
 
 
+def test_a_converge_that_would_lock_itself_out_changes_nothing(stack, host, keypair):
+    """admin_cidrs without the converge's own address (forced past the lab's /32 with pyinfra's --data)."""
+    probe = "/etc/apt/apt.conf.d/90ollastack"
+    # Drift that Base, the first component, would repair: still there afterwards means nothing ran.
+    ssh(host["address"], f"cp -p {probe} /root/probe.bak && echo '// drift' >> {probe}", keypair)
+    try:
+        process, _ = stack.pyinfra("--data", 'access_admin_cidrs=["198.51.100.0/24"]', check=False)
+        assert ssh(host["address"], f"tail -n1 {probe}", keypair).stdout.strip() == "// drift"
+    finally:
+        ssh(host["address"], f"mv /root/probe.bak {probe}", keypair)
+    assert process.returncode == 1
+    assert "does not include 10.213.0.1, the address this converge connects from" in process.stdout + process.stderr
+    assert live_table(host, keypair) is not None
+
+
 def exposure(host: dict, keypair, unit: str) -> float:
     out = ssh(host["address"], f"systemd-analyze security --no-pager {unit}", keypair).stdout
     return float(re.search(rf"Overall exposure level for {re.escape(unit)}: ([0-9.]+)", out).group(1))
