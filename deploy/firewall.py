@@ -5,6 +5,7 @@ flushed or edited table (``nft flush ruleset``, a restart of Debian's nftables.s
 """
 
 import ipaddress
+import posixpath
 
 from pyinfra import host
 from pyinfra.api import deploy
@@ -72,7 +73,8 @@ def firewall():
     systemd.daemon_reload(name="Reload systemd units", _if=unit.did_change)
     # Established connections are accepted first, so this SSH session survives the swap.
     server.shell(name="Apply firewall rules",
-                 commands=[f"nft -c -f {RULES}", f"nft -f {RULES}", f"mkdir -p {APPLIED.rsplit('/', 1)[0]}",
-                           f"nft list table {TABLE} > {APPLIED}.new", f"mv {APPLIED}.new {APPLIED}"],
+                 commands=[f"nft -c -f {RULES}", f"nft -f {RULES}",
+                           f"mkdir -p {posixpath.dirname(APPLIED)} && umask 077 && "
+                           f"nft list table {TABLE} > {APPLIED}.new && mv {APPLIED}.new {APPLIED}"],
                  _if=lambda: drifted or any_changed(rules, unit)())
     systemd.service(name="Firewall enabled at boot", service="ollastack-firewall", running=True, enabled=True)
