@@ -1,4 +1,4 @@
-"""The host firewall on a real Debian 12 lab host, probed by behaviour rather than by its rules' text.
+"""The host firewall on real Debian 12 and 13 lab hosts, probed by behaviour rather than by its rules' text.
 
 Every service but 22/80/443 listens on loopback, so "only 22/80/443 answer" would hold with no
 firewall at all. These tests open a listener on the host's bridge address, and try SSH from a second
@@ -33,9 +33,12 @@ class FirewallStack(LabStack):
     admin_cidrs = ["198.51.100.0/24", f"{INSIDER}/32"]
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory, keypair, archives) -> Iterator[FirewallStack]:
-    yield from lab_stack_fixture(lambda: FirewallStack(tmp_path_factory.mktemp("fwtest"), keypair, archives))
+@pytest.fixture(scope="module", params=["bookworm", "trixie"])
+def stack(request, tmp_path_factory, keypair, archives) -> Iterator[FirewallStack]:
+    class ReleaseStack(FirewallStack):
+        name, release = f"fwtest-{request.param[:3]}", request.param
+
+    yield from lab_stack_fixture(lambda: ReleaseStack(tmp_path_factory.mktemp(request.param), keypair, archives))
 
 
 @pytest.fixture(scope="module")
