@@ -42,6 +42,29 @@ class OllamaModels(FactBase[list[str] | None]):
             return None
 
 
+class NftTable(FactBase[str | None]):
+    """The live listing of one nftables table (``nft list table inet ollastack``), or None when it is absent.
+
+    Example: ``host.get_fact(NftTable, table="inet ollastack")``
+    """
+
+    def command(self, table: str) -> str:
+        family, name = table.split()
+        return f"nft list table {shlex.quote(family)} {shlex.quote(name)} 2>/dev/null || true"
+
+    def process(self, output):
+        text = normalized_nft("\n".join(output))
+        return text or None
+
+
+def normalized_nft(listing: str) -> str:
+    """An ``nft list`` text without indentation and blank lines, so two listings compare by content.
+
+    Example: ``normalized_nft("table inet t {\n\tchain c {\n\t}\n}\n") == "table inet t {\nchain c {\n}\n}"``
+    """
+    return "\n".join(line.strip() for line in listing.splitlines() if line.strip())
+
+
 class SshClientAddress(FactBase[str | None]):
     """The address this SSH session comes from, as the host sees it (to avoid firewalling it out).
 

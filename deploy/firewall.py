@@ -1,19 +1,37 @@
-"""Host firewall (nftables): SSH from the admin networks, 80/443 from anywhere, all else dropped."""
+"""Host firewall (nftables): SSH from the admin networks, 80/443 from anywhere, all else dropped.
+
+The converge compares the live table with the listing recorded right after the last apply, so a
+flushed or edited table (``nft flush ruleset``, a restart of Debian's nftables.service) is put back.
+"""
 
 import ipaddress
-import shlex
+import posixpath
 
 from pyinfra import host
 from pyinfra.api import deploy
+from pyinfra.api.exceptions import DeployError
 from pyinfra.operations import files, server, systemd
 from pyinfra.operations.util import any_changed
 
 from deploy.defaults import DEFAULTS
-from deploy.facts import SshClientAddress
+from deploy.facts import FileText, NftTable, SshClientAddress, normalized_nft
 from ollastack import PROJECT_ROOT
 
 TEMPLATES = PROJECT_ROOT / "templates"
 RULES = "/etc/ollastack/firewall.nft"
+TABLE = "inet ollastack"
+# What ``nft list table`` showed right after the last apply: what applying RULES produces.
+APPLIED = "/var/lib/ollastack/firewall.applied"
+
+
+def admin_networks(admin_cidrs: list[str]) -> tuple[list[str], list[str]]:
+    """The admin networks collapsed per family, as (IPv4, IPv6) lists: nft refuses overlapping intervals.
+
+    Example: ``admin_networks(["10.0.0.0/8", "10.1.0.0/16", "2001:db8::/32"]) == (["10.0.0.0/8"], ["2001:db8::/32"])``
+    """
+    networks = [ipaddress.ip_network(cidr) for cidr in admin_cidrs]
+    return tuple([str(n) for n in ipaddress.collapse_addresses(n for n in networks if n.version == version)]
+                 for version in (4, 6))
 
 
 def lockout_problem(admin_cidrs: list[str], client: str | None) -> str | None:
@@ -30,22 +48,33 @@ def lockout_problem(admin_cidrs: list[str], client: str | None) -> str | None:
             f"converge connects from: the firewall would lock it out. Add {client}/32 and run again.")
 
 
+def table_differs(live: str | None, applied: str | None) -> bool:
+    """Whether the live table is missing or is not what the last apply produced.
+
+    Example: ``table_differs(None, "table inet ollastack { ... }")`` is True (the table was flushed).
+    """
+    return live is None or applied is None or normalized_nft(live) != normalized_nft(applied)
+
+
 @deploy("Firewall", data_defaults=DEFAULTS)
 def firewall():
     cidrs = host.data.access_admin_cidrs
     problem = lockout_problem(cidrs, host.get_fact(SshClientAddress, _sudo=False))
     if problem:
-        server.shell(name="Firewall would lock out this SSH session", commands=[f"echo {shlex.quote(problem)} >&2; exit 1"])
-        return
-    networks = [ipaddress.ip_network(c) for c in cidrs]
+        # Raised while the operations are planned, so the converge stops before Base changes anything.
+        raise DeployError(f"{host.name}: {problem}")
+    admin4, admin6 = admin_networks(cidrs)
+    drifted = table_differs(host.get_fact(NftTable, table=TABLE), host.get_fact(FileText, path=APPLIED))
     files.directory(name="ollastack config directory", path="/etc/ollastack", mode="0755")
     rules = files.template(name="Firewall rules", src=str(TEMPLATES / "firewall.nft.j2"), dest=RULES, mode="0600",
-                           admin4=[str(n) for n in networks if n.version == 4],
-                           admin6=[str(n) for n in networks if n.version == 6])
+                           admin4=admin4, admin6=admin6)
     unit = files.template(name="Firewall unit", src=str(TEMPLATES / "ollastack-firewall.service.j2"),
                           dest="/etc/systemd/system/ollastack-firewall.service", rules=RULES)
     systemd.daemon_reload(name="Reload systemd units", _if=unit.did_change)
     # Established connections are accepted first, so this SSH session survives the swap.
-    server.shell(name="Apply firewall rules", commands=[f"nft -c -f {RULES}", f"nft -f {RULES}"],
-                 _if=any_changed(rules, unit))
+    server.shell(name="Apply firewall rules",
+                 commands=[f"nft -c -f {RULES}", f"nft -f {RULES}",
+                           f"mkdir -p {posixpath.dirname(APPLIED)} && umask 077 && "
+                           f"nft list table {TABLE} > {APPLIED}.new && mv {APPLIED}.new {APPLIED}"],
+                 _if=lambda: drifted or any_changed(rules, unit)())
     systemd.service(name="Firewall enabled at boot", service="ollastack-firewall", running=True, enabled=True)

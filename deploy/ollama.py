@@ -21,6 +21,21 @@ TEMPLATES = PROJECT_ROOT / "templates"
 RELEASE_URL = "https://github.com/ollama/ollama/releases/download/v{version}/ollama-linux-amd64.tgz"
 CACHE = "/var/cache/ollastack"
 PULL_SCRIPT = "/usr/local/lib/ollastack/ollama-pull.py"
+HOME = "/usr/share/ollama"
+# Ollama keeps its key pair (made on first start) here, and by default its models.
+STATE_DIR = f"{HOME}/.ollama"
+HOME_DIRS = ("/home", "/root", "/run/user")
+
+
+def confinement(models_dir: str) -> dict[str, object]:
+    """The unit's writable paths and ``ProtectHome``: models under a home directory stay reachable.
+
+    Example: ``confinement("/srv/models") == {"writable": [STATE_DIR, "/srv/models"], "protect_home": "yes"}``
+    """
+    inside_state = models_dir == STATE_DIR or models_dir.startswith(f"{STATE_DIR}/")
+    under_home = any(models_dir == d or models_dir.startswith(f"{d}/") for d in HOME_DIRS)
+    return {"writable": [STATE_DIR] if inside_state else [STATE_DIR, models_dir],
+            "protect_home": "read-only" if under_home else "yes"}
 
 
 def environment(data) -> dict[str, str]:
@@ -84,13 +99,14 @@ def pull_models(data) -> None:
 @deploy("Ollama", data_defaults=DEFAULTS)
 def ollama(gpu_changes=()):
     data = host.data
-    server.user(name="ollama system user", user="ollama", system=True, home="/usr/share/ollama",
+    server.user(name="ollama system user", user="ollama", system=True, home=HOME,
                 shell="/bin/false", ensure_home=True, create_home=True)
+    files.directory(name="Ollama state directory", path=STATE_DIR, user="ollama", group="ollama", mode="0755")
     files.directory(name="Ollama models directory", path=data.ollama_models_dir, user="ollama",
                     group="ollama", mode="0755")
     installed = install_release(data)
     unit = files.template(name="Ollama unit", src=str(TEMPLATES / "ollama.service.j2"),
-                          dest="/etc/systemd/system/ollama.service")
+                          dest="/etc/systemd/system/ollama.service", **confinement(data.ollama_models_dir))
     override = files.template(name="Ollama settings (override.conf)", src=str(TEMPLATES / "ollama-override.conf.j2"),
                               dest="/etc/systemd/system/ollama.service.d/override.conf",
                               environment={k: systemd_quoted(v) for k, v in environment(data).items()})

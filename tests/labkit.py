@@ -26,6 +26,7 @@ class LabStack:
 
     name = STACK
     release = "bookworm"
+    admin_cidrs = ["198.51.100.0/24"]
 
     def __init__(self, workdir: Path, keypair, archives):
         self.dir = workdir
@@ -47,7 +48,7 @@ class LabStack:
             extra = '[openwebui]\ninstall = "none"\n\n' + extra
         self.path.write_text(
             f'[stack]\nname = "{self.name}"\nprovider = "lab"\n\n[lab]\nrelease = "{self.release}"\n\n'
-            f'[access]\nadmin_cidrs = ["198.51.100.0/24"]\nssh_public_key = "{public}"\nssh_private_key = "{private}"\n\n'
+            f'[access]\nadmin_cidrs = {json.dumps(self.admin_cidrs)}\nssh_public_key = "{public}"\nssh_private_key = "{private}"\n\n'
             f"[ollama]\n{lines}\n\n{extra}")
 
     def pyinfra(self, *extra: str, check: bool = True, deploy: str = "deploy/site.py"
