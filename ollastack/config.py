@@ -292,9 +292,9 @@ class OpenWebUISection(Section):
     install: Literal["container", "pip", "none"] = Field(
         "container", description="How Open WebUI runs: container (Podman, systemd unit), pip (venv installed with uv) or none.")
     image: str = Field("ghcr.io/open-webui/open-webui:v0.12.4",
-                       description="Container image, fully qualified and pinned by tag or digest (podman auto-update needs it).")
+                       description="Container image, fully qualified, pinned by tag or (best, with autoupdate off) by digest `name@sha256:…`.")
     image_archive: str = Field("", description="Local `podman save` archive pushed to the host and loaded instead of pulling `image`.")
-    autoupdate: bool = Field(True, description="Container route: label the container and enable podman-auto-update.timer (daily).")
+    autoupdate: bool = Field(False, description="Container route: label the container and enable podman-auto-update.timer, which pulls whatever the tag points to daily and restarts on it; off by default so that only a converge changes the image. Needs a tag (podman auto-update refuses digests).")
     version: str = Field("0.12.4", description="pip route: pinned open-webui release from the package index.",
                          pattern=r"^\d+\.\d+\.\d+$")
     index_url: str = Field("", description="pip route: package index (a mirror); empty: PyPI.")
@@ -507,6 +507,14 @@ class Stack(Section):
                 f"openwebui.install: the pip route needs Python 3.11 or 3.12 and Debian 13 (trixie, from {setting}) "
                 "ships 3.13; use openwebui.install = \"container\" (Podman with Quadlet on Debian 13), "
                 f"or Debian 12 by setting {setting}")
+        return self
+
+    @model_validator(mode="after")
+    def _autoupdate_needs_tag(self) -> "Stack":
+        if self.openwebui.autoupdate and "@sha256:" in self.openwebui.image:
+            raise ValueError(f"openwebui.autoupdate: podman auto-update follows a tag and refuses an image pinned by "
+                             f"digest ({self.openwebui.image}); set openwebui.autoupdate = false to keep the digest, "
+                             "or pin openwebui.image by tag")
         return self
 
     def requested_release(self) -> tuple[str | None, str]:
