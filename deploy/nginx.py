@@ -1,6 +1,13 @@
-"""nginx: HTTP->HTTPS redirect and the TLS reverse proxy in front of the web UI."""
+"""nginx: HTTP->HTTPS redirect and the TLS reverse proxy in front of the web UI.
+
+Only the stack's names are served (``deploy.tls.server_names``); other Host headers get 444 and,
+when the canonical name is a DNS name, a TLS handshake for any other name (or none) is refused. Sign-in attempts are
+rate-limited per client address; the TLS 1.2 suites are ``TLS12_CIPHERS``.
+"""
 
 from __future__ import annotations
+
+import ipaddress
 
 from pyinfra import host
 from pyinfra.api import deploy
@@ -15,6 +22,38 @@ from ollastack import PROJECT_ROOT
 
 SITE = "/etc/nginx/sites-available/ollastack.conf"
 ACME_ROOT = "/var/www/ollastack-acme"
+#: Mozilla's "intermediate" TLS 1.2 suites without the three DHE-RSA ones (no dhparam to manage).
+#: Which half a handshake can use follows the certificate's key: ECDSA for ollastack's own CA.
+TLS12_CIPHERS = ("ECDHE-ECDSA-AES128-GCM-SHA256", "ECDHE-RSA-AES128-GCM-SHA256", "ECDHE-ECDSA-AES256-GCM-SHA384",
+                 "ECDHE-RSA-AES256-GCM-SHA384", "ECDHE-ECDSA-CHACHA20-POLY1305", "ECDHE-RSA-CHACHA20-POLY1305")
+#: POSTs under /api/v1/auths/ per client address: 20 at once, then one per 6 s.
+AUTH_RATE, AUTH_BURST = "10r/m", 20
+
+
+def is_address(name: str) -> bool:
+    """Whether ``name`` is an IP address literal: ``is_address("10.0.0.1") is True``."""
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True
+
+
+def site_arguments(data) -> dict:
+    """Template values of the site for a host's names.
+
+    The first name is canonical (redirects, upstream Host), as in ``orchestrate.host_url_name``.
+    Handshakes without a known SNI are refused only when that name is a DNS name: clients never
+    send an address as SNI, so a stack reached by its address must complete them (its catch-all
+    then answers nothing for a Host it does not know).
+
+    Example: ``site_arguments(host.data)["url_host"] == "chat.example.com"``
+    """
+    names = server_names(data)
+    primary = names[0]
+    return {"server_names": " ".join(names), "reject_handshake": not is_address(primary),
+            "url_host": f"[{primary}]" if ":" in primary else primary, "ciphers": ":".join(TLS12_CIPHERS),
+            "auth_rate": AUTH_RATE, "auth_burst": AUTH_BURST}
 
 
 @deploy("nginx", data_defaults=DEFAULTS)
@@ -24,9 +63,8 @@ def nginx(tls_changes=()):
     ensure_packages(["nginx"], "Install nginx")
     files.directory(name="ACME challenge directory", path=ACME_ROOT, mode="0755")
     site = files.template(name="nginx site", src=str(PROJECT_ROOT / "templates/nginx-site.conf.j2"), dest=SITE,
-                          server_names=" ".join(server_names(data)), tls_dir=TLS_DIR,
-                          upstream_port=data.openwebui_port, acme_root=ACME_ROOT,
-                          http2_directive=host_release().nginx_http2_directive)
+                          tls_dir=TLS_DIR, upstream_port=data.openwebui_port, acme_root=ACME_ROOT,
+                          http2_directive=host_release().nginx_http2_directive, **site_arguments(data))
     enabled = files.link(name="nginx site enabled", path="/etc/nginx/sites-enabled/ollastack.conf", target=SITE)
     default = files.link(name="Debian's default site disabled", path="/etc/nginx/sites-enabled/default",
                          present=False)

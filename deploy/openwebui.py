@@ -81,6 +81,9 @@ def environment(data) -> dict[str, str]:
         "WEBUI_ADMIN_NAME": data.openwebui_admin_name,
         "ENABLE_SIGNUP": "true" if data.openwebui_enable_signup else "false",
         "DEFAULT_USER_ROLE": data.openwebui_default_user_role,
+        # Served over HTTPS only (nginx): the session cookies must never travel over plain HTTP.
+        "WEBUI_SESSION_COOKIE_SECURE": "true",
+        "WEBUI_AUTH_COOKIE_SECURE": "true",
         "OFFLINE_MODE": "true" if data.openwebui_offline else "false",
         "ANONYMIZED_TELEMETRY": "false",
         "DO_NOT_TRACK": "true",

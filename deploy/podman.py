@@ -1,4 +1,7 @@
-"""Podman from Debian, for the container route of Open WebUI (rootful, host network, systemd units).
+"""Podman from Debian, for the container route of Open WebUI (host network, systemd units).
+
+Podman itself runs as root, the containers do not: ``--userns=auto`` maps each container's root
+to a free uid/gid range of the ``containers`` entries in /etc/subuid and /etc/subgid (``SUBID_RANGE``).
 
 Debian 13's Podman 5.4 runs containers from Quadlet files (``templates/openwebui-container.container.j2``);
 Debian 12's Podman 4.3 has no Quadlet, so containers run there from plain systemd units that call
@@ -19,6 +22,9 @@ from deploy.defaults import DEFAULTS
 
 PACKAGES = ["podman", "crun", "conmon", "catatonit"]
 IMAGE_CACHE = "/var/cache/ollastack/images"
+#: Where ``--userns=auto`` takes container ranges from: the upper half of the uid space, clear of
+#: the ranges useradd gives to users (from 100000). Podman's documented example.
+SUBID_RANGE = "containers:2147483647:2147483648"
 
 
 class PodmanImageId(FactBase[str | None]):
@@ -69,6 +75,8 @@ def ensure_image(image: str, archive: str):
 def podman():
     """Podman and its auto-update timer (``openwebui.autoupdate``)."""
     ensure_packages(PACKAGES, "Install Podman")
+    for path in ("/etc/subuid", "/etc/subgid"):
+        files.line(name=f"Container id ranges in {path}", path=path, line=r"^containers:.*$", replace=SUBID_RANGE)
     enabled = bool(host.data.openwebui_autoupdate)
     systemd.service(name="podman-auto-update.timer " + ("enabled" if enabled else "disabled"),
                     service="podman-auto-update.timer", running=enabled, enabled=enabled)

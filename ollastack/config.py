@@ -479,9 +479,9 @@ class OpenWebUISection(Section):
     install: Literal["container", "pip", "none"] = Field(
         "container", description="How Open WebUI runs: container (Podman, systemd unit), pip (venv installed with uv) or none.")
     image: str = Field("ghcr.io/open-webui/open-webui:v0.12.4",
-                       description="Container image, fully qualified and pinned by tag or digest (podman auto-update needs it).")
+                       description="Container image, fully qualified, pinned by tag or (best, with autoupdate off) by digest `name@sha256:…`.")
     image_archive: ExistingFile = Field("", description="Local `podman save` archive pushed to the host and loaded instead of pulling `image`.")
-    autoupdate: bool = Field(True, description="Container route: label the container and enable podman-auto-update.timer (daily).")
+    autoupdate: bool = Field(False, description="Container route: label the container and enable podman-auto-update.timer, which pulls whatever the tag points to daily and restarts on it; off by default so that only a converge changes the image. Needs a tag (podman auto-update refuses digests).")
     version: str = Field("0.12.4", description="pip route: pinned open-webui release from the package index.",
                          pattern=r"^\d+\.\d+\.\d+$")
     index_url: Url() = Field("", description="pip route: package index (a mirror); empty: PyPI.",
@@ -716,6 +716,14 @@ class Stack(Section):
             return [f"warning: SSH is open to the whole internet (access.admin_cidrs {', '.join(cidrs)}, "
                     "access.ssh_from_anywhere = true)"]
         return []
+
+    @model_validator(mode="after")
+    def _autoupdate_needs_tag(self) -> "Stack":
+        if self.openwebui.autoupdate and "@sha256:" in self.openwebui.image:
+            raise ValueError(f"openwebui.autoupdate: podman auto-update follows a tag and refuses an image pinned by "
+                             f"digest ({self.openwebui.image}); set openwebui.autoupdate = false to keep the digest, "
+                             "or pin openwebui.image by tag")
+        return self
 
     def requested_release(self) -> tuple[str | None, str]:
         """The Debian release this stack's hosts will run, and the setting that decides it (None: unknown)."""

@@ -239,6 +239,12 @@ def _write_init(rootfs: Path) -> None:
                     "mount -o remount,bind,rw \"$d\" 2>/dev/null; done\n"
                     "mount -o remount,rw /sys/fs/cgroup 2>/dev/null\nexec /lib/systemd/systemd \"$@\"\n")
     init.chmod(0o755)
+    # A guest's /sys/kernel is a bind mount of its own (on a real host it is no mount point): with debugfs
+    # and tracefs below it, crun cannot give a user-namespaced container its /sys ("cannot unmount /sys/kernel").
+    for unit in ("sys-kernel-debug.mount", "sys-kernel-tracing.mount"):
+        link = rootfs / "etc/systemd/system" / unit
+        if not link.is_symlink():
+            link.symlink_to("/dev/null")
 
 
 # --- the bridge and its egress rule ----------------------------------------------------------------

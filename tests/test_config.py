@@ -51,6 +51,8 @@ BAD = [
     ("sha256 format", '[ollama]\nsha256 = "abc123"\n', "ollama.sha256"),
     ("bad provider", '[stack]\nprovider = "aws"\n', "stack.provider"),
     ("bad stack name", '[stack]\nname = "My Stack"\n', "stack.name"),
+    ("autoupdate with a digest", '[openwebui]\nautoupdate = true\nimage = "ghcr.io/open-webui/open-webui@sha256:'
+     + "0" * 64 + '"\n', "openwebui.autoupdate"),
     ("bad duration", '[ollama]\nkeep_alive = "five minutes"\n', "ollama.keep_alive"),
     ("bad tls mode", '[tls]\nmode = "none"\n', "tls.mode"),
     ("bad domain", '[tls]\ndomain = "not a domain"\n', "tls.domain"),
@@ -87,6 +89,12 @@ def test_bad_input_exits_2_naming_the_field(tmp_path, keys, capsys, what, body, 
     err = capsys.readouterr().err
     assert field in err, err
     assert "nothing was touched" in err
+
+
+def test_digest_pinned_image_accepted_with_autoupdate_off(tmp_path, keys):
+    digest = "ghcr.io/open-webui/open-webui@sha256:" + "0" * 64
+    stack = load_stack(write_stack(tmp_path, keys, f'[openwebui]\nimage = "{digest}"\n'))
+    assert stack.openwebui.image == digest and stack.openwebui.autoupdate is False
 
 
 def test_hosts_flag_is_validated_like_the_setting(tmp_path, keys, capsys):

@@ -13,6 +13,7 @@ printed with ``-s``.
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import socket
@@ -172,6 +173,19 @@ def test_pip_models_and_streamed_chat_through_nginx(pip_converged, pip_stack):
     assert len([p for p in pieces if p]) > 3
 
 
+def test_pip_session_cookie_is_secure(pip_converged, pip_stack, pip_host):
+    """The real Open WebUI marks its token cookie Secure (WEBUI_AUTH_COOKIE_SECURE) when signing in."""
+    connection = http.client.HTTPSConnection(pip_host["address"], 443, timeout=60,
+                                             context=ssl.create_default_context(cafile=str(pip_stack.ca)))
+    connection.request("POST", "/api/v1/auths/signin", json.dumps({"email": ADMIN, "password": pip_converged["password"]}),
+                       {"Content-Type": "application/json"})
+    response = connection.getresponse()
+    response.read()
+    cookie = response.getheader("Set-Cookie") or ""
+    assert response.status == 200 and cookie.startswith("token=") and "; Secure" in cookie, cookie
+    connection.close()
+
+
 def test_pip_websocket_handshake_through_nginx(pip_converged, pip_stack, pip_host):
     assert websocket_status(pip_host["address"], pip_stack.ca) == "HTTP/1.1 101 Switching Protocols"
 
@@ -277,14 +291,30 @@ def test_container_unit_runs_the_loaded_image(ctr_converged, ctr_host, keypair, 
     address = ctr_host["address"]
     info = json.loads(ssh(address, "podman inspect open-webui", keypair).stdout)[0]
     assert info["ImageName"] == STANDIN_IMAGE
-    assert info["Config"]["Labels"]["io.containers.autoupdate"] == "registry"
+    # openwebui.autoupdate is off by default: only a converge changes the image.
+    assert "io.containers.autoupdate" not in (info["Config"]["Labels"] or {})
     assert info["HostConfig"]["NetworkMode"] == "host"
-    assert ssh(address, "systemctl is-enabled podman-auto-update.timer", keypair).stdout.strip() == "enabled"
+    assert ssh(address, "systemctl is-enabled podman-auto-update.timer", keypair, check=False).stdout.strip() == "disabled"
     env = dict(e.split("=", 1) for e in info["Config"]["Env"])
     assert env["HOST"] == "127.0.0.1" and env["WEBUI_ADMIN_EMAIL"] == ADMIN
     assert env["WEBUI_ADMIN_PASSWORD"] == ctr_stack.password() and len(env["WEBUI_SECRET_KEY"]) == 64
     status, body = request(f"https://{address}/health", ctr_stack.ca)
     assert status == 200 and json.loads(body)["status"] is True
+
+
+def test_container_unprivileged_on_the_host(ctr_converged, ctr_host, keypair):
+    """Root in the container is an unprivileged uid on the host, with no capabilities and no way to gain any."""
+    address = ctr_host["address"]
+    pid = ssh(address, "podman inspect -f '{{.State.Pid}}' open-webui", keypair).stdout.strip()
+    status = dict(line.split(":", 1) for line in ssh(address, f"cat /proc/{pid}/status", keypair).stdout.splitlines())
+    uids, gids = status["Uid"].split(), status["Gid"].split()
+    assert int(uids[0]) > 65535 and int(gids[0]) > 65535 and len(set(uids)) == 1, (uids, gids)
+    assert ssh(address, f"ps -o uid= -p {pid}", keypair).stdout.strip() == uids[0]
+    assert int(status["CapEff"], 16) == 0 and int(status["CapPrm"], 16) == 0 and int(status["CapBnd"], 16) == 0
+    assert status["NoNewPrivs"].strip() == "1"
+    # The volume belongs to that uid (":U"), so the app can write its data.
+    owner = ssh(address, "stat -c %u $(podman volume inspect -f '{{.Mountpoint}}' open-webui)", keypair).stdout.strip()
+    assert owner == uids[0]
 
 
 def test_container_reachable_through_nginx_only(ctr_converged, ctr_host, keypair):

@@ -4,8 +4,13 @@
 It honours what the container route relies on: ``HOST``/``PORT`` (the image's start.sh variables),
 ``/health``, a data directory at ``/app/backend/data``, the bootstrap admin from
 ``WEBUI_ADMIN_EMAIL``/``WEBUI_ADMIN_PASSWORD``, and session tokens signed with
-``WEBUI_SECRET_KEY`` (so a token survives a restart only when the key does). ``/api/config`` reports
-the ``OLLAMA_BASE_URL`` it was started with. Python standard library only.
+``WEBUI_SECRET_KEY`` (so a token survives a restart only when the key does). Sign-up follows
+``ENABLE_SIGNUP`` and ``DEFAULT_USER_ROLE`` (accounts kept in ``users.json`` in the data
+directory); sign-in and sign-up set the ``token`` cookie like Open WebUI's auths router (HttpOnly,
+SameSite from ``WEBUI_AUTH_COOKIE_SAME_SITE``, Secure from ``WEBUI_AUTH_COOKIE_SECURE``, which
+defaults to ``WEBUI_SESSION_COOKIE_SECURE``). ``/api/config`` reports the ``OLLAMA_BASE_URL`` it
+was started with; ``/standin/request`` echoes the client address and the Host and forwarding
+headers it received. Python standard library only.
 
 Faults for tests of ollastack's verdicts: ``standin-faults.json`` in the data directory maps a path
 to the status answered there instead, e.g. ``{"/health": 503, "/api/v1/auths/signin": 400}``.
@@ -22,16 +27,34 @@ import json
 import os
 import signal
 import sys
+import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 DATA_DIR = Path(os.environ.get("DATA_DIR", "/app/backend/data"))
+SIGNUP_LOCK = threading.Lock()
 
 
 def sign(email: str) -> str:
     key = os.environ["WEBUI_SECRET_KEY"].encode()
     mac = hmac.new(key, email.encode(), hashlib.sha256).hexdigest()
     return base64.urlsafe_b64encode(email.encode()).decode() + "." + mac
+
+
+def flag(name: str, default: str = "false") -> bool:
+    return os.environ.get(name, default).lower() == "true"
+
+
+def token_cookie(token: str) -> str:
+    """The Set-Cookie value Open WebUI sends after sign-in (its auths router, via Starlette)."""
+    cookie = f"token={token}; HttpOnly; Path=/; SameSite={os.environ.get('WEBUI_AUTH_COOKIE_SAME_SITE', 'lax')}"
+    secure = flag("WEBUI_AUTH_COOKIE_SECURE", os.environ.get("WEBUI_SESSION_COOKIE_SECURE", "false"))
+    return cookie + "; Secure" if secure else cookie
+
+
+def users() -> dict:
+    path = DATA_DIR / "users.json"
+    return json.loads(path.read_text()) if path.exists() else {}
 
 
 def verify(token: str) -> str | None:
@@ -52,13 +75,19 @@ def fault(path: str) -> int | None:
 
 
 class Handler(BaseHTTPRequestHandler):
-    def reply(self, code: int, body: dict | str) -> None:
+    def reply(self, code: int, body: dict | str, cookie: str = "") -> None:
         data = body.encode() if isinstance(body, str) else json.dumps(body).encode()
         self.send_response(code)
         self.send_header("Content-Type", "text/html" if isinstance(body, str) else "application/json")
         self.send_header("Content-Length", str(len(data)))
+        if cookie:
+            self.send_header("Set-Cookie", cookie)
         self.end_headers()
         self.wfile.write(data)
+
+    def session(self, email: str, role: str) -> None:
+        token = sign(email)
+        self.reply(200, {"token": token, "email": email, "role": role}, cookie=token_cookie(token))
 
     def do_GET(self):
         if self.path == "/health":
@@ -68,7 +97,13 @@ class Handler(BaseHTTPRequestHandler):
             return self.reply(200, {"name": "Open WebUI (stand-in)", "ollama_base_url": os.environ.get("OLLAMA_BASE_URL")})
         if self.path == "/api/v1/auths/":
             email = verify(self.headers.get("Authorization", "").removeprefix("Bearer "))
-            return self.reply(200, {"email": email, "role": "admin"}) if email else self.reply(401, {"detail": "invalid token"})
+            if not email:
+                return self.reply(401, {"detail": "invalid token"})
+            return self.reply(200, {"email": email, "role": users().get(email, {}).get("role", "admin")})
+        if self.path == "/standin/request":
+            return self.reply(200, {"client": self.client_address[0], "host": self.headers.get("Host"),
+                                    "x_forwarded_for": self.headers.get_all("X-Forwarded-For") or [],
+                                    "x_forwarded_host": self.headers.get("X-Forwarded-Host")})
         if self.path == "/":
             return self.reply(200, "<!doctype html><title>Open WebUI (stand-in)</title>\n")
         return self.reply(404, {"detail": "not found"})
@@ -77,14 +112,26 @@ class Handler(BaseHTTPRequestHandler):
         body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"{}")
         if self.path == "/api/v1/auths/signin" and fault(self.path):
             return self.reply(fault(self.path), {"detail": "refused by the stand-in (standin-faults.json)"})
+        email, password = str(body.get("email", "")).lower(), str(body.get("password", ""))
         if self.path == "/api/v1/auths/signin":
-            ok = (body.get("email") == os.environ.get("WEBUI_ADMIN_EMAIL")
-                  and hmac.compare_digest(str(body.get("password")), os.environ.get("WEBUI_ADMIN_PASSWORD", "")))
-            if ok:
-                return self.reply(200, {"token": sign(body["email"]), "email": body["email"], "role": "admin"})
+            if email == os.environ.get("WEBUI_ADMIN_EMAIL") and \
+                    hmac.compare_digest(password, os.environ.get("WEBUI_ADMIN_PASSWORD", "")):
+                return self.session(email, "admin")
+            user = users().get(email)
+            if user and hmac.compare_digest(user["password"], hashlib.sha256(password.encode()).hexdigest()):
+                return self.session(email, user["role"])
             return self.reply(400, {"detail": "The email or password provided is incorrect."})
         if self.path == "/api/v1/auths/signup":
-            return self.reply(403, {"detail": "signup is disabled"})
+            if not flag("ENABLE_SIGNUP"):
+                return self.reply(403, {"detail": "You do not have permission to access this resource."})
+            with SIGNUP_LOCK:
+                known = users()
+                if email in known or email == os.environ.get("WEBUI_ADMIN_EMAIL"):
+                    return self.reply(400, {"detail": "Uh-oh! This email is already registered."})
+                role = os.environ.get("DEFAULT_USER_ROLE", "pending")
+                known[email] = {"password": hashlib.sha256(password.encode()).hexdigest(), "role": role}
+                (DATA_DIR / "users.json").write_text(json.dumps(known))
+            return self.session(email, role)
         return self.reply(404, {"detail": "not found"})
 
 
