@@ -27,11 +27,12 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from ollastack.state import write_atomic
+from ollastack.state import private_dir, stack_home, write_atomic
 
 CA_DAYS = 3650
 # A CA this close to expiry is replaced, so leaves are never cut short by their issuer.
 CA_RENEW_DAYS = 30
+SSL_ENV = "OLLASTACK_SSL_DIR"
 HOST_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,252}$")
 DNS_LABEL_RE = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
 
@@ -47,11 +48,12 @@ class ServerCertPaths(NamedTuple):
 
 
 def ssl_dir(stack_name: str, root: str | Path | None = None) -> Path:
-    """Where a stack's CA and certificates live: ``ssl_dir("demo") == Path("ssl/demo")``.
+    """Where a stack's CA and certificates live: ``ssl_dir("demo")`` is ``<stack file's dir>/ssl/demo``.
 
-    The root is ``$OLLASTACK_SSL_DIR`` when set, else ``ssl`` in the working directory.
+    The root is ``$OLLASTACK_SSL_DIR`` when set, else ``ssl`` beside the stack file, so the same
+    CA is found whatever directory a command runs from.
     """
-    return Path(root or os.environ.get("OLLASTACK_SSL_DIR") or "ssl") / stack_name
+    return Path(root or os.environ.get(SSL_ENV) or stack_home() / "ssl").absolute() / stack_name
 
 
 def server_cert_paths(stack_dir: str | Path, host_name: str) -> ServerCertPaths:
