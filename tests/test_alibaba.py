@@ -177,6 +177,15 @@ def test_destroy_touches_only_this_stacks_resources(emu, keys):
     assert list(emu.resources["vpc"]) == [foreign["id"]]
 
 
+def test_down_without_state_finds_everything_by_tag(emu, keys):
+    stack, other = make_stack(emu, keys), make_stack(emu, keys, name="other")
+    up(stack)
+    up(other)
+    StackState.load("demo").path.unlink()
+    assert len(down(stack)) == 5
+    assert counts(emu) == {"vpc": 1, "vswitch": 1, "security_group": 1, "key_pair": 1, "instance": 1}
+
+
 def test_wrong_secret_fails_in_the_sdk_and_is_one_line(emu, keys, monkeypatch):
     client = EcsClient(Config(access_key_id=KEY_ID, access_key_secret="not-the-secret", region_id="cn-hangzhou",
                               endpoint=emu.ecs_url.removeprefix("http://"), protocol="http"))
