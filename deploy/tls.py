@@ -2,10 +2,9 @@
 
 In self-signed mode the certificate comes from the stack CA (``ollastack/certs.py``), which the
 converge renews before it expires and makes again when a host's name falls outside its name
-constraints. In letsencrypt
-mode ``deploy/certbot.py`` fills the same files; this component then only bootstraps them with a
-stack-CA certificate on a fresh host, because nginx cannot start its 443 server without one and
-certbot needs nginx to answer the HTTP-01 challenge.
+constraints. In letsencrypt mode ``deploy/certbot.py`` fills the same files; this component then
+only bootstraps them with a stack-CA certificate on a fresh host, because nginx cannot start its
+443 server without one and certbot needs nginx to answer the HTTP-01 challenge.
 """
 
 from __future__ import annotations

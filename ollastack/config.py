@@ -507,9 +507,10 @@ class Stack(Section):
             raise ValueError(f"access.ssh_public_key: cannot read {public}: {exc.strerror}") from None
         if kind not in ALIBABA_KEY_TYPES:
             raise ValueError(
-                f"access.ssh_public_key: Alibaba Cloud imports RSA, DSA or ECDSA keys only, and {public} is {kind[:40]}; "
-                "make one with `ssh-keygen -t rsa -b 4096 -f ~/.ssh/ollastack_rsa` and set "
-                "access.ssh_public_key = \"~/.ssh/ollastack_rsa.pub\", access.ssh_private_key = \"~/.ssh/ollastack_rsa\"")
+                f"access.ssh_public_key: Alibaba Cloud imports RSA, DSA or ECDSA keys only, and {public} is "
+                f"{kind[:40]!r}; make one with `ssh-keygen -t rsa -b 4096 -f ~/.ssh/ollastack_rsa` and set "
+                "access.ssh_public_key = \"~/.ssh/ollastack_rsa.pub\", "
+                "access.ssh_private_key = \"~/.ssh/ollastack_rsa\"")
         return self
 
     @model_validator(mode="after")
