@@ -201,7 +201,9 @@ def main(argv: list[str] | None = None) -> int:
     handlers = {"validate": cmd_validate, "up": cmd_up, "down": cmd_down, "status": cmd_status, "lab": cmd_lab,
                 "admin-password": cmd_admin_password}
     # Two commands changing one stack at once would race (two VPCs, two converges): one at a time.
-    locked = stack_lock(stack.stack.name) if args.command in ("up", "down") else contextlib.nullcontext()
+    changes = args.command in ("up", "down") or (
+        args.command == "lab" and args.lab_command in ("up", "down") and not getattr(args, "all", False))
+    locked = stack_lock(stack.stack.name) if changes else contextlib.nullcontext()
     try:
         with _stack_file(args.config_path), locked:
             return handlers[args.command](args, stack)

@@ -118,10 +118,14 @@ def held_lock(stack_name: str) -> int | None:
 def hold_lock_until_exit(stack_name: str) -> None:
     """Take the stack's lock for the rest of this process (a plain ``pyinfra`` converge).
 
-    A converge started by ``ollastack up`` inherits the lock its parent holds.
+    A converge started by ``ollastack up`` inherits the lock its parent holds. When another
+    command holds it, the process ends with that one line (pyinfra would print a traceback).
     """
     if stack_name not in _held_locks:
-        _held_locks[stack_name] = _lock_fd(stack_name)
+        try:
+            _held_locks[stack_name] = _lock_fd(stack_name)
+        except StackBusy as exc:
+            raise SystemExit(f"error: {exc}") from None
 
 
 def write_atomic(path: Path, text: str, mode: int = 0o600) -> None:
