@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT))
 
 import trustme  # noqa: E402
 from cryptography.hazmat.primitives import serialization  # noqa: E402
-from cryptography.hazmat.primitives.asymmetric import ed25519  # noqa: E402
+from cryptography.hazmat.primitives.asymmetric import rsa  # noqa: E402
 
 from ollastack.cloud import Progress, alibaba, azure  # noqa: E402
 from ollastack.config import parse_stack  # noqa: E402
@@ -68,8 +68,8 @@ def critical_path(graph: dict[str, list[str]], seconds: dict[str, float]) -> tup
 
 
 def _keys(folder: Path) -> tuple[Path, Path]:
-    key = ed25519.Ed25519PrivateKey.generate()
-    private, public = folder / "id_ed25519", folder / "id_ed25519.pub"
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)   # Alibaba refuses ed25519
+    private, public = folder / "id_rsa", folder / "id_rsa.pub"
     private.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
                                           serialization.NoEncryption()))
     public.write_bytes(key.public_key().public_bytes(serialization.Encoding.OpenSSH,

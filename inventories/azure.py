@@ -1,8 +1,8 @@
 """pyinfra inventory of an Azure stack: the VM that ``ollastack up`` recorded in the state file.
 
 Reads the stack description (``$OLLASTACK_CONFIG`` or ./stack.toml) and its state file
-(``.ollastack/state/<name>.json``); host keys are remembered in ``<name>.known_hosts`` beside it,
-trusted on first connection.
+(``.ollastack/state/<name>.json`` beside the stack file); host keys are remembered in
+``<name>.known_hosts`` beside it, trusted on first connection.
 
 Example::
 

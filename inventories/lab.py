@@ -5,6 +5,8 @@
 
 from ollastack import lab as _lab
 from ollastack.config import load_stack
+from ollastack.state import hold_lock_until_exit
 
 _stack = load_stack()
+hold_lock_until_exit(_stack.stack.name)
 lab = _lab.inventory(_stack)

@@ -10,6 +10,10 @@ Example::
     from ollastack.certs import ensure_server_cert, ssl_dir
 
     cert, key, changed = ensure_server_cert(ssl_dir("demo"), "demo-1", ["10.0.0.4", "ai.example.org"])
+
+The CA lives CA_DAYS (2 years) and is name-constrained to the stack's server names, so even a
+stolen ca-key.pem cannot mint a certificate a browser that imported ca.pem would accept for
+another site.
 """
 
 from __future__ import annotations
@@ -27,11 +31,13 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from ollastack.state import write_atomic
+from ollastack.state import private_dir, stack_home, write_atomic
 
-CA_DAYS = 3650
-# A CA this close to expiry is replaced, so leaves are never cut short by their issuer.
-CA_RENEW_DAYS = 30
+# Two years: a CA users import into their browser should not outlive the stack by a decade.
+CA_DAYS = 730
+# A CA this close to expiry is replaced by the converge, so leaves are never cut short by their issuer.
+CA_RENEW_DAYS = 60
+SSL_ENV = "OLLASTACK_SSL_DIR"
 HOST_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,252}$")
 DNS_LABEL_RE = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
 
@@ -47,11 +53,12 @@ class ServerCertPaths(NamedTuple):
 
 
 def ssl_dir(stack_name: str, root: str | Path | None = None) -> Path:
-    """Where a stack's CA and certificates live: ``ssl_dir("demo") == Path("ssl/demo")``.
+    """Where a stack's CA and certificates live: ``ssl_dir("demo")`` is ``<stack file's dir>/ssl/demo``.
 
-    The root is ``$OLLASTACK_SSL_DIR`` when set, else ``ssl`` in the working directory.
+    The root is ``$OLLASTACK_SSL_DIR`` when set, else ``ssl`` beside the stack file, so the same
+    CA is found whatever directory a command runs from.
     """
-    return Path(root or os.environ.get("OLLASTACK_SSL_DIR") or "ssl") / stack_name
+    return Path(root or os.environ.get(SSL_ENV) or stack_home() / "ssl").absolute() / stack_name
 
 
 def server_cert_paths(stack_dir: str | Path, host_name: str) -> ServerCertPaths:
@@ -82,12 +89,55 @@ def _same_key(cert: x509.Certificate, key) -> bool:
             == key.public_key().public_bytes(serialization.Encoding.DER, spki))
 
 
-def _load_ca(cert_path: Path, key_path: Path):
-    """The existing CA as (cert, key), or None when there is none worth keeping (absent or expiring)."""
+def _subtree(name: x509.GeneralName) -> x509.GeneralName:
+    """The name-constraint subtree permitting one certificate name (a wildcard: its parent domain)."""
+    if isinstance(name, x509.IPAddress):
+        return x509.IPAddress(ipaddress.ip_network(name.value))
+    return x509.DNSName(name.value.removeprefix("*."))
+
+
+def _covers(ca_cert: x509.Certificate, names: set[x509.GeneralName]) -> bool:
+    """Whether the CA's permitted subtrees allow every name in ``names``."""
+    try:
+        permitted = ca_cert.extensions.get_extension_for_class(x509.NameConstraints).value.permitted_subtrees or []
+    except x509.ExtensionNotFound:
+        return False
+    for name in names:
+        if isinstance(name, x509.IPAddress):
+            ok = any(isinstance(p, x509.IPAddress) and name.value in p.value for p in permitted)
+        else:
+            ok = any(isinstance(p, x509.DNSName) and (name.value == p.value or name.value.endswith("." + p.value))
+                     for p in permitted)
+        if not ok:
+            return False
+    return True
+
+
+def _name_constraints(names: set[x509.GeneralName]) -> x509.NameConstraints:
+    """Permit the stack's own names only; a name type the stack does not use is shut entirely.
+
+    A type without any permitted subtree would be unconstrained (RFC 5280), so an IP-only stack
+    permits DNS names under ``invalid`` (a reserved TLD, RFC 6761) and a DNS-only stack excludes
+    every IP address.
+    """
+    permitted = sorted({_subtree(n) for n in names}, key=str)
+    excluded = []
+    if not any(isinstance(n, x509.DNSName) for n in permitted):
+        permitted.append(x509.DNSName("invalid"))
+    if not any(isinstance(n, x509.IPAddress) for n in permitted):
+        excluded = [x509.IPAddress(ipaddress.ip_network("0.0.0.0/0")), x509.IPAddress(ipaddress.ip_network("::/0"))]
+    return x509.NameConstraints(permitted_subtrees=permitted, excluded_subtrees=excluded or None)
+
+
+def _load_ca(cert_path: Path, key_path: Path, names: set[x509.GeneralName]):
+    """The existing CA as (cert, key), or None when there is none worth keeping.
+
+    Not worth keeping: absent, expiring within CA_RENEW_DAYS, or not permitting one of ``names``.
+    """
     if not cert_path.exists():
         return None
     cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
-    if cert.not_valid_after_utc - _now() < dt.timedelta(days=CA_RENEW_DAYS):
+    if cert.not_valid_after_utc - _now() < dt.timedelta(days=CA_RENEW_DAYS) or not _covers(cert, names):
         return None
     if not key_path.exists():
         raise CertError(f"{key_path} is missing: restore it, or delete {cert_path} to create a new CA "
@@ -99,7 +149,7 @@ def _load_ca(cert_path: Path, key_path: Path):
     return cert, key
 
 
-def _new_ca(stack_name: str) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+def _new_ca(stack_name: str, names: set[x509.GeneralName]) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "ollastack"),
                       x509.NameAttribute(NameOID.COMMON_NAME, f"ollastack {stack_name} CA")])
@@ -115,21 +165,27 @@ def _new_ca(stack_name: str) -> tuple[x509.Certificate, ec.EllipticCurvePrivateK
                                          content_commitment=False, key_encipherment=False,
                                          data_encipherment=False, key_agreement=False,
                                          encipher_only=False, decipher_only=False), critical=True)
+            .add_extension(_name_constraints(names), critical=True)
             .add_extension(ski, critical=False)
             .sign(key, hashes.SHA256()))
     return cert, key
 
 
-def ensure_ca(stack_dir: str | Path) -> tuple[Path, Path]:
-    """Create the stack's CA once (EC P-256, CA:true pathlen 0, 10 years) and return (ca.pem, ca-key.pem).
+def ensure_ca(stack_dir: str | Path, names: list[str]) -> tuple[Path, Path]:
+    """Make sure the stack's CA exists and permits ``names``; return (ca.pem, ca-key.pem).
 
-    The stack name is the directory's name: ``ensure_ca("ssl/demo")`` makes "ollastack demo CA".
+    EC P-256, CA:true pathlen 0, CA_DAYS long, name-constrained to ``names`` (each server name of
+    the stack). It is made again, with a new key, when fewer than CA_RENEW_DAYS are left or when a
+    name is not permitted (clients must then trust the new ca.pem). The stack name is the
+    directory's name: ``ensure_ca("ssl/demo", ["10.0.0.4"])`` makes "ollastack demo CA".
     """
     stack_dir = Path(stack_dir)
     cert_path, key_path = stack_dir / "ca.pem", stack_dir / "ca-key.pem"
-    if _load_ca(cert_path, key_path) is None:
-        stack_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        cert, key = _new_ca(stack_dir.resolve().name)
+    wanted = {parse_san(n) for n in names}
+    if _load_ca(cert_path, key_path, wanted) is None:
+        private_dir(stack_dir.parent)
+        private_dir(stack_dir)
+        cert, key = _new_ca(stack_dir.resolve().name, wanted)
         # Key first: a crash in between leaves a key without a certificate, which the next run replaces.
         write_atomic(key_path, _key_pem(key), mode=0o600)
         write_atomic(cert_path, _pem(cert), mode=0o644)
@@ -206,12 +262,13 @@ def _issue(ca_cert, ca_key, host_name: str, sans: list[x509.GeneralName], days: 
 
 
 def ensure_server_cert(stack_dir: str | Path, host_name: str, sans: list[str], days: int = 397,
-                       renew_before_days: int = 30) -> tuple[Path, Path, bool]:
+                       renew_before_days: int = 30, ca_names: list[str] = ()) -> tuple[Path, Path, bool]:
     """Issue ``<host>.pem`` for ``sans`` (``host_name`` when empty) unless a fitting one exists.
 
     Returns (leaf certificate path, key path, changed); the fullchain nginx serves lies beside them
     (``server_cert_paths(stack_dir, host_name).fullchain``). Re-issued when the CA changed, the
-    names differ, or fewer than ``renew_before_days`` days are left.
+    names differ, or fewer than ``renew_before_days`` days are left. ``ca_names``: the names of
+    every host of the stack, which the CA must permit (this host's are always added).
 
     Example::
 
@@ -221,8 +278,8 @@ def ensure_server_cert(stack_dir: str | Path, host_name: str, sans: list[str], d
         raise CertError(f"renew_before_days ({renew_before_days}) must be at least 0 and below days ({days})")
     paths = server_cert_paths(stack_dir, host_name)
     wanted = [parse_san(s) for s in (sans or [host_name])]
-    ca_cert_path, ca_key_path = ensure_ca(stack_dir)
-    ca_cert, ca_key = _load_ca(ca_cert_path, ca_key_path)
+    ca_cert_path, ca_key_path = ensure_ca(stack_dir, [*ca_names, *(sans or [host_name])])
+    ca_cert, ca_key = _load_ca(ca_cert_path, ca_key_path, set(wanted))
     if _reusable(paths, ca_cert, set(wanted), dt.timedelta(days=renew_before_days)):
         return paths.cert, paths.key, False
     cert, key = _issue(ca_cert, ca_key, host_name, list(dict.fromkeys(wanted)), days)

@@ -7,13 +7,17 @@ Exit codes mean something to pipelines: 0 ok, 1 a failure on a host or in the cl
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import sys
-from typing import Any
+from pathlib import Path
+from typing import Any, Iterator
 
 from ollastack import PROJECT_ROOT, lab, orchestrate
 from ollastack.cloud import CloudError, Progress
-from ollastack.config import ConfigError, Stack, config_path, iter_settings, load_stack
+from ollastack.config import CONFIG_ENV, ConfigError, Stack, config_path, iter_settings, load_stack
+from ollastack.state import StackBusy, stack_lock
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -165,6 +169,20 @@ def _global_options(default: Any) -> argparse.ArgumentParser:
     return options
 
 
+@contextlib.contextmanager
+def _stack_file(path: Path) -> Iterator[None]:
+    """Make ``path`` the stack file of everything this command does (state and ssl/ live beside it)."""
+    before = os.environ.get(CONFIG_ENV)
+    os.environ[CONFIG_ENV] = str(path.resolve())
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(CONFIG_ENV, None)
+        else:
+            os.environ[CONFIG_ENV] = before
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ollastack", description=__doc__.splitlines()[0],
                                      parents=[_global_options(None)])
@@ -206,9 +224,14 @@ def main(argv: list[str] | None = None) -> int:
             print(line, file=sys.stderr)
     handlers = {"validate": cmd_validate, "up": cmd_up, "down": cmd_down, "status": cmd_status, "lab": cmd_lab,
                 "admin-password": cmd_admin_password}
+    # Two commands changing one stack at once would race (two VPCs, two converges): one at a time.
+    changes = args.command in ("up", "down") or (
+        args.command == "lab" and args.lab_command in ("up", "down") and not getattr(args, "all", False))
+    locked = stack_lock(stack.stack.name) if changes else contextlib.nullcontext()
     try:
-        return handlers[args.command](args, stack)
-    except (lab.LabError, CloudError, orchestrate.ConvergeError, orchestrate.PreflightError) as exc:
+        with _stack_file(args.config_path), locked:
+            return handlers[args.command](args, stack)
+    except (lab.LabError, CloudError, orchestrate.ConvergeError, orchestrate.PreflightError, StackBusy) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_FAILED
     except OSError as exc:

@@ -369,6 +369,14 @@ class AzureSection(Section):
 EndpointUrl = Url(path=False)
 
 
+# Key types Alibaba's ImportKeyPair accepts (its API reference: rsa, dsa and ecdsa, with their OpenSSH
+# certificate forms); ed25519 is refused, and no conversion from it to another type exists.
+ALIBABA_KEY_TYPES = ("ssh-rsa", "ssh-dss", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384", "ecdsa-sha2-nistp521",
+                     "ssh-rsa-cert-v01@openssh.com", "ssh-dss-cert-v01@openssh.com",
+                     "ecdsa-sha2-nistp256-cert-v01@openssh.com", "ecdsa-sha2-nistp384-cert-v01@openssh.com",
+                     "ecdsa-sha2-nistp521-cert-v01@openssh.com")
+
+
 class AlibabaSection(Section):
     region: str = Field("cn-hangzhou", description="Alibaba Cloud region id.", pattern=r"^[a-z]+(-[a-z0-9]+)+$")
     instance_type: str = Field("ecs.gn7i-c8g1.2xlarge", description="ECS instance type (a GPU type for real models).",
@@ -665,6 +673,23 @@ class Stack(Section):
         if self.stack.provider == "azure" and not self.azure.subscription():
             raise ValueError("azure.subscription_id: provider = \"azure\" needs a subscription; "
                              "set azure.subscription_id or AZURE_SUBSCRIPTION_ID")
+        return self
+
+    @model_validator(mode="after")
+    def _alibaba_key_type(self) -> "Stack":
+        if self.stack.provider != "alibaba":
+            return self
+        public, _ = self.key_paths()
+        try:
+            kind = (public.read_text(errors="replace").split() or ["(empty file)"])[0]
+        except OSError as exc:
+            raise ValueError(f"access.ssh_public_key: cannot read {public}: {exc.strerror}") from None
+        if kind not in ALIBABA_KEY_TYPES:
+            raise ValueError(
+                f"access.ssh_public_key: Alibaba Cloud imports RSA, DSA or ECDSA keys only, and {public} is "
+                f"{kind[:40]!r}; make one with `ssh-keygen -t rsa -b 4096 -f ~/.ssh/ollastack_rsa` and set "
+                "access.ssh_public_key = \"~/.ssh/ollastack_rsa.pub\", "
+                "access.ssh_private_key = \"~/.ssh/ollastack_rsa\"")
         return self
 
     @model_validator(mode="after")

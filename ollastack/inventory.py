@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ollastack.config import Stack, host_data, load_stack
-from ollastack.state import known_hosts_file
+from ollastack.state import hold_lock_until_exit, known_hosts_file
 
 
 def pyinfra_hosts(stack: Stack, hosts: list[dict[str, Any]], known_hosts: Path | None = None,
@@ -46,8 +46,10 @@ def pyinfra_hosts(stack: Stack, hosts: list[dict[str, Any]], known_hosts: Path |
 def stack_inventory(hosts: list[dict[str, Any]] | None = None, **kwargs: Any) -> list[tuple[str, dict[str, Any]]]:
     """Load the stack description (``$OLLASTACK_CONFIG`` or ./stack.toml) and build entries for ``hosts``.
 
-    Host keys are trusted on first use and remembered in the stack's known_hosts file.
+    Host keys are trusted on first use and remembered in the stack's known_hosts file. The stack's
+    lock is held until pyinfra exits, so a converge never runs beside an ``up`` or ``down`` of it.
     """
     stack = load_stack()
+    hold_lock_until_exit(stack.stack.name)
     kwargs.setdefault("known_hosts", known_hosts_file(stack.stack.name))
     return pyinfra_hosts(stack, hosts or [], **kwargs)

@@ -29,7 +29,7 @@ from ollastack.cloud import CloudError, Progress
 from ollastack.config import Stack
 from ollastack.ollama_names import client_address, tagged
 from ollastack.ssh import SshTimeout, ssh_command, wait_for_ssh
-from ollastack.state import StackState, known_hosts_file, state_dir
+from ollastack.state import LOCK_FD_ENV, StackState, held_lock, known_hosts_file, state_dir
 
 
 class ConvergeError(Exception):
@@ -74,12 +74,18 @@ def cloud_warnings(module: ModuleType, stack: Stack) -> list[str]:
     return list(warn(stack)) if warn else []
 
 
-def _env(config_path: str) -> dict[str, str]:
-    """Environment for the pyinfra run: every path absolute, since pyinfra runs from the project root."""
+def _env(config_path: str, lock_fd: int | None = None) -> dict[str, str]:
+    """Environment for the pyinfra run: every path absolute, since pyinfra runs from the project root.
+
+    ``lock_fd``, the stack lock this process holds, tells the run that it converges under that lock.
+    """
     env = dict(os.environ)
     env["OLLASTACK_CONFIG"] = str(Path(config_path).resolve())
     env["OLLASTACK_STATE_DIR"] = str(state_dir().resolve())
     env["OLLASTACK_SSL_DIR"] = str(certs.ssl_dir("x").parent.resolve())
+    env.pop(LOCK_FD_ENV, None)
+    if lock_fd is not None:
+        env[LOCK_FD_ENV] = str(lock_fd)
     return env
 
 
@@ -88,8 +94,10 @@ def converge(stack: Stack, config_path: str, progress: Progress) -> None:
     inventory = f"inventories/{stack.stack.provider}.py"
     progress(f"converging with pyinfra ({inventory} deploy/site.py)")
     cmd = [sys.executable, "-m", "pyinfra", "-y", inventory, "deploy/site.py"]
+    lock_fd = held_lock(stack.stack.name)
     # pyinfra's own progress goes to stderr so that stdout stays free for --json.
-    result = subprocess.run(cmd, cwd=PROJECT_ROOT, env=_env(config_path), stdout=sys.stderr)
+    result = subprocess.run(cmd, cwd=PROJECT_ROOT, env=_env(config_path, lock_fd), stdout=sys.stderr,
+                            pass_fds=() if lock_fd is None else (lock_fd,))
     if result.returncode != 0:
         raise ConvergeError(f"the converge failed on at least one host (pyinfra exit {result.returncode}); "
                             "fix what it reported above and run `ollastack up` again: finished steps are skipped")

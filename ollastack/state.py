@@ -3,6 +3,11 @@
 Each resource is recorded as soon as it exists, so an interrupted ``up`` can be resumed and
 ``down`` can remove everything created so far. Secrets are never written here.
 
+The state directory is ``.ollastack/state`` beside the stack file (``$OLLASTACK_STATE_DIR`` wins),
+so every command finds the same state whatever directory it runs from. Directories ollastack
+creates for state and certificates are 0700 and carry a ``.gitignore`` of ``*``: a ``git add -A``
+in the user's own repository never picks up a key or the admin password.
+
 Example::
 
     state = StackState.load("demo")
@@ -12,22 +17,115 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 STATE_ENV = "OLLASTACK_STATE_DIR"
+# An open file descriptor of the stack's lock, handed by ``ollastack up`` to the pyinfra run it starts.
+LOCK_FD_ENV = "OLLASTACK_LOCK_FD"
+_held_locks: dict[str, int] = {}
+
+
+class StackBusy(Exception):
+    """Another ollastack command holds the stack's lock."""
+
+
+def stack_home() -> Path:
+    """The directory holding the stack file (``config_path()``): state and ``ssl/`` live beside it."""
+    from ollastack.config import config_path
+
+    return config_path().resolve().parent
+
+
+def private_dir(path: Path) -> Path:
+    """Create ``path`` (0700) holding a ``.gitignore`` of ``*``; return it.
+
+    Example: ``private_dir(Path("ssl"))`` -> ssl/ (drwx------) with ssl/.gitignore
+    """
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    path.chmod(0o700)
+    ignore = path / ".gitignore"
+    if not ignore.exists():
+        write_atomic(ignore, "# written by ollastack: keys and state never belong in git\n*\n", mode=0o644)
+    return path
 
 
 def state_dir() -> Path:
-    return Path(os.environ.get(STATE_ENV) or ".ollastack/state")
+    """``$OLLASTACK_STATE_DIR``, else ``.ollastack/state`` beside the stack file; created on first use."""
+    override = os.environ.get(STATE_ENV)
+    if override:
+        return private_dir(Path(override).absolute())
+    return private_dir(private_dir(stack_home() / ".ollastack") / "state")
 
 
 def known_hosts_file(stack_name: str) -> Path:
     """Where host keys of a stack's cloud/static hosts are remembered (trusted on first use)."""
     return state_dir() / f"{stack_name}.known_hosts"
+
+
+def _lock_fd(stack_name: str) -> int:
+    """Take the stack's lock without waiting; raise StackBusy naming the holder's pid."""
+    path = state_dir() / f"{stack_name}.lock"
+    inherited = os.environ.get(LOCK_FD_ENV, "")
+    if inherited.isdigit():
+        try:
+            held, wanted = os.fstat(int(inherited)), os.stat(path)
+        except OSError:
+            pass
+        else:
+            if (held.st_dev, held.st_ino) == (wanted.st_dev, wanted.st_ino):
+                return int(inherited)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+        os.close(fd)
+        raise StackBusy(f"another ollastack up/down of stack {stack_name} is running (pid {holder})") from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
+
+
+@contextlib.contextmanager
+def stack_lock(stack_name: str) -> Iterator[int]:
+    """Hold the stack's lock (``<state dir>/<stack>.lock``, flock) for the block; fail at once if taken.
+
+    Example::
+
+        with stack_lock("demo"):
+            orchestrate.up(stack, progress, config_path)
+    """
+    fd = _lock_fd(stack_name)
+    _held_locks[stack_name] = fd
+    try:
+        yield fd
+    finally:
+        _held_locks.pop(stack_name, None)
+        os.close(fd)
+
+
+def held_lock(stack_name: str) -> int | None:
+    """The descriptor of the stack's lock if this process holds it (to hand to a child process)."""
+    return _held_locks.get(stack_name)
+
+
+def hold_lock_until_exit(stack_name: str) -> None:
+    """Take the stack's lock for the rest of this process (a plain ``pyinfra`` converge).
+
+    A converge started by ``ollastack up`` inherits the lock its parent holds. When another
+    command holds it, the process ends with that one line (pyinfra would print a traceback).
+    """
+    if stack_name not in _held_locks:
+        try:
+            _held_locks[stack_name] = _lock_fd(stack_name)
+        except StackBusy as exc:
+            raise SystemExit(f"error: {exc}") from None
 
 
 def write_atomic(path: Path, text: str, mode: int = 0o600) -> None:

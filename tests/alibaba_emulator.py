@@ -398,7 +398,8 @@ class AlibabaEmulator:
         name, body = params.get("KeyPairName", ""), params.get("PublicKeyBody", "")
         if any(k["name"] == name for k in self.resources["key_pair"].values()):
             raise ApiError(400, "KeyPair.AlreadyExist", "The key pair already exists.")
-        if not body.startswith(("ssh-ed25519 ", "ssh-rsa ", "ecdsa-sha2-")):
+        # As the real API: rsa, dsa and ecdsa keys (and their OpenSSH certificates), never ed25519.
+        if not body.startswith(("ssh-rsa ", "ssh-dss ", "ecdsa-sha2-", "ssh-rsa-cert-", "ssh-dss-cert-")):
             raise ApiError(400, "InvalidPublicKeyBody.Malformed", "The public key body is malformed.")
         fingerprint = hashlib.md5(body.split()[1].encode()).hexdigest()
         res = self._new("key_pair", "kp", name=name, body=body, fingerprint=fingerprint, tags=_tags(params))

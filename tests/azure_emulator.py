@@ -6,6 +6,8 @@ that ``ollastack.cloud.azure`` uses, over real HTTPS, to the real Azure SDK clie
 - ``/{tenant}/v2.0/.well-known/openid-configuration`` and ``/{tenant}/oauth2/v2.0/token``
   (client-credentials grant) so ``DefaultAzureCredential`` signs in through EnvironmentCredential;
 - resource groups (synchronous PUT, DELETE with ``202`` + ``Location`` polling, listing what they hold);
+- subscription-wide listings of resource groups and of resources, filtered by one tag
+  (``$filter=tagName eq 'k' and tagValue eq 'v'``, the only filter ARM allows with a tag value);
 - virtual networks (+ subnets), network security groups (+ security rules), public IPs, NICs,
   virtual machines (+ their managed OS disk): PUT answers ``201``/``200`` with an
   ``Azure-AsyncOperation`` header, DELETE answers ``202`` with a ``Location`` header;
@@ -60,6 +62,8 @@ RESOURCE_RE = re.compile(
     r"^/subscriptions/(?P<sub>[^/]+)/resourcegroups/(?P<rg>[^/]+)"
     r"(?:/providers/(?P<ns>[^/]+)/(?P<type>[^/]+)/(?P<name>[^/]+)(?:/(?P<child>[^/]+)/(?P<cname>[^/]+))?)?$",
     re.IGNORECASE)
+SUB_LIST_RE = re.compile(r"^/subscriptions/(?P<sub>[^/]+)/(?P<what>resourcegroups|resources)$", re.IGNORECASE)
+TAG_FILTER_RE = re.compile(r"^tagName eq '(?P<name>[^']*)' and tagValue eq '(?P<value>[^']*)'$")
 LIST_RE = re.compile(r"^/subscriptions/(?P<sub>[^/]+)/resourcegroups/(?P<rg>[^/]+)/resources$", re.IGNORECASE)
 OP_RE = re.compile(r"^/subscriptions/[^/]+" + OPS_PREFIX + r"/(asyncOperations|operationResults)/(?P<op>[^/]+)$",
                    re.IGNORECASE)
@@ -508,6 +512,9 @@ class _Handler(BaseHTTPRequestHandler):
             listing = LIST_RE.match(path)
             if listing and method == "GET":
                 return self._list(listing)
+            everywhere = SUB_LIST_RE.match(path)
+            if everywhere and method == "GET":
+                return self._list_tagged(everywhere)
             if not match:
                 return self._error(404, "InvalidResourceType", f"No route for {path}.")
             if method == "GET":
@@ -623,6 +630,20 @@ class _Handler(BaseHTTPRequestHandler):
             return self._not_found(m)
         self._reply(200, {"value": [{k: r[k] for k in ("id", "name", "type", "location", "tags")}
                                     for key, r in sorted(self.emulator.resources.items()) if key.startswith(prefix)]})
+
+    def _list_tagged(self, m: re.Match) -> None:
+        """Resource groups, or resources in any group, of the subscription, by one tag name and value."""
+        query = parse_qs(urlsplit(self.path).query).get("$filter", [""])[0]
+        wanted = TAG_FILTER_RE.match(query)
+        if query and wanted is None:
+            return self._error(400, "InvalidFilterInQueryString", f"Unsupported $filter {query!r}.")
+        groups = m["what"].lower() == "resourcegroups"
+        prefix = f"/subscriptions/{m['sub']}/resourcegroups/".lower()
+        found = [r for key, r in sorted(self.emulator.resources.items())
+                 if key.startswith(prefix) and (r["type"] == "Microsoft.Resources/resourceGroups") == groups
+                 and (wanted is None or r.get("tags", {}).get(wanted["name"]) == wanted["value"])]
+        keys = ("id", "name", "location", "tags", "properties") if groups else ("id", "name", "type", "location", "tags")
+        self._reply(200, {"value": [{k: r[k] for k in keys} for r in found]})
 
     def _ids(self, m: re.Match) -> tuple[str, str, str]:
         """(resource id as sent, its key, the key of its top-level parent) for a matched path."""

@@ -60,7 +60,6 @@ class Pebble:
         return self.dir / "ca.pem"
 
     def _listener_cert(self) -> certs.ServerCertPaths:
-        certs.ensure_ca(self.dir)
         certs.ensure_server_cert(self.dir, "pebble", [self.address, "127.0.0.1", "localhost"])
         return certs.server_cert_paths(self.dir, "pebble")
 

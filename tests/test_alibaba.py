@@ -15,6 +15,7 @@ from alibabacloud_ecs20140526.client import Client as EcsClient
 from alibabacloud_tea_openapi.exceptions import ClientException
 from alibabacloud_tea_openapi.utils_models import Config
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from tests.alibaba_emulator import AlibabaEmulator
@@ -58,8 +59,8 @@ def _env(monkeypatch, tmp_path):
 
 @pytest.fixture
 def keys(tmp_path) -> tuple[Path, Path]:
-    key = Ed25519PrivateKey.generate()
-    private, public = tmp_path / "id_ed25519", tmp_path / "id_ed25519.pub"
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    private, public = tmp_path / "id_rsa", tmp_path / "id_rsa.pub"
     private.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
                                           serialization.NoEncryption()))
     public.write_bytes(key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH))
@@ -174,6 +175,15 @@ def test_destroy_touches_only_this_stacks_resources(emu, keys):
     assert f"vpc {foreign['id']} is not tagged ollastack-stack=demo: left alone" in out.getvalue()
     down(other)
     assert list(emu.resources["vpc"]) == [foreign["id"]]
+
+
+def test_down_without_state_finds_everything_by_tag(emu, keys):
+    stack, other = make_stack(emu, keys), make_stack(emu, keys, name="other")
+    up(stack)
+    up(other)
+    StackState.load("demo").path.unlink()
+    assert len(down(stack)) == 5
+    assert counts(emu) == {"vpc": 1, "vswitch": 1, "security_group": 1, "key_pair": 1, "instance": 1}
 
 
 def test_wrong_secret_fails_in_the_sdk_and_is_one_line(emu, keys, monkeypatch):
@@ -562,3 +572,68 @@ def test_default_endpoints_are_the_regions(emu, keys):
     assert api.region == "cn-beijing"
     assert (api.ecs._endpoint, api.ecs._protocol) == ("ecs.cn-beijing.aliyuncs.com", "https")
     assert api.vpc._endpoint == "vpc.cn-beijing.aliyuncs.com"
+
+
+# -- client tokens and key types ----------------------------------------------------------------------
+def test_create_retried_after_a_lost_answer_makes_one_vpc(emu, keys):
+    stack = make_stack(emu, keys)
+    emu.inject("CreateVpc", "drop_after")          # the VPC is made, the answer never arrives
+    with pytest.raises(CloudError):
+        alibaba.create(stack, StackState.load("demo", "alibaba"), Progress(stream=io.StringIO()),
+                       alibaba.Timing(poll_s=0, backoff_ms=0, wait_s=20, attempts=1))
+    (vpc,) = emu.resources["vpc"].values()
+    tags, vpc["tags"] = vpc["tags"], {}            # a tag look-up that does not see it yet
+    up(stack)
+    vpc["tags"] = tags
+    first, second = [r["params"] for r in emu.requests if r["action"] == "CreateVpc"]
+    assert first["ClientToken"] == second["ClientToken"]
+    assert counts(emu)["vpc"] == 1 and StackState.load("demo").find("vpc", "ollastack-demo")["id"] == vpc["id"]
+    down(stack)
+    assert emu.resource_count() == 0
+
+
+def test_every_create_carries_a_token_that_survives_a_resume_but_not_a_deletion(emu, keys):
+    stack = make_stack(emu, keys)
+    up(stack)
+    actions = ("CreateVpc", "CreateVSwitch", "CreateSecurityGroup", "RunInstances")
+    tokens = {action: emu.calls(action)[0]["ClientToken"] for action in actions}
+    assert len(set(tokens.values())) == 4
+    (old,) = emu.resources["instance"]
+    del emu.resources["instance"][old]             # deleted in the console; the state still records it
+    up(stack)
+    (new,) = emu.resources["instance"]
+    assert new != old and emu.calls("RunInstances")[1]["ClientToken"] != tokens["RunInstances"]
+    down(stack)
+    up(stack)
+    assert {emu.calls(a)[-1]["ClientToken"] for a in actions[:3]}.isdisjoint(tokens.values())
+    assert counts(emu) == {"vpc": 1, "vswitch": 1, "security_group": 1, "key_pair": 1, "instance": 1}
+
+
+def test_emulator_refuses_ed25519_keys_like_the_real_api(emu):
+    body = Ed25519PrivateKey.generate().public_key().public_bytes(
+        serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH).decode()
+    client = EcsClient(Config(access_key_id=KEY_ID, access_key_secret=SECRET, region_id="cn-hangzhou",
+                              endpoint=emu.ecs_url.removeprefix("http://"), protocol="http"))
+    with pytest.raises(ClientException) as raw:
+        client.import_key_pair(ecs_models.ImportKeyPairRequest(region_id="cn-hangzhou", key_pair_name="k",
+                                                               public_key_body=body))
+    assert raw.value.code == "InvalidPublicKeyBody.Malformed"
+
+
+def test_ed25519_key_is_refused_at_validation_before_any_request(emu, tmp_path, capsys):
+    from ollastack.cli import main
+
+    public = tmp_path / "id_ed25519.pub"
+    public.write_bytes(Ed25519PrivateKey.generate().public_key().public_bytes(
+        serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH) + b" me@laptop\n")
+    (tmp_path / "id_ed25519").write_text("unused\n")
+    config = tmp_path / "stack.toml"
+    config.write_text(f'[stack]\nname = "demo"\nprovider = "alibaba"\n[access]\nssh_public_key = "{public}"\n'
+                      f'ssh_private_key = "{tmp_path / "id_ed25519"}"\n'
+                      f'[alibaba]\necs_endpoint = "{emu.ecs_url}"\nvpc_endpoint = "{emu.vpc_url}"\n')
+    for command in ("validate", "up"):
+        assert main(["--config", str(config), command]) == 2
+        err = capsys.readouterr().err
+        assert "access.ssh_public_key" in err and "ssh-ed25519" in err and "ssh-keygen -t rsa" in err
+        assert "Traceback" not in err
+    assert emu.requests == []

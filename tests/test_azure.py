@@ -385,6 +385,53 @@ def test_destroy_only_deletes_what_is_tagged_as_ours(arm, make_stack):
     assert arm.find("networkInterfaces") != [] and arm.find("virtualMachines") == []
 
 
+def test_down_without_state_finds_the_stack_by_tag_and_spares_other_stacks(arm, make_stack):
+    stack, other = make_stack(), make_stack(name="other")
+    up(stack)
+    up(other)
+    kept = arm.stack_resources("other")
+    assert len(arm.stack_resources("demo")) == 7 and len(kept) == 7
+    StackState.load("demo").path.unlink()          # lost, or written by a run from elsewhere
+    removed, lines = down(stack)
+    assert len(removed) == 6 and arm.stack_resources("demo") == []
+    assert arm.stack_resources("other") == kept
+    deletes = [r.rtype for r in arm.seen("DELETE")]
+    assert deletes.index("virtualmachines") < deletes.index("networkinterfaces") < deletes.index("virtualnetworks")
+    assert deletes[-1] == "resourcegroups"
+
+
+def test_cli_down_from_another_directory_removes_every_tagged_resource(arm, make_stack, keys, tmp_path):
+    up(make_stack())
+    config = tmp_path / "project" / "stack.toml"
+    config.parent.mkdir()
+    config.write_text(f'[stack]\nname = "demo"\nprovider = "azure"\n[access]\nssh_public_key = "{keys[0]}"\n'
+                      f'ssh_private_key = "{keys[1]}"\n[azure]\nresource_manager_url = "{arm.url}"\n'
+                      'polling_interval = 0\n')
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    env = {k: v for k, v in os.environ.items() if k != "OLLASTACK_STATE_DIR"}
+    result = subprocess.run([sys.executable, "-m", "ollastack.cli", "--config", str(config), "--json", "down", "--yes"],
+                            env={**env, "PYTHONPATH": str(ROOT)}, cwd=elsewhere, capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert len(json.loads(result.stdout)["removed"]) == 6
+    assert arm.stack_resources("demo") == []
+    assert not (elsewhere / ".ollastack").exists()
+
+
+def test_cli_wrong_secret_prints_one_error_line(arm, make_stack, keys, tmp_path):
+    config = tmp_path / "stack.toml"
+    config.write_text(f'[stack]\nname = "demo"\nprovider = "azure"\n[access]\nssh_public_key = "{keys[0]}"\n'
+                      f'ssh_private_key = "{keys[1]}"\n[azure]\nresource_manager_url = "{arm.url}"\n')
+    env = {**os.environ, "AZURE_CLIENT_SECRET": "not-the-secret", "PYTHONPATH": str(ROOT)}
+    result = subprocess.run([sys.executable, "-m", "ollastack.cli", "--config", str(config), "up"], env=env,
+                            cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1
+    [line] = result.stderr.splitlines()
+    assert line.startswith("error: azure: sign-in failed") and "AADSTS7000215" in line
+    assert arm.seen("PUT") == []
+
+
 # -- settings and the inventory -----------------------------------------------------------------------
 def test_azure_provider_needs_a_subscription(keys, monkeypatch):
     monkeypatch.delenv("AZURE_SUBSCRIPTION_ID", raising=False)

@@ -190,6 +190,15 @@ class E2E:
         return [address for kind, address in lines if kind == "refused"]
 
 
+@pytest.fixture(scope="module")
+def keypair(tmp_path_factory) -> tuple[Path, Path]:
+    """An RSA key pair: Alibaba's ImportKeyPair refuses ed25519 (the conftest key), Azure takes RSA too."""
+    private = tmp_path_factory.mktemp("e2e-key") / "id_rsa"
+    subprocess.run(["ssh-keygen", "-q", "-t", "rsa", "-b", "3072", "-N", "", "-C", "ollastack-tests", "-f", str(private)],
+                   check=True)
+    return private.with_suffix(".pub"), private
+
+
 def lab_vm(workdir: Path, name: str, keypair) -> tuple[Path, dict]:
     """Start a one-host lab stack ``name`` (its own description file); returns (config, host)."""
     config = workdir / f"{name}.toml"

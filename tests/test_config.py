@@ -20,7 +20,7 @@ def keys(tmp_path: Path) -> tuple[Path, Path]:
     private = tmp_path / "id"
     private.write_text("not used by validation\n")
     public = tmp_path / "id.pub"
-    public.write_text("ssh-ed25519 AAAA test\n")
+    public.write_text("ssh-rsa AAAA test\n")  # every provider takes RSA; Alibaba refuses ed25519
     return public, private
 
 

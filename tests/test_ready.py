@@ -9,12 +9,9 @@ from __future__ import annotations
 
 import json
 import os
-import random
-import ssl
 import subprocess
 import sys
 import threading
-from http.server import ThreadingHTTPServer
 from pathlib import Path
 
 import pytest

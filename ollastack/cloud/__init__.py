@@ -7,8 +7,9 @@ A provider module exposes two functions, and nothing else is called by the rest 
         exists; return the hosts as dicts {"name", "address", "user", "tls_names"} (also stored
         with ``state.set_hosts``). Idempotent: a second call creates nothing new.
     destroy(stack: Stack, state: StackState, progress: Progress) -> list[str]
-        Delete what ``state`` records (and only resources tagged as this stack's), in dependency
-        order, tolerating resources that are already gone; return what was removed.
+        Delete what ``state`` records and what the provider finds by the stack's tag (only
+        resources tagged as this stack's), in dependency order, tolerating resources that are
+        already gone; return what was removed. Works without a state file.
 
 Errors meant for the user are raised as ``CloudError`` with one line saying what to do next.
 """

@@ -20,7 +20,6 @@ Example::
 from __future__ import annotations
 
 import fnmatch
-import hashlib
 import ipaddress
 import json
 import os
@@ -208,12 +207,27 @@ class Steps:
         self.prefix = f"ollastack-{self.name}"
         self.api = Api(stack, timing)
         self.region = stack.alibaba.region
-        self.run_token = uuid.uuid4().hex
         self.lock = threading.Lock()
 
     def record(self, kind: str, name: str, **attrs: Any) -> None:
         with self.lock:
             self.state.record(kind, name, region=self.region, **attrs)
+
+    def client_token(self, kind: str) -> str:
+        """The ClientToken for creating this stack's ``kind``: one per resource, kept in its state record.
+
+        Written before the request goes out, so a retried or resumed ``up`` (even one whose tag
+        look-up does not see the new resource yet) repeats it, and Alibaba answers with the
+        resource it already made instead of making a second one. A record whose resource was
+        found gone gets a new token: the old one would only name the deleted resource again.
+        """
+        with self.lock:
+            entry = self.state.find(kind, self.prefix) or {}
+            if entry.get("client_token") and not entry.get("id"):
+                return entry["client_token"]
+            token = str(uuid.uuid4())
+            self.state.record(kind, self.prefix, region=self.region, id=None, client_token=token)
+            return token
 
     def wait(self, what: str, poll: Callable[[], tuple[str, Any]], ready: str) -> Any:
         """Poll until the status is ``ready``; show each new status and repeat it now and then."""
@@ -294,7 +308,7 @@ class Steps:
         else:
             vpc_id = self.api.call(self.api.vpc.create_vpc, vpc_models.CreateVpcRequest(
                 region_id=self.region, vpc_name=self.prefix, cidr_block=VPC_CIDR, description="ollastack",
-                client_token=f"{self.run_token}-vpc", tag=_tag(vpc_models, "CreateVpc", self.name)))["VpcId"]
+                client_token=self.client_token("vpc"), tag=_tag(vpc_models, "CreateVpc", self.name)))["VpcId"]
             self.progress(f"VPC {vpc_id} created")
         self.record("vpc", self.prefix, id=vpc_id)
         self.wait(f"VPC {vpc_id}", lambda: (self._one(self.api.vpc.describe_vpcs, vpc_models.DescribeVpcsRequest(
@@ -310,7 +324,7 @@ class Steps:
         else:
             vsw_id = self.api.call(self.api.vpc.create_vswitch, vpc_models.CreateVSwitchRequest(
                 region_id=self.region, vpc_id=vpc_id, zone_id=zone, cidr_block=VSWITCH_CIDR,
-                v_switch_name=self.prefix, client_token=f"{vpc_id}-vsw",
+                v_switch_name=self.prefix, client_token=self.client_token("vswitch"),
                 tag=_tag(vpc_models, "CreateVSwitch", self.name)))["VSwitchId"]
             self.progress(f"vSwitch {vsw_id} created in {zone}")
         self.record("vswitch", self.prefix, id=vsw_id, zone=zone)
@@ -327,7 +341,7 @@ class Steps:
         else:
             sg_id = self.api.call(self.api.ecs.create_security_group, ecs_models.CreateSecurityGroupRequest(
                 region_id=self.region, vpc_id=vpc_id, security_group_name=self.prefix, security_group_type="normal",
-                description="ollastack: SSH from admin_cidrs, HTTP(S) from anywhere", client_token=f"{vpc_id}-sg",
+                description="ollastack: SSH from admin_cidrs, HTTP(S) from anywhere", client_token=self.client_token("security_group"),
                 tag=_tag(ecs_models, "CreateSecurityGroup", self.name)))["SecurityGroupId"]
             self.progress(f"security group {sg_id} created")
         self.record("security_group", self.prefix, id=sg_id)
@@ -367,7 +381,6 @@ class Steps:
                 self.progress(f"instance {inst_id} is {found[0]['InstanceType']}, not {cfg.instance_type}: "
                               "run `ollastack down` and `up` to change the type")
         else:
-            token = hashlib.sha256(f"{vsw_id}/{sg_id}/{image_id}".encode()).hexdigest()[:40]
             inst_id = self.api.call(self.api.ecs.run_instances, ecs_models.RunInstancesRequest(
                 region_id=self.region, zone_id=zone, image_id=image_id, instance_type=cfg.instance_type,
                 v_switch_id=vsw_id, security_group_id=sg_id, key_pair_name=key_pair, amount=1,
@@ -376,7 +389,7 @@ class Steps:
                 internet_max_bandwidth_out=cfg.bandwidth_mbps,
                 system_disk=ecs_models.RunInstancesRequestSystemDisk(size=str(cfg.system_disk_gb),
                                                                      category=cfg.system_disk_category),
-                client_token=f"ollastack-{token}", tag=_tag(ecs_models, "RunInstances", self.name),
+                client_token=self.client_token("instance"), tag=_tag(ecs_models, "RunInstances", self.name),
             ))["InstanceIdSets"]["InstanceIdSet"][0]
             self.progress(f"instance {inst_id} ({cfg.instance_type}) created")
         self.record("instance", self.prefix, id=inst_id, zone=zone)

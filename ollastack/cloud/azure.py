@@ -25,6 +25,7 @@ Example::
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import threading
@@ -66,6 +67,16 @@ RETRY = {"retry_total": 6, "retry_backoff_factor": 1.0, "retry_backoff_max": 60}
 # Destroy order: each tier only after the one before is gone (Azure refuses to delete what is in use).
 DESTROY_TIERS = (("virtual_machine",), ("network_interface",),
                  ("public_ip", "network_security_group", "virtual_network"), ("resource_group",))
+# What ``destroy`` finds by tag, by ARM type (lower case): the kinds ``create`` makes.
+KINDS = {"microsoft.resources/resourcegroups": "resource_group",
+         "microsoft.network/virtualnetworks": "virtual_network",
+         "microsoft.network/networksecuritygroups": "network_security_group",
+         "microsoft.network/publicipaddresses": "public_ip",
+         "microsoft.network/networkinterfaces": "network_interface",
+         "microsoft.compute/virtualmachines": "virtual_machine"}
+# The SDK's own loggers: azure-identity reports a failed sign-in in a multi-line WARNING block that
+# Python prints on stderr when nothing configured logging; cloud_error() says it in one line.
+SDK_LOGGERS = ("azure.identity", "azure.core")
 LABELS = {"resource_group": "resource group", "virtual_network": "virtual network",
           "network_security_group": "network security group", "public_ip": "public IP",
           "network_interface": "network interface", "virtual_machine": "virtual machine"}
@@ -110,19 +121,21 @@ def create(stack: Stack, state: StackState, progress: Callable[[str], None]) -> 
 
 
 def destroy(stack: Stack, state: StackState, progress: Callable[[str], None]) -> list[str]:
-    """Delete what ``state`` records, tier by tier, and return the ids of what was removed.
+    """Delete what ``state`` records and what is tagged as this stack's, tier by tier; return the ids removed.
 
-    Resources not tagged as this stack's are left in place; ones already gone are skipped.
+    The tag look-up covers the whole subscription, so ``down`` removes everything even when the
+    state file is lost or was written elsewhere. Resources not tagged as this stack's are left in
+    place; ones already gone are skipped.
 
     Example::
 
         removed = destroy(stack, state, Progress())   # ["/subscriptions/.../virtualMachines/demo-vm", ...]
     """
     session = _Session(stack, state, progress)
+    entries = session.targets()
     removed: list[str] = []
     for tier in DESTROY_TIERS:
-        entries = [dict(r) for r in state.resources if r["kind"] in tier]
-        results = _parallel([lambda e=e: session.delete(e) for e in entries])
+        results = _parallel([lambda e=e: session.delete(e) for e in entries if e["kind"] in tier])
         removed += [rid for rid in results if rid]
     state.set_hosts([])
     return removed
@@ -140,6 +153,8 @@ def credential(section) -> DefaultAzureCredential:
     that is not one of Azure's own (Azure Stack, a test emulator) cannot be vouched for, and the
     user named it explicitly, so discovery is skipped for it.
     """
+    for name in SDK_LOGGERS:
+        logging.getLogger(name).setLevel(logging.CRITICAL)
     authority = os.environ.get("AZURE_AUTHORITY_HOST") or CLOUDS[section.cloud][1]
     host = urlsplit(authority if "//" in authority else f"https://{authority}").hostname
     extra = {} if host in KNOWN_AUTHORITIES else {"disable_instance_discovery": True}
@@ -433,6 +448,25 @@ class _Session:
                                 self.group, name, b).result(), drift=resize_note)
 
     # -- destroy --------------------------------------------------------------------------------
+    def targets(self) -> list[dict]:
+        """Recorded resources, then those found by this stack's tag: {"kind", "name", "id"} each, once."""
+        query = f"tagName eq '{TAG}' and tagValue eq '{self.stack.stack.name}'"
+        try:
+            found = [g.as_dict() | {"type": "Microsoft.Resources/resourceGroups"}
+                     for g in self.resources.resource_groups.list(filter=query)]
+            found += [r.as_dict() for r in self.resources.resources.list(filter=query)]
+        except SDK_ERRORS as exc:
+            raise cloud_error(exc, f"listing resources tagged {TAG}={self.stack.stack.name}") from None
+        entries = {r["id"].lower(): dict(r) for r in self.state.resources if r.get("id")}
+        for resource in found:
+            kind = KINDS.get(resource.get("type", "").lower())
+            if kind is None:
+                self.progress(f"{resource['id']}: tagged {TAG}={self.stack.stack.name} but not made by "
+                              "ollastack, left in place")
+                continue
+            entries.setdefault(resource["id"].lower(), {"kind": kind, "name": resource["name"], "id": resource["id"]})
+        return list(entries.values())
+
     def delete(self, entry: dict) -> str | None:
         """Delete one recorded resource if it still exists and is ours; return its id if deleted."""
         kind, name, rid = entry["kind"], entry["name"], entry["id"]
