@@ -28,7 +28,7 @@ def control(tmp_path, monkeypatch):
     monkeypatch.setenv("OLLASTACK_LAB_DIR", str(tmp_path / "lab"))
     monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}")
     public, private = tmp_path / "id.pub", tmp_path / "id"
-    public.write_text("ssh-ed25519 AAAA test\n")
+    public.write_text("ssh-rsa AAAAB3NzaC1yc2E test\n")
     private.write_text("key\n")
 
     def make(provider: str = "static", **sections) -> orchestrate.Stack:

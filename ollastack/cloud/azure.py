@@ -133,6 +133,9 @@ def destroy(stack: Stack, state: StackState, progress: Callable[[str], None]) ->
     """
     session = _Session(stack, state, progress)
     entries = session.targets()
+    for entry in entries:
+        # Before any delete: a state file of another subscription must not leave this one half-removed.
+        session.check_subscription(entry)
     removed: list[str] = []
     for tier in DESTROY_TIERS:
         results = _parallel([lambda e=e: session.delete(e) for e in entries if e["kind"] in tier])
@@ -467,14 +470,20 @@ class _Session:
             entries.setdefault(resource["id"].lower(), {"kind": kind, "name": resource["name"], "id": resource["id"]})
         return list(entries.values())
 
+    def check_subscription(self, entry: dict) -> str:
+        """The entry's label; raises CloudError when the state records it in another subscription."""
+        label = f"{LABELS.get(entry['kind'], entry['kind'])} {entry['name']}"
+        m = ID_RE.match(entry["id"])
+        if m is None or m["sub"].lower() != self.sub.lower():
+            raise CloudError(f"azure: state records {label} in another subscription ({entry['id']}); "
+                             "set azure.subscription_id to that subscription and run `ollastack down` again")
+        return label
+
     def delete(self, entry: dict) -> str | None:
         """Delete one recorded resource if it still exists and is ours; return its id if deleted."""
         kind, name, rid = entry["kind"], entry["name"], entry["id"]
-        label = f"{LABELS.get(kind, kind)} {name}"
+        label = self.check_subscription(entry)
         m = ID_RE.match(rid)
-        if m is None or m["sub"].lower() != self.sub.lower():
-            raise CloudError(f"azure: state records {label} in another subscription ({rid}); "
-                             "set azure.subscription_id to that subscription and run `ollastack down` again")
         started = time.monotonic()
         try:
             if kind == "resource_group":
