@@ -81,18 +81,25 @@ def install_release(data):
     return server.shell(name=f"Verify and install Ollama {data.ollama_version}", commands=[script])
 
 
-def pull_models(data) -> None:
-    """Pull every configured model that ``/api/tags`` does not list yet."""
+def pull_models(data, settings) -> None:
+    """Pull every configured model that ``/api/tags`` does not list yet.
+
+    ``settings`` is the override.conf operation: when it changes, Ollama restarts with other settings
+    (another ``models_dir``, another address) and what it listed before cannot be trusted, so every
+    model goes to the helper, which asks Ollama again after the restart (``--if-missing``).
+    """
     address = client_address(data.ollama_host)
     present = set(host.get_fact(OllamaModels, address=address) or [])
     files.put(name="Model pull helper", src=str(PROJECT_ROOT / "deploy/files/ollama-pull.py"),
               dest=PULL_SCRIPT, mode="0755")
+    recheck = settings.will_change
     for model in data.ollama_models:
-        if tagged(model) not in present:
+        if recheck or tagged(model) not in present:
             # The helper retries passing failures itself: pyinfra's _retries would retry an unknown model too.
             command = shlex.join(["python3", PULL_SCRIPT, "--idle-timeout", str(data.ollama_pull_idle_timeout),
                                   "--deadline", str(data.ollama_pull_deadline),
-                                  "--retries", str(data.ollama_pull_retries), address, model])
+                                  "--retries", str(data.ollama_pull_retries),
+                                  *(["--if-missing"] if recheck else []), address, model])
             server.shell(name=f"Pull model {model}", commands=[command])
 
 
@@ -123,5 +130,5 @@ def ollama(gpu_changes=()):
                  commands=[f"for i in $(seq 120); do curl -fsS --max-time 2 {shlex.quote(f'http://{address}/api/version')} "
                            f"&& exit 0; sleep 0.5; done; echo {silent} >&2; exit 1"],
                  _if=restart.did_change)
-    pull_models(data)
+    pull_models(data, override)
     check_gpu_offload(data, address, [restart, *gpu_changes])

@@ -5,12 +5,13 @@ connector) -> the drop-in file the deploy uploads."""
 from __future__ import annotations
 
 import io
+import json
 
 import pytest
 from pyinfra.connectors.fake import FakeConnector
 
 from ollastack.config import host_data, iter_settings, parse_stack
-from tests.test_gpu_fake import LINUX, converge, site_gpu_and_ollama
+from tests.test_gpu_fake import LINUX, converge, present_file, site_gpu_and_ollama
 
 OVERRIDE = "/etc/systemd/system/ollama.service.d/override.conf"
 # Each setting that becomes an environment value, a non-default value for it, and the line expected.
@@ -88,3 +89,22 @@ def test_defaults_write_no_proxy_line(tmp_path, uploads):
     text = uploads[OVERRIDE]
     assert "HTTPS_PROXY" not in text
     assert 'Environment="OLLAMA_HOST=127.0.0.1:11434"' in text and 'Environment="OLLAMA_FLASH_ATTENTION=0"' in text
+
+
+def test_models_are_asked_for_again_when_the_settings_change(tmp_path, uploads):
+    """A listed model is not pulled again; when the settings change (another models_dir), what Ollama listed
+    before its restart cannot be trusted, so the helper asks again afterwards (``--if-missing``)."""
+    listed = {"http://127.0.0.1:11434/api/tags": [json.dumps({"models": [{"name": "llama3.2:1b"}]})]}
+    host = {"/sys/bus/pci/devices": [], **LINUX, **listed}
+    converge(host, deploy=site_gpu_and_ollama, **stack_data(tmp_path, {}))
+    settled = present_file(OVERRIDE, uploads[OVERRIDE])
+
+    def pulls(**ollama) -> list[str]:
+        _, commands = converge({**host, **settled}, deploy=site_gpu_and_ollama, **stack_data(tmp_path, ollama))
+        return [c for c in commands if c.startswith("python3 /usr/local/lib/ollastack/ollama-pull.py ")]
+
+    assert pulls() == []
+    [command] = pulls(models_dir="/srv/ollama/models")
+    assert "--if-missing" in command and command.endswith(" 127.0.0.1:11434 llama3.2:1b")
+    [command] = pulls(models=["llama3.2:1b", "qwen2.5:0.5b"])[-1:]
+    assert "--if-missing" not in command and command.endswith(" qwen2.5:0.5b")

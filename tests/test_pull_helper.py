@@ -121,3 +121,13 @@ def test_no_ollama_is_a_passing_failure(tmp_path):
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 1
     assert "pulling llama3.2:1b failed after 2 tries: cannot reach Ollama at 127.0.0.1:" in result.stderr
+
+
+def test_if_missing_leaves_a_present_model_and_pulls_a_missing_one(ollama):
+    assert pull(ollama, "llama3.2:1b").returncode == 0
+    result = pull(ollama, "library/llama3.2:1b", "--if-missing")
+    assert (result.returncode, result.stdout) == (0, "library/llama3.2:1b: already present\n"), result.stderr
+    assert tries(ollama) == 1
+    result = pull(ollama, "qwen2.5:0.5b", "--if-missing")
+    assert result.returncode == 0 and result.stdout.splitlines()[-1] == "qwen2.5:0.5b: success"
+    assert tries(ollama, at_least=2) == 2 and sorted(models(ollama)) == ["llama3.2:1b", "qwen2.5:0.5b"]

@@ -1,14 +1,16 @@
 #!/usr/bin/env python3
 """Pull one model through Ollama's API, printing progress; exit 1 naming the model and the cause on failure.
 
-Usage: ollama-pull.py [--idle-timeout S] [--deadline S] [--retries N] ADDRESS MODEL
+Usage: ollama-pull.py [--idle-timeout S] [--deadline S] [--retries N] [--if-missing] ADDRESS MODEL
        (e.g. ollama-pull.py --idle-timeout 120 --deadline 3600 --retries 2 127.0.0.1:11434 llama3.2:1b)
 
 Only a ``{"status": "success"}`` line is a success. A try is given up after S seconds without
 progress (no line, or only lines repeating the same progress, as Ollama sends while a download
 stalls). Passing failures (no connection, HTTP 5xx, a stream cut or ended before success, a stall,
 a registry timeout) are tried again up to N times within the overall deadline; permanent ones (HTTP
-4xx, unknown model, invalid name, no space left) fail at once. Installed by ollastack; standard library only.
+4xx, unknown model, invalid name, no space left) fail at once. With --if-missing, a model Ollama already
+has (``/api/show`` answers 200) is left as it is: no registry is asked. Installed by ollastack;
+standard library only.
 """
 import argparse
 import http.client
@@ -99,6 +101,20 @@ def pull_once(address: str, model: str, idle_s: float, deadline: float) -> None:
     raise Failure("the stream ended before success")
 
 
+def present(address: str, model: str) -> bool:
+    """Whether Ollama has ``model`` locally (it resolves the name itself: ``library/x`` is ``x:latest``)."""
+    request = urllib.request.Request(f"http://{address}/api/show", method="POST",
+                                     data=json.dumps({"model": model}).encode(),
+                                     headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=30):
+            return True
+    except urllib.error.HTTPError as exc:
+        if exc.code == 404:
+            return False
+        raise
+
+
 def pull(address: str, model: str, idle_s: float, deadline_s: float, retries: int) -> int:
     """Up to ``retries + 1`` tries within ``deadline_s``; 0 on success, 1 (one line on stderr) otherwise."""
     deadline = time.monotonic() + deadline_s
@@ -127,9 +143,13 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--idle-timeout", type=float, default=120.0, help="seconds without progress per try")
     parser.add_argument("--deadline", type=float, default=3600.0, help="overall seconds for this model")
     parser.add_argument("--retries", type=int, default=2, help="further tries after a passing failure")
+    parser.add_argument("--if-missing", action="store_true", help="do nothing when Ollama already has the model")
     parser.add_argument("address")
     parser.add_argument("model")
     args = parser.parse_args(argv)
+    if args.if_missing and present(args.address, args.model):
+        print(f"{args.model}: already present", flush=True)
+        return 0
     return pull(args.address, args.model, args.idle_timeout, args.deadline, args.retries)
 
 
