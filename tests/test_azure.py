@@ -533,6 +533,18 @@ def test_nsg_evaluation_follows_priority_order(arm, make_stack):
     assert arm.inbound(host["address"], 11434, "192.0.2.10") == (False, "demo-nsg/deny-other-inbound")
 
 
+def test_a_second_up_removes_rules_added_behind_its_back(arm, make_stack):
+    stack = make_stack()
+    [host], _ = up(stack)
+    rules = clients(stack).network.security_rules
+    rules.begin_create_or_update("demo-rg", "demo-nsg", "allow-ollama", rule(101, "Allow", "Tcp", "11434")).result()
+    assert arm.inbound(host["address"], 11434, "192.0.2.10") == (True, "demo-nsg/allow-ollama")
+    _, lines = up(stack)
+    assert any("security rule demo-nsg/allow-ollama: not one of ollastack's, removed" in line for line in lines)
+    assert arm.inbound(host["address"], 11434, "192.0.2.10") == (False, "demo-nsg/deny-other-inbound")
+    assert arm.inbound(host["address"], 443, "192.0.2.10") == (True, "demo-nsg/allow-web")
+
+
 def test_nic_without_nsg_behind_standard_ip_lets_nothing_in(arm, make_stack):
     [host], _ = up(make_stack())
     [nic] = arm.find("networkInterfaces")

@@ -361,8 +361,13 @@ class _Session:
                             drift=lambda existing: self._fix_rules(name, existing, rules))
 
     def _fix_rules(self, nsg: str, existing: dict, rules: dict[str, dict]) -> None:
-        """Update, in place, each of our rules that differs from the settings (e.g. new admin CIDRs)."""
+        """Converge the group's rules to ours: update each that differs from the settings (e.g. new admin
+        CIDRs) in place, and remove any other rule, which could open a port (Ollama's) to the internet."""
         current = {r["name"]: r.get("properties", {}) for r in existing["properties"].get("securityRules", [])}
+        for name in sorted(set(current) - set(rules)):
+            started = time.monotonic()
+            self.network.security_rules.begin_delete(self.group, nsg, name).result()
+            self.progress(f"security rule {nsg}/{name}: not one of ollastack's, removed ({_seconds(started)})")
         for name, wanted in rules.items():
             have = current.get(name, {})
             if all(_same(have.get(k), v) for k, v in wanted.items()):
