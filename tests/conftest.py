@@ -14,6 +14,7 @@ import pytest
 
 from tests.labkit import STACK, LabStack, lab_stack_fixture
 from tests.standin.build_archive import build_archive, unpack
+from tests.webui_standin.build_image import build_image
 
 # Under CI=true a skipped lab test fails the run (tests/lab_required.py).
 pytest_plugins = ["tests.lab_required"]
@@ -41,6 +42,12 @@ def archives(workdir) -> dict[str, tuple[Path, str]]:
         dest.mkdir()
         out[version] = build_archive(dest, version, fmt)
     return out
+
+
+@pytest.fixture(scope="session")
+def standin_image(tmp_path_factory) -> Path:
+    """The Open WebUI stand-in image as a ``podman save`` archive, built once per test run (lab tests)."""
+    return build_image(tmp_path_factory.mktemp("webui-image"))
 
 
 @pytest.fixture(scope="session")

@@ -17,7 +17,7 @@ import urllib.request
 import pytest
 
 from tests.labkit import LabStack, lab_stack_fixture, ssh
-from tests.webui_standin.build_image import STANDIN_IMAGE, build_image
+from tests.webui_standin.build_image import STANDIN_IMAGE
 
 pytestmark = pytest.mark.lab
 
@@ -31,7 +31,7 @@ class HostileStack(LabStack):
 
 
 @pytest.fixture(scope="module")
-def hostile_stack(tmp_path_factory, keypair, archives):
+def hostile_stack(tmp_path_factory, keypair, archives, standin_image):
     def make() -> HostileStack:
         stack = HostileStack(tmp_path_factory.mktemp("hostile"), keypair, archives)
         odd = stack.dir / "odd dir; touch PWNED"
@@ -40,7 +40,7 @@ def hostile_stack(tmp_path_factory, keypair, archives):
         ollama_archive = odd / "ollama release; touch PWNED.tgz"
         shutil.copy(archive, ollama_archive)
         image = odd / "open webui; touch PWNED.tar"
-        shutil.copy(build_image(stack.dir), image)
+        shutil.copy(standin_image, image)
         openwebui = {"install": "container", "image": STANDIN_IMAGE, "image_archive": str(image), "offline": True,
                      "admin_email": "owner@example.org", "admin_name": ADMIN_NAME, "admin_password": PASSWORD,
                      "openai_api_base_url": OPENAI_URL}

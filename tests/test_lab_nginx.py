@@ -14,31 +14,22 @@ import json
 import socket
 import ssl
 import subprocess
-from pathlib import Path
 
 import pytest
 
 from deploy.nginx import AUTH_BURST, TLS12_CIPHERS
-from tests.labkit import lab_stack_fixture, ssh
-from tests.test_lab_openwebui import ADMIN, WebUIStack, request, signin
-from tests.webui_standin.build_image import STANDIN_IMAGE, build_image
+from tests.labkit import ssh
+from tests.test_lab_openwebui import ADMIN, container_stack, request, signin
 
 pytestmark = pytest.mark.lab
 
 DOMAIN = "chat.nginxtest.example"
 
 
-@pytest.fixture(scope="module")
-def image_archive(tmp_path_factory) -> Path:
-    return build_image(tmp_path_factory.mktemp("webui-image"))
-
-
 @pytest.fixture(scope="module", params=["bookworm", "trixie"])
-def stack(request, tmp_path_factory, keypair, archives, image_archive):
-    name = f"nginxtest-{request.param[:3]}"
-    yield from lab_stack_fixture(lambda: WebUIStack(
-        name, tmp_path_factory.mktemp(name), keypair, archives,
-        {"install": "container", "image": STANDIN_IMAGE, "image_archive": str(image_archive)}, release=request.param))
+def stack(request, tmp_path_factory, keypair, archives, standin_image):
+    yield from container_stack(f"nginxtest-{request.param[:3]}", request.param, tmp_path_factory, keypair, archives,
+                               standin_image)
 
 
 @pytest.fixture(scope="module")

@@ -21,12 +21,13 @@ import ssl
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.labkit import LabStack, changed_ops, lab_stack_fixture, port_open, ssh
-from tests.webui_standin.build_image import STANDIN_IMAGE, build_image
+from tests.webui_standin.build_image import STANDIN_IMAGE
 
 pytestmark = pytest.mark.lab
 
@@ -246,18 +247,18 @@ def test_pip_changed_ollama_url_applies(pip_converged, pip_stack, pip_host, keyp
 
 # --- container route: an image loaded from an archive ---------------------------------------------
 
-@pytest.fixture(scope="module")
-def image_archive(tmp_path_factory) -> Path:
-    return build_image(tmp_path_factory.mktemp("webui-image"))
+def container_stack(name: str, release: str, tmp_path_factory, keypair, archives, image: Path) -> Iterator[WebUIStack]:
+    """Body of a module's stack fixture: the container route with the stand-in ``image`` on ``release``."""
+    yield from lab_stack_fixture(lambda: WebUIStack(
+        name, tmp_path_factory.mktemp(name), keypair, archives,
+        {"install": "container", "image": STANDIN_IMAGE, "image_archive": str(image)}, release=release))
 
 
 @pytest.fixture(scope="module", params=["bookworm", "trixie"])
-def ctr_stack(request, tmp_path_factory, keypair, archives, image_archive):
+def ctr_stack(request, tmp_path_factory, keypair, archives, standin_image):
     """The container route's stack, once per release: a hand-written unit on Debian 12, Quadlet on 13."""
-    name = f"owctr-{request.param[:3]}"
-    yield from lab_stack_fixture(lambda: WebUIStack(
-        name, tmp_path_factory.mktemp(name), keypair, archives,
-        {"install": "container", "image": STANDIN_IMAGE, "image_archive": str(image_archive)}, release=request.param))
+    yield from container_stack(f"owctr-{request.param[:3]}", request.param, tmp_path_factory, keypair, archives,
+                               standin_image)
 
 
 @pytest.fixture(scope="module")

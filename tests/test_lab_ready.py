@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.labkit import LabStack, lab_stack_fixture, ssh
-from tests.webui_standin.build_image import STANDIN_IMAGE, build_image
+from tests.webui_standin.build_image import STANDIN_IMAGE
 
 pytestmark = pytest.mark.lab
 
@@ -40,9 +40,9 @@ class ReadyStack(LabStack):
 
 
 @pytest.fixture(scope="module")
-def ready_stack(tmp_path_factory, keypair, archives):
-    image = build_image(tmp_path_factory.mktemp("ready-image"))
-    yield from lab_stack_fixture(lambda: ReadyStack(tmp_path_factory.mktemp("ready"), keypair, archives, image))
+def ready_stack(tmp_path_factory, keypair, archives, standin_image):
+    yield from lab_stack_fixture(lambda: ReadyStack(tmp_path_factory.mktemp("ready"), keypair, archives,
+                                                    standin_image))
 
 
 @pytest.fixture(scope="module")
