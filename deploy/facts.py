@@ -49,12 +49,21 @@ class NftTable(FactBase[str | None]):
     """
 
     def command(self, table: str) -> str:
-        family, name = table.split()
-        return f"nft list table {shlex.quote(family)} {shlex.quote(name)} 2>/dev/null || true"
+        return f"{nft_list_command(table)} 2>/dev/null || true"
 
     def process(self, output):
         text = normalized_nft("\n".join(output))
         return text or None
+
+
+def nft_list_command(table: str) -> str:
+    """``nft list table`` with output that does not depend on the host: protocols by number (names come
+    from /etc/protocols, which a later package such as netbase adds) and no counters.
+
+    Example: ``nft_list_command("inet ollastack") == "nft --stateless --numeric-protocol list table inet ollastack"``
+    """
+    family, name = table.split()
+    return f"nft --stateless --numeric-protocol list table {shlex.quote(family)} {shlex.quote(name)}"
 
 
 def normalized_nft(listing: str) -> str:

@@ -14,7 +14,7 @@ from pyinfra.operations import files, server, systemd
 from pyinfra.operations.util import any_changed
 
 from deploy.defaults import DEFAULTS
-from deploy.facts import FileText, NftTable, SshClientAddress, normalized_nft
+from deploy.facts import FileText, NftTable, SshClientAddress, nft_list_command, normalized_nft
 from ollastack import PROJECT_ROOT
 
 TEMPLATES = PROJECT_ROOT / "templates"
@@ -75,6 +75,6 @@ def firewall():
     server.shell(name="Apply firewall rules",
                  commands=[f"nft -c -f {RULES}", f"nft -f {RULES}",
                            f"mkdir -p {posixpath.dirname(APPLIED)} && umask 077 && "
-                           f"nft list table {TABLE} > {APPLIED}.new && mv {APPLIED}.new {APPLIED}"],
+                           f"{nft_list_command(TABLE)} > {APPLIED}.new && mv {APPLIED}.new {APPLIED}"],
                  _if=lambda: drifted or any_changed(rules, unit)())
     systemd.service(name="Firewall enabled at boot", service="ollastack-firewall", running=True, enabled=True)

@@ -128,6 +128,19 @@ def test_flushed_ruleset_is_restored_by_the_next_converge(stack, host, keypair):
     converge_changes_nothing(stack)
 
 
+def test_protocol_names_appearing_later_are_not_drift(stack, host, keypair):
+    """nft prints ``icmp`` instead of ``1`` once /etc/protocols exists (netbase, pulled in by Podman, adds
+    it after the first apply): the same table must not be re-applied on every converge."""
+    address = host["address"]
+    ssh(address, "if [ -e /etc/protocols ]; then mv /etc/protocols /etc/protocols.away; "
+                 "else printf 'icmp 1 ICMP\\nipv6-icmp 58 IPv6-ICMP\\n' > /etc/protocols; fi", keypair)
+    try:
+        converge_changes_nothing(stack)
+    finally:
+        ssh(address, "if [ -e /etc/protocols.away ]; then mv /etc/protocols.away /etc/protocols; "
+                     "else rm -f /etc/protocols; fi", keypair)
+
+
 def test_a_rule_added_by_hand_is_removed_by_the_next_converge(stack, host, keypair):
     before = live_table(host, keypair)
     assert before is not None

@@ -16,7 +16,7 @@ import urllib.request
 
 import pytest
 
-from tests.labkit import LabStack, lab_stack_fixture, ssh
+from tests.labkit import LabStack, changed_ops, lab_stack_fixture, ssh
 from tests.webui_standin.build_image import STANDIN_IMAGE
 
 pytestmark = pytest.mark.lab
@@ -89,4 +89,4 @@ def test_nothing_ran_from_the_names(converged, keypair, hostile_stack):
 
 def test_second_converge_changes_nothing(converged, hostile_stack):
     _, report = hostile_stack.pyinfra()
-    assert report["results"]["totals"]["success"] == 0
+    assert report["results"]["totals"]["success"] == 0, changed_ops(report)
