@@ -105,7 +105,8 @@ def letsencrypt():
     files.directory(name="ollastack helper directory", path="/usr/local/lib/ollastack", mode="0755")
     files.put(name="certbot request helper", src=str(TEMPLATES / "certbot-issue.py"), dest=ISSUE_SCRIPT, mode="0755")
     files.template(name="certbot deploy hook (install + reload nginx)", src=str(TEMPLATES / "certbot-deploy-hook.sh.j2"),
-                   dest=HOOK, mode="0755", live=shlex.quote(f"/etc/letsencrypt/live/{domain}"), tls_dir=TLS_DIR)
+                   dest=HOOK, mode="0755", live=shlex.quote(f"/etc/letsencrypt/live/{domain}"),
+                   domain=shlex.quote(domain), tls_dir=TLS_DIR)
     systemd.service(name="certbot renewal timer", service="certbot.timer", running=True, enabled=True)
     directory = acme_directory(data.tls_acme_server)
     cert = host.get_fact(LetsEncryptCertificate, domain=domain)
