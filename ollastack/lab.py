@@ -475,6 +475,18 @@ def _stop(host: dict[str, Any], timeout: float = 20) -> None:
                 pass
     for d in _cgroup_dirs(host["name"]):
         _remove_cgroup(d)
+    # Return only once nspawn itself is reaped, not merely signalled: under load its exit (or its parent's
+    # reaping of it) can lag, and a caller may reuse the host's name or address at once.
+    deadline = time.monotonic() + timeout
+    while pid and (_alive(pid) or _zombie(pid)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except (OSError, IndexError):
+        return False
 
 
 def _cgroup_pids(group: Path) -> list[int]:
