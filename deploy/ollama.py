@@ -21,6 +21,7 @@ TEMPLATES = PROJECT_ROOT / "templates"
 RELEASE_URL = "https://github.com/ollama/ollama/releases/download/v{version}/ollama-linux-amd64.tgz"
 CACHE = "/var/cache/ollastack"
 PULL_SCRIPT = "/usr/local/lib/ollastack/ollama-pull.py"
+OVERRIDE = "/etc/systemd/system/ollama.service.d/override.conf"
 HOME = "/usr/share/ollama"
 # Ollama keeps its key pair (made on first start) here, and by default its models.
 STATE_DIR = f"{HOME}/.ollama"
@@ -81,18 +82,28 @@ def install_release(data):
     return server.shell(name=f"Verify and install Ollama {data.ollama_version}", commands=[script])
 
 
-def pull_models(data, settings) -> None:
+def models_may_have_moved(data, current: str | None) -> bool:
+    """Whether Ollama comes back from a restart with another models directory or address than the live
+    override.conf (``current``) gives it, so that what it lists before the restart says nothing.
+
+    Example: ``models_may_have_moved(host.data, None)`` is True (no override yet).
+    """
+    lines = {line.strip() for line in (current or "").splitlines()}
+    env = environment(data)
+    return any(f'Environment="{key}={systemd_quoted(env[key])}"' not in lines for key in ("OLLAMA_MODELS", "OLLAMA_HOST"))
+
+
+def pull_models(data) -> None:
     """Pull every configured model that ``/api/tags`` does not list yet.
 
-    ``settings`` is the override.conf operation: when it changes, Ollama restarts with other settings
-    (another ``models_dir``, another address) and what it listed before cannot be trusted, so every
-    model goes to the helper, which asks Ollama again after the restart (``--if-missing``).
+    When the converge moves Ollama to another models directory or address, what it lists now cannot be
+    trusted: every model goes to the helper, which asks Ollama again after the restart (``--if-missing``).
     """
     address = client_address(data.ollama_host)
     present = set(host.get_fact(OllamaModels, address=address) or [])
+    recheck = models_may_have_moved(data, host.get_fact(FileText, path=OVERRIDE))
     files.put(name="Model pull helper", src=str(PROJECT_ROOT / "deploy/files/ollama-pull.py"),
               dest=PULL_SCRIPT, mode="0755")
-    recheck = settings.will_change
     for model in data.ollama_models:
         if recheck or tagged(model) not in present:
             # The helper retries passing failures itself: pyinfra's _retries would retry an unknown model too.
@@ -115,7 +126,7 @@ def ollama(gpu_changes=()):
     unit = files.template(name="Ollama unit", src=str(TEMPLATES / "ollama.service.j2"),
                           dest="/etc/systemd/system/ollama.service", **confinement(data.ollama_models_dir))
     override = files.template(name="Ollama settings (override.conf)", src=str(TEMPLATES / "ollama-override.conf.j2"),
-                              dest="/etc/systemd/system/ollama.service.d/override.conf",
+                              dest=OVERRIDE,
                               environment={k: systemd_quoted(v) for k, v in environment(data).items()})
     after_driver = ollama_after_driver()
     changes = [op for op in (installed, unit, override, after_driver) if op is not None]
@@ -130,5 +141,5 @@ def ollama(gpu_changes=()):
                  commands=[f"for i in $(seq 120); do curl -fsS --max-time 2 {shlex.quote(f'http://{address}/api/version')} "
                            f"&& exit 0; sleep 0.5; done; echo {silent} >&2; exit 1"],
                  _if=restart.did_change)
-    pull_models(data, override)
+    pull_models(data)
     check_gpu_offload(data, address, [restart, *gpu_changes])

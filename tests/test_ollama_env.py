@@ -92,19 +92,21 @@ def test_defaults_write_no_proxy_line(tmp_path, uploads):
 
 
 def test_models_are_asked_for_again_when_the_settings_change(tmp_path, uploads):
-    """A listed model is not pulled again; when the settings change (another models_dir), what Ollama listed
-    before its restart cannot be trusted, so the helper asks again afterwards (``--if-missing``)."""
+    """A listed model is not pulled again; when the converge moves Ollama to another models_dir, what it
+    listed before its restart cannot be trusted, so the helper asks again afterwards (``--if-missing``).
+    Other setting changes leave the models alone."""
     listed = {"http://127.0.0.1:11434/api/tags": [json.dumps({"models": [{"name": "llama3.2:1b"}]})]}
     host = {"/sys/bus/pci/devices": [], **LINUX, **listed}
     converge(host, deploy=site_gpu_and_ollama, **stack_data(tmp_path, {}))
-    settled = present_file(OVERRIDE, uploads[OVERRIDE])
+    settled = {**present_file(OVERRIDE, uploads[OVERRIDE]), f"cat {OVERRIDE} ": uploads[OVERRIDE].splitlines()}
 
     def pulls(**ollama) -> list[str]:
         _, commands = converge({**host, **settled}, deploy=site_gpu_and_ollama, **stack_data(tmp_path, ollama))
         return [c for c in commands if c.startswith("python3 /usr/local/lib/ollastack/ollama-pull.py ")]
 
     assert pulls() == []
+    assert pulls(keep_alive="10m") == []
     [command] = pulls(models_dir="/srv/ollama/models")
     assert "--if-missing" in command and command.endswith(" 127.0.0.1:11434 llama3.2:1b")
-    [command] = pulls(models=["llama3.2:1b", "qwen2.5:0.5b"])[-1:]
+    [command] = pulls(models=["llama3.2:1b", "qwen2.5:0.5b"])
     assert "--if-missing" not in command and command.endswith(" qwen2.5:0.5b")
