@@ -210,12 +210,14 @@ def test_hardened_ollama_pulls_into_a_models_dir_of_its_own(stack, host, keypair
     assert exposure(host, keypair, "ollastack-firewall.service") <= 4.0
     models = "/srv/fwtest-models"
     try:
-        # A model not pulled yet: the converge decides what to pull before Ollama restarts on the new directory.
-        stack.write(ollama={"models_dir": models, "models": ["qwen2.5:0.5b"]})
+        # The configured model, listed in the old directory: it must be pulled again into the new one.
+        stack.write(ollama={"models_dir": models})
         _, report = stack.pyinfra()
-        assert "Ollama | Pull model qwen2.5:0.5b" in changed_ops(report)
+        assert "Ollama | Pull model llama3.2:1b" in changed_ops(report)
         manifest = ssh(host["address"], f"find {models}/manifests -type f", keypair).stdout.split()
-        assert manifest == [f"{models}/manifests/registry.ollama.ai/library/qwen2.5/0.5b"]
+        assert manifest == [f"{models}/manifests/registry.ollama.ai/library/llama3.2/1b"]
+        _, report = stack.pyinfra()
+        assert report["results"]["totals"]["success"] == 0, changed_ops(report)
     finally:
         stack.write()
         stack.pyinfra()
