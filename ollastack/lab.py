@@ -366,7 +366,21 @@ def _prepare_rootfs(rootfs: Path, name: str, address: str, subnet: str, public_k
     (ssh_dir / "authorized_keys").write_text(public_key.strip() + "\n")
     (ssh_dir / "authorized_keys").chmod(0o600)
     _run(["ssh-keygen", "-A", "-f", str(rootfs)])
+    _exempt_controller_from_penalties(rootfs, gateway)
     return (etc / "ssh/ssh_host_ed25519_key.pub").read_text().split(" #")[0].rsplit(" ", 1)[0].strip()
+
+
+def _exempt_controller_from_penalties(rootfs: Path, gateway: str) -> None:
+    """Let the control machine (the bridge's address) through sshd's per-source penalties.
+
+    OpenSSH 9.8+ (trixie) refuses a source for 15 s to 10 min after connections that end before
+    authenticating or a session that crashes; every test, probe and converge comes from the gateway, so
+    one burst of port checks, or one wait that gave up during a slow boot, would lock the lab out. Written
+    per host, only where sshd knows the option (bookworm's 9.2 would refuse to start on it).
+    """
+    if b"persourcepenaltyexemptlist" not in (rootfs / "usr/sbin/sshd").read_bytes():
+        return
+    (rootfs / "etc/ssh/sshd_config.d/ollastack-lab.conf").write_text(f"PerSourcePenaltyExemptList {gateway}\n")
 
 
 def _cgroup_roots() -> list[Path]:
