@@ -11,19 +11,29 @@ PYTHON_BIN := $(shell command -v $(PYTHON))
 RUN_TESTS := $(if $(SUDO),$(SUDO) env CI="$$CI" PATH="$$PATH" PYTHONPATH="$$PYTHONPATH" $(PYTHON_BIN),$(PYTHON)) -m pytest
 COVERED := ollastack.orchestrate ollastack.cli ollastack.cloud
 
-.PHONY: install test coverage docs
+.PHONY: install check test test-unit coverage docs
 install:
 	$(SUDO) apt-get update -qq
 	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(APT_PACKAGES)
 	$(PYTHON) -m pip install -q -e '.[test]'
 
-test:
+# Lint and types: clean, or `make test` (and so CI) stops here.
+check:
+	$(PYTHON) -m ruff check .
+	$(PYTHON) -m mypy
+
+# The quick loop: no root, no lab hosts.
+test-unit:
+	$(PYTHON) -m pytest -q tests/unit
+
+# Everything, as CI runs it: check, then every test (the lab ones need root).
+test: check
 	$(RUN_TESTS) -v -rs --durations=15
 
 # Line coverage of the control-machine modules by the tests that need no lab (the lab covers the hosts).
 coverage:
-	$(PYTHON) -m pytest -q -m "not lab" $(foreach m,$(COVERED),--cov=$(m)) --cov-report=term-missing
+	$(PYTHON) -m pytest -q tests/unit $(foreach m,$(COVERED),--cov=$(m)) --cov-report=term-missing
 
 # After adding or changing a setting: regenerate the README table and stack.example.toml.
 docs:
-	$(PYTHON) -c "from ollastack.cli import write_docs; write_docs()"
+	$(PYTHON) tools/write_docs.py .

@@ -10,8 +10,8 @@ request count and the wall time of the ``destroy`` that follows.
 
 Example::
 
-    python benchmarks/cloud_up.py                       # both providers, 200 ms per request, 2 s per operation
-    python benchmarks/cloud_up.py --provider alibaba --latency 0.05 --lro 1 --polling-interval 0.25
+    python -m benchmarks.cloud_up                       # both providers, 200 ms per request, 2 s per operation
+    python -m benchmarks.cloud_up --provider alibaba --latency 0.05 --lro 1 --polling-interval 0.25
 """
 
 from __future__ import annotations
@@ -19,24 +19,21 @@ from __future__ import annotations
 import argparse
 import io
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Callable
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
-import trustme  # noqa: E402
-from cryptography.hazmat.primitives import serialization  # noqa: E402
-from cryptography.hazmat.primitives.asymmetric import rsa  # noqa: E402
+import trustme
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 
-from ollastack.cloud import Progress, alibaba, azure  # noqa: E402
-from ollastack.config import parse_stack  # noqa: E402
-from ollastack.state import StackState  # noqa: E402
-from tests.alibaba_emulator import AlibabaEmulator  # noqa: E402  (stand-ins under tests/)
-from tests.azure_emulator import AzureEmulator, loopback_only  # noqa: E402
+from ollastack.cloud import Progress, alibaba, azure
+from ollastack.config import parse_stack
+from ollastack.state import StackState
+from tests.support.alibaba_emulator import AlibabaEmulator  # stand-ins under tests/
+from tests.support.azure_emulator import AzureEmulator, loopback_only
 
 # Azure's resource graph: each step with the steps it waits for.
 AZURE_GRAPH = {

@@ -1,10 +1,10 @@
 """Converge timings on one fresh lab host: first converge, no-op re-converge, and pyinfra's floor.
 
-    python3 benchmarks/converge.py [--runs 3]
+    python -m benchmarks.converge [--runs 3]
 
 The floor is pyinfra running a single no-op command (``exec -- true``) on the same host: what any
 converge costs before doing anything (start-up, inventory, SSH connection). Needs root (lab hosts).
-Ollama is the test stand-in (tests/standin), installed from an archive like a release.
+Ollama is the test stand-in (tests/support/standin), installed from an archive like a release.
 """
 
 from __future__ import annotations
@@ -17,17 +17,16 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from ollastack import PROJECT_ROOT  # noqa: E402
-from tests.standin.build_archive import build_archive  # noqa: E402
+from tests.support.repo import REPO
+from tests.support.standin.build_archive import build_archive
 
 STACK = "bench"
 
 
 def timed(cmd: list[str], env: dict) -> float:
     started = time.monotonic()
-    result = subprocess.run(cmd, cwd=PROJECT_ROOT, env=env, capture_output=True, text=True)
+    result = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
     if result.returncode != 0:
         sys.exit(f"{' '.join(cmd)} failed:\n{result.stdout[-2000:]}\n{result.stderr[-2000:]}")
     return time.monotonic() - started

@@ -1,10 +1,10 @@
 """``systemd-analyze security`` exposure of ollastack's units on converged Debian 12 and 13 lab hosts.
 
-    python3 benchmarks/unit_security.py [--releases bookworm trixie] [--keep]
+    python -m benchmarks.unit_security [--releases bookworm trixie] [--keep]
 
 One lab host per release (stack ``unitsec-<rel>``), converged with the whole site: Open WebUI by the pip
 route on Debian 12 (the real release from the package index, CPU torch from ``$PIP_FIND_LINKS``; a
-3 GB venv, minutes) and by the container route on Debian 13 (the stand-in image from tests/webui_standin,
+3 GB venv, minutes) and by the container route on Debian 13 (the stand-in image from tests/support/webui_standin,
 loaded from an archive like a ``podman save`` of the real one; its unit is what Quadlet generates,
 whatever the image). Prints one table: unit × release, exposure 0 (locked down) to 10 (unconfined).
 Needs root (lab hosts); the hosts are removed afterwards unless ``--keep``.
@@ -21,11 +21,11 @@ import sys
 import tempfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from ollastack import PROJECT_ROOT, lab  # noqa: E402
-from tests.standin.build_archive import build_archive  # noqa: E402
-from tests.webui_standin.build_image import STANDIN_IMAGE, build_image  # noqa: E402
+from ollastack import lab
+from tests.support.repo import REPO
+from tests.support.standin.build_archive import build_archive
+from tests.support.webui_standin.build_image import STANDIN_IMAGE, build_image
 
 UNITS = ["ollama.service", "open-webui.service", "nginx.service", "ollastack-firewall.service"]
 
@@ -58,7 +58,7 @@ def converge(release: str, tmp: Path, archive: tuple[Path, str]) -> tuple[dict, 
 
 
 def run(cmd: list[str], env: dict) -> str:
-    result = subprocess.run(cmd, cwd=PROJECT_ROOT, env=env, capture_output=True, text=True)
+    result = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
     if result.returncode != 0:
         sys.exit(f"{' '.join(cmd)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
     return result.stdout
@@ -92,7 +92,7 @@ def main() -> None:
         finally:
             if not args.keep:
                 for env in envs:
-                    subprocess.run([sys.executable, "-m", "ollastack.cli", "lab", "down"], cwd=PROJECT_ROOT,
+                    subprocess.run([sys.executable, "-m", "ollastack.cli", "lab", "down"], cwd=REPO,
                                    env=env, capture_output=True)
     routes = {"bookworm": "Debian 12 (Open WebUI: pip)", "trixie": "Debian 13 (Open WebUI: container)"}
     header = ["unit", *(routes[r] for r in table)]

@@ -7,7 +7,7 @@ from pyinfra.api import deploy
 from pyinfra.facts.deb import DebPackages
 from pyinfra.operations import apt, files
 
-from deploy.defaults import DEFAULTS
+from ollastack.deploy.defaults import DEFAULTS
 
 PACKAGES = ["curl", "ca-certificates", "zstd", "htop", "nftables", "python3", "tar"]
 APT_CONF = """// Managed by ollastack: wait for a running dpkg (cloud-init, unattended-upgrades) instead of failing.

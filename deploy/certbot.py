@@ -15,14 +15,13 @@ from pyinfra import host
 from pyinfra.api import FactBase, deploy
 from pyinfra.operations import files, server, systemd
 
-from deploy.base import ensure_packages
-from deploy.defaults import DEFAULTS
-from deploy.nginx import ACME_ROOT
-from deploy.tls import TLS_DIR, certificate_domain
-from ollastack import PROJECT_ROOT
+from ollastack.deploy.base import ensure_packages
+from ollastack.deploy.defaults import DEFAULTS
+from ollastack.deploy.nginx import ACME_ROOT
+from ollastack.deploy.tls import TLS_DIR, certificate_domain
+from ollastack.resources import template
 from ollastack.config import acme_directory
 
-TEMPLATES = PROJECT_ROOT / "templates"
 HOOK = "/etc/letsencrypt/renewal-hooks/deploy/ollastack-nginx"
 ISSUE_SCRIPT = "/usr/local/lib/ollastack/certbot-issue.py"
 ACME_CA = "/etc/ollastack/acme-ca.pem"
@@ -79,7 +78,7 @@ def _trust(data):
     else:
         files.put(name="Private ACME server CA", src=data.tls_acme_ca_bundle, dest=ACME_CA, mode="0644")
         dropin = files.template(name="certbot timer trusts the private ACME CA",
-                                src=str(TEMPLATES / "certbot-service-override.conf.j2"), dest=CERTBOT_DROPIN,
+                                src=str(template("certbot-service-override.conf.j2")), dest=CERTBOT_DROPIN,
                                 ca_bundle=ACME_CA)
     systemd.daemon_reload(name="Reload systemd units", _if=dropin.did_change)
 
@@ -103,8 +102,8 @@ def letsencrypt():
     ensure_packages(["certbot", "openssl"], "Install certbot")
     _trust(data)
     files.directory(name="ollastack helper directory", path="/usr/local/lib/ollastack", mode="0755")
-    files.put(name="certbot request helper", src=str(TEMPLATES / "certbot-issue.py"), dest=ISSUE_SCRIPT, mode="0755")
-    files.template(name="certbot deploy hook (install + reload nginx)", src=str(TEMPLATES / "certbot-deploy-hook.sh.j2"),
+    files.put(name="certbot request helper", src=str(template("certbot-issue.py")), dest=ISSUE_SCRIPT, mode="0755")
+    files.template(name="certbot deploy hook (install + reload nginx)", src=str(template("certbot-deploy-hook.sh.j2")),
                    dest=HOOK, mode="0755", live=shlex.quote(f"/etc/letsencrypt/live/{domain}"),
                    domain=shlex.quote(domain), tls_dir=TLS_DIR)
     systemd.service(name="certbot renewal timer", service="certbot.timer", running=True, enabled=True)

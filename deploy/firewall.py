@@ -13,11 +13,10 @@ from pyinfra.api.exceptions import DeployError
 from pyinfra.operations import files, server, systemd
 from pyinfra.operations.util import any_changed
 
-from deploy.defaults import DEFAULTS
-from deploy.facts import FileText, NftTable, SshClientAddress, nft_list_command, normalized_nft
-from ollastack import PROJECT_ROOT
+from ollastack.deploy.defaults import DEFAULTS
+from ollastack.deploy.facts import FileText, NftTable, SshClientAddress, nft_list_command, normalized_nft
+from ollastack.resources import template
 
-TEMPLATES = PROJECT_ROOT / "templates"
 RULES = "/etc/ollastack/firewall.nft"
 TABLE = "inet ollastack"
 # What ``nft list table`` showed right after the last apply: what applying RULES produces.
@@ -66,9 +65,9 @@ def firewall():
     admin4, admin6 = admin_networks(cidrs)
     drifted = table_differs(host.get_fact(NftTable, table=TABLE), host.get_fact(FileText, path=APPLIED))
     files.directory(name="ollastack config directory", path="/etc/ollastack", mode="0755")
-    rules = files.template(name="Firewall rules", src=str(TEMPLATES / "firewall.nft.j2"), dest=RULES, mode="0600",
+    rules = files.template(name="Firewall rules", src=str(template("firewall.nft.j2")), dest=RULES, mode="0600",
                            admin4=admin4, admin6=admin6)
-    unit = files.template(name="Firewall unit", src=str(TEMPLATES / "ollastack-firewall.service.j2"),
+    unit = files.template(name="Firewall unit", src=str(template("ollastack-firewall.service.j2")),
                           dest="/etc/systemd/system/ollastack-firewall.service", rules=RULES)
     systemd.daemon_reload(name="Reload systemd units", _if=unit.did_change)
     # Established connections are accepted first, so this SSH session survives the swap.

@@ -14,11 +14,11 @@ from pyinfra.api import deploy
 from pyinfra.operations import files, server, systemd
 from pyinfra.operations.util import any_changed
 
-from deploy.base import ensure_packages
-from deploy.defaults import DEFAULTS
-from deploy.release import host_release
-from deploy.tls import TLS_DIR, server_names
-from ollastack import PROJECT_ROOT
+from ollastack.deploy.base import ensure_packages
+from ollastack.deploy.defaults import DEFAULTS
+from ollastack.deploy.release import host_release
+from ollastack.deploy.tls import TLS_DIR, server_names
+from ollastack.resources import template
 
 SITE = "/etc/nginx/sites-available/ollastack.conf"
 ACME_ROOT = "/var/www/ollastack-acme"
@@ -62,7 +62,7 @@ def nginx(tls_changes=()):
     data = host.data
     ensure_packages(["nginx"], "Install nginx")
     files.directory(name="ACME challenge directory", path=ACME_ROOT, mode="0755")
-    site = files.template(name="nginx site", src=str(PROJECT_ROOT / "templates/nginx-site.conf.j2"), dest=SITE,
+    site = files.template(name="nginx site", src=str(template("nginx-site.conf.j2")), dest=SITE,
                           tls_dir=TLS_DIR, upstream_port=data.openwebui_port, acme_root=ACME_ROOT,
                           http2_directive=host_release().nginx_http2_directive, **site_arguments(data))
     enabled = files.link(name="nginx site enabled", path="/etc/nginx/sites-enabled/ollastack.conf", target=SITE)

@@ -22,13 +22,12 @@ from pyinfra.facts.server import KernelVersion
 from pyinfra.operations import apt, files, server, systemd
 from pyinfra.operations.util import any_changed
 
-from deploy.base import ensure_packages
-from deploy.defaults import DEFAULTS
-from deploy.facts import DebianRelease, KeyFingerprints, NvidiaGpu, OllamaLoaded, SecureBoot
-from ollastack import PROJECT_ROOT
+from ollastack.deploy.base import ensure_packages
+from ollastack.deploy.defaults import DEFAULTS
+from ollastack.deploy.facts import DebianRelease, KeyFingerprints, NvidiaGpu, OllamaLoaded, SecureBoot
+from ollastack.resources import template
 from ollastack.ollama_names import tagged
 
-TEMPLATES = PROJECT_ROOT / "templates"
 VRAM_CHECK = "/usr/local/lib/ollastack/nvidia-vram-check.py"
 NVIDIA_REPO = "https://developer.download.nvidia.com/compute/cuda/repos/{release}/x86_64/"
 KEYRING = "/etc/apt/keyrings/ollastack-cuda.asc"
@@ -145,7 +144,7 @@ def ollama_after_driver():
     """
     if not gpu_present():
         return None
-    return files.put(name="Ollama starts after the NVIDIA driver", src=str(TEMPLATES / "nvidia-ollama-after.conf"),
+    return files.put(name="Ollama starts after the NVIDIA driver", src=str(template("nvidia-ollama-after.conf")),
                      dest="/etc/systemd/system/ollama.service.d/nvidia.conf", mode="0644")
 
 
@@ -161,7 +160,7 @@ def check_gpu_offload(data, address: str, changes: list):
     model = tagged(data.ollama_models[0])
     loaded = host.get_fact(OllamaLoaded, address=address)
     on_cpu = loaded is None or any(m["size_vram"] == 0 for m in loaded)
-    files.put(name="GPU offload check helper", src=str(TEMPLATES / "nvidia-vram-check.py"), dest=VRAM_CHECK,
+    files.put(name="GPU offload check helper", src=str(template("nvidia-vram-check.py")), dest=VRAM_CHECK,
               mode="0755")
     return server.shell(name=f"Ollama runs {model} on the GPU", commands=[shlex.join(["python3", VRAM_CHECK, address, model])],
                         _if=lambda: on_cpu or any(op.did_change() for op in changes))

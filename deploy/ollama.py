@@ -10,14 +10,13 @@ from pyinfra.api import deploy
 from pyinfra.operations import files, server, systemd
 from pyinfra.operations.util import any_changed
 
-from deploy.defaults import DEFAULTS
-from deploy.facts import FileText, OllamaModels
-from deploy.nvidia import check_gpu_offload, ollama_after_driver
-from deploy.units import systemd_quoted
-from ollastack import PROJECT_ROOT
+from ollastack.deploy.defaults import DEFAULTS
+from ollastack.deploy.facts import FileText, OllamaModels
+from ollastack.deploy.nvidia import check_gpu_offload, ollama_after_driver
+from ollastack.deploy.units import systemd_quoted
+from ollastack.resources import deploy_file, template
 from ollastack.ollama_names import client_address, tagged
 
-TEMPLATES = PROJECT_ROOT / "templates"
 RELEASE_URL = "https://github.com/ollama/ollama/releases/download/v{version}/ollama-linux-amd64.tgz"
 CACHE = "/var/cache/ollastack"
 PULL_SCRIPT = "/usr/local/lib/ollastack/ollama-pull.py"
@@ -77,7 +76,7 @@ def install_release(data):
         files.download(name=f"Download Ollama {data.ollama_version}", src=source, dest=remote,
                        sha256sum=data.ollama_sha256, _retries=2, _retry_delay=5)
     script = posixpath.join(CACHE, "install-ollama.sh")
-    files.template(name="Ollama install script", src=str(TEMPLATES / "ollama-install.sh.j2"), dest=script,
+    files.template(name="Ollama install script", src=str(template("ollama-install.sh.j2")), dest=script,
                    mode="0755", archive=shlex.quote(remote), sha256=shlex.quote(data.ollama_sha256))
     return server.shell(name=f"Verify and install Ollama {data.ollama_version}", commands=[script])
 
@@ -102,7 +101,7 @@ def pull_models(data) -> None:
     address = client_address(data.ollama_host)
     present = set(host.get_fact(OllamaModels, address=address) or [])
     recheck = models_may_have_moved(data, host.get_fact(FileText, path=OVERRIDE))
-    files.put(name="Model pull helper", src=str(PROJECT_ROOT / "deploy/files/ollama-pull.py"),
+    files.put(name="Model pull helper", src=str(deploy_file("files/ollama-pull.py")),
               dest=PULL_SCRIPT, mode="0755")
     for model in data.ollama_models:
         if recheck or tagged(model) not in present:
@@ -123,9 +122,9 @@ def ollama(gpu_changes=()):
     files.directory(name="Ollama models directory", path=data.ollama_models_dir, user="ollama",
                     group="ollama", mode="0755")
     installed = install_release(data)
-    unit = files.template(name="Ollama unit", src=str(TEMPLATES / "ollama.service.j2"),
+    unit = files.template(name="Ollama unit", src=str(template("ollama.service.j2")),
                           dest="/etc/systemd/system/ollama.service", **confinement(data.ollama_models_dir))
-    override = files.template(name="Ollama settings (override.conf)", src=str(TEMPLATES / "ollama-override.conf.j2"),
+    override = files.template(name="Ollama settings (override.conf)", src=str(template("ollama-override.conf.j2")),
                               dest=OVERRIDE,
                               environment={k: systemd_quoted(v) for k, v in environment(data).items()})
     after_driver = ollama_after_driver()

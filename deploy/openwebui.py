@@ -16,7 +16,7 @@ generated once on the host and never read back.
 
 Example::
 
-    from deploy.openwebui import openwebui
+    from ollastack.deploy.openwebui import openwebui
     openwebui()
 """
 
@@ -33,17 +33,16 @@ from pyinfra.facts.files import File
 from pyinfra.operations import files, server, systemd
 from pyinfra.operations.util import any_changed
 
-from deploy.base import ensure_packages
-from deploy.defaults import DEFAULTS
-from deploy.facts import FileText
-from deploy.podman import ensure_image, podman
-from deploy.release import Release, host_release
-from deploy.tls import server_names
-from deploy.units import systemd_quoted
-from ollastack import PROJECT_ROOT
+from ollastack.deploy.base import ensure_packages
+from ollastack.deploy.defaults import DEFAULTS
+from ollastack.deploy.facts import FileText
+from ollastack.deploy.podman import ensure_image, podman
+from ollastack.deploy.release import Release, host_release
+from ollastack.deploy.tls import server_names
+from ollastack.deploy.units import systemd_quoted
+from ollastack.resources import template
 from ollastack.ollama_names import client_address
 
-TEMPLATES = PROJECT_ROOT / "templates"
 UNIT = "/etc/systemd/system/open-webui.service"
 QUADLET = "/etc/containers/systemd/open-webui.container"
 DROP_IN = "/etc/systemd/system/open-webui.service.d/override.conf"
@@ -154,7 +153,7 @@ def install_pip(data, python: str):
     if host.get_fact(FileText, path=INSTALLED_MARKER) == marker:
         return None
     script = "/var/cache/ollastack/install-open-webui.sh"
-    files.template(name="Open WebUI install script", src=str(TEMPLATES / "openwebui-install.sh.j2"), dest=script,
+    files.template(name="Open WebUI install script", src=str(template("openwebui-install.sh.j2")), dest=script,
                    mode="0755", python=shlex.quote(f"/usr/bin/{python}"), **install_arguments(data, [w.name for w in wheels], marker))
     return server.shell(name=f"Install Open WebUI {data.openwebui_version} with uv", commands=[script])
 
@@ -187,15 +186,15 @@ def unit(data, quadlet: bool) -> list:
     if quadlet:
         services = [
             files.template(name="Open WebUI Quadlet (container)", dest=QUADLET,
-                           src=str(TEMPLATES / "openwebui-container.container.j2"), **arguments),
+                           src=str(template("openwebui-container.container.j2")), **arguments),
             # A unit in /etc/systemd/system would hide the generated one (e.g. after an upgrade from Debian 12).
             files.file(name="No hand-written Open WebUI unit", path=UNIT, present=False),
         ]
     else:
         services = [files.template(name=f"Open WebUI unit ({route})", dest=UNIT,
-                                   src=str(TEMPLATES / f"openwebui-{route}.service.j2"), **arguments)]
+                                   src=str(template(f"openwebui-{route}.service.j2")), **arguments)]
     drop_in = files.template(name="Open WebUI settings (override.conf)",
-                             src=str(TEMPLATES / "openwebui-override.conf.j2"), dest=DROP_IN,
+                             src=str(template("openwebui-override.conf.j2")), dest=DROP_IN,
                              environment={k: systemd_quoted(v) for k, v in env.items()})
     return [*services, drop_in]
 

@@ -17,8 +17,8 @@ from pyinfra import host
 from pyinfra.api import FactBase, deploy
 from pyinfra.operations import files, server, systemd
 
-from deploy.base import ensure_packages
-from deploy.defaults import DEFAULTS
+from ollastack.deploy.base import ensure_packages
+from ollastack.deploy.defaults import DEFAULTS
 
 PACKAGES = ["podman", "crun", "conmon", "catatonit"]
 IMAGE_CACHE = "/var/cache/ollastack/images"

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pyinfra import host
 from pyinfra.api.exceptions import DeployError
 
-from deploy.facts import DebianRelease
+from ollastack.deploy.facts import DebianRelease
 
 
 @dataclass(frozen=True)

@@ -4,14 +4,14 @@ Order matters: the firewall closes everything but 22/80/443 before any service l
 material exists before nginx loads it, and nginx runs before certbot asks for a Let's Encrypt certificate.
 """
 
-from deploy.base import base
-from deploy.certbot import letsencrypt
-from deploy.firewall import firewall
-from deploy.nginx import nginx
-from deploy.nvidia import nvidia
-from deploy.ollama import ollama
-from deploy.openwebui import openwebui
-from deploy.tls import tls
+from ollastack.deploy.base import base
+from ollastack.deploy.certbot import letsencrypt
+from ollastack.deploy.firewall import firewall
+from ollastack.deploy.nginx import nginx
+from ollastack.deploy.nvidia import nvidia
+from ollastack.deploy.ollama import ollama
+from ollastack.deploy.openwebui import openwebui
+from ollastack.deploy.tls import tls
 
 base()
 firewall()

@@ -14,7 +14,7 @@ from pyinfra.api import deploy
 from pyinfra.facts.files import File
 from pyinfra.operations import files
 
-from deploy.defaults import DEFAULTS
+from ollastack.deploy.defaults import DEFAULTS
 from ollastack import certs
 
 TLS_DIR = "/etc/ollastack/tls"

@@ -1,4 +1,4 @@
-"""The ``ollastack`` command: validate, up, down, status, lab up/down/list, settings.
+"""The ``ollastack`` command: validate, up, down, status, admin-password, lab up/down/list, settings.
 
 Exit codes mean something to pipelines: 0 ok, 1 a failure on a host or in the cloud, 2 bad input
 (nothing was touched). Progress goes to stderr, so ``--json`` output on stdout stays parseable.
@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any, Iterator
 
-from ollastack import PROJECT_ROOT, lab, orchestrate
+from ollastack import __version__, lab, orchestrate
 from ollastack.cloud import CloudError, Progress
 from ollastack.config import CONFIG_ENV, ConfigError, Stack, config_path, iter_settings, load_stack
 from ollastack.state import StackBusy, stack_lock
@@ -50,16 +50,6 @@ def settings_markdown() -> str:
         shown = json.dumps(default) if not isinstance(default, str) else (f'"{default}"' if default else '""')
         lines.append(f"| `{name}` | `{shown}` | {doc} |")
     return "\n".join(lines)
-
-
-def write_docs(root=None) -> None:
-    """Regenerate the README settings table and stack.example.toml from the model (``make docs``)."""
-    root = root or PROJECT_ROOT
-    readme = (root / "README.md").read_text()
-    head, rest = readme.split("<!-- settings:start -->\n", 1)
-    _, tail = rest.split("<!-- settings:end -->", 1)
-    (root / "README.md").write_text(f"{head}<!-- settings:start -->\n{settings_markdown()}\n<!-- settings:end -->{tail}")
-    (root / "stack.example.toml").write_text(example_toml())
 
 
 def _toml_value(value: Any) -> str:
@@ -183,27 +173,71 @@ def _stack_file(path: Path) -> Iterator[None]:
             os.environ[CONFIG_ENV] = before
 
 
+EXIT_CODES = """exit codes:
+  0  done
+  1  a failure on a host, in the cloud or in the lab (what was done is recorded; run again to resume)
+  2  bad input: the stack description or the arguments; nothing was touched"""
+
+# name -> (one-line help, what it does and what it touches). The exit codes follow each description.
+COMMANDS = {
+    "validate": ("check the stack description; touches nothing",
+                 "Reads the stack description, reports every bad setting at once and prints warnings\n"
+                 "(e.g. SSH open to the whole internet). Touches nothing: no host, no cloud, no file."),
+    "settings": ("every setting with its default (markdown table)",
+                 "Prints every setting of a stack description with its default and what it does; with\n"
+                 "--example a complete stack.example.toml. Needs no stack file and touches nothing."),
+    "up": ("create hosts (lab or cloud), converge them, verify HTTPS, print the URL",
+           "Creates what the provider needs (cloud: resource group or VPC, network, firewall rules,\n"
+           "VM; lab: local hosts), records each resource in the state file beside the stack file,\n"
+           "keeps the stack CA and certificates in ssl/ beside it, converges every host over SSH\n"
+           "with pyinfra "
+           "(NVIDIA driver, Ollama, Podman, Open WebUI, nginx, firewall) and prints the HTTPS URL\n"
+           "once it answers verified and the admin signs in. Re-running changes only what differs."),
+    "down": ("delete every resource this stack created",
+             "Deletes every cloud resource this stack created (what the state file records, and what\n"
+             "carries the stack's tag), or a lab stack's hosts, after asking (--yes: without asking;\n"
+             "required when not on a terminal). Static hosts are left as they are. The stack file,\n"
+             "ssl/ and the admin password stay."),
+    "status": ("hosts of the stack and whether HTTPS answers",
+               "Lists the stack's hosts and, for each, whether HTTPS answers verified, /health is up\n"
+               "and the admin signs in. Reads the state file and the hosts; changes nothing."),
+    "admin-password": ("print the Open WebUI admin password (the only command that shows it)",
+                       "Prints the Open WebUI admin password kept (mode 0600) beside the stack file. No other\n"
+                       "command, log or JSON output ever shows it."),
+    "lab": ("local Debian hosts (systemd-nspawn) to try the stack",
+            "Local Debian 12/13 hosts booted with systemd-nspawn on a private bridge, as root on this\n"
+            "machine: to try a stack, and for the tests. Images are cached in /var/lib/ollastack/lab."),
+}
+LAB_COMMANDS = {
+    "up": ("start the stack's lab hosts", "Boots lab.hosts hosts (--hosts overrides it), reusing running ones, and waits for SSH."),
+    "down": ("remove the stack's lab hosts", "Stops and deletes the stack's lab hosts (--all: every lab host on this machine)."),
+    "list": ("list the stack's lab hosts", "Lists the stack's lab hosts and their addresses (--all: of every stack)."),
+}
+
+
+def _subcommand(sub: Any, name: str, help_and_description: tuple[str, str], parents: list) -> argparse.ArgumentParser:
+    summary, description = help_and_description
+    return sub.add_parser(name, help=summary, description=description, epilog=EXIT_CODES, parents=parents,
+                          formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ollastack", description=__doc__.splitlines()[0],
-                                     parents=[_global_options(None)])
+    parser = argparse.ArgumentParser(
+        prog="ollastack", parents=[_global_options(None)], formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="A private, HTTPS-secured Ollama + Open WebUI service on your own cloud VM or Debian hosts,\n"
+                    "from one stack description (stack.toml). Progress goes to stderr; --json output to stdout.",
+        epilog=f"{EXIT_CODES}\n\n`ollastack COMMAND --help` says what a command does and what it touches.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     common = [_global_options(argparse.SUPPRESS)]
-    sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("validate", help="check the stack description; touches nothing", parents=common)
-    settings = sub.add_parser("settings", help="every setting with its default (markdown table)", parents=common)
-    settings.add_argument("--example", action="store_true", help="print a stack.example.toml instead")
-    sub.add_parser("up", help="create hosts (lab or cloud), converge them, verify HTTPS, print the URL", parents=common)
-    down = sub.add_parser("down", help="delete every resource this stack created", parents=common)
-    down.add_argument("--yes", action="store_true", help="do not ask for confirmation")
-    sub.add_parser("status", help="hosts of the stack and whether HTTPS answers", parents=common)
-    sub.add_parser("admin-password", help="print the Open WebUI admin password (the only command that shows it)",
-                   parents=common)
-    lab_parser = sub.add_parser("lab", help="local Debian hosts (systemd-nspawn) to try the stack", parents=common)
-    lab_sub = lab_parser.add_subparsers(dest="lab_command", required=True)
-    lab_up = lab_sub.add_parser("up", help="start the stack's lab hosts", parents=common)
-    lab_up.add_argument("--hosts", type=int, help="how many (overrides lab.hosts)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands = {name: _subcommand(sub, name, text, common) for name, text in COMMANDS.items()}
+    commands["settings"].add_argument("--example", action="store_true", help="print a stack.example.toml instead")
+    commands["down"].add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    lab_sub = commands["lab"].add_subparsers(dest="lab_command", required=True, metavar="LAB_COMMAND")
+    lab_commands = {name: _subcommand(lab_sub, name, text, common) for name, text in LAB_COMMANDS.items()}
+    lab_commands["up"].add_argument("--hosts", type=int, help="how many (overrides lab.hosts)")
     for name in ("down", "list"):
-        p = lab_sub.add_parser(name, help=f"{name} the stack's lab hosts", parents=common)
-        p.add_argument("--all", action="store_true", help="every lab host on this machine, of any stack")
+        lab_commands[name].add_argument("--all", action="store_true", help="every lab host on this machine, of any stack")
     return parser
 
 

@@ -24,7 +24,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from ollastack import PROJECT_ROOT, certs, cloud, dnscheck, lab, ready
+from ollastack import certs, cloud, dnscheck, lab, ready, resources
 from ollastack.cloud import CloudError, Progress
 from ollastack.config import Stack
 from ollastack.ollama_names import client_address, tagged
@@ -75,7 +75,7 @@ def cloud_warnings(module: ModuleType, stack: Stack) -> list[str]:
 
 
 def _env(config_path: str, lock_fd: int | None = None) -> dict[str, str]:
-    """Environment for the pyinfra run: every path absolute, since pyinfra runs from the project root.
+    """Environment for the pyinfra run: every path absolute, since pyinfra runs in a directory of its own.
 
     ``lock_fd``, the stack lock this process holds, tells the run that it converges under that lock.
     """
@@ -91,13 +91,17 @@ def _env(config_path: str, lock_fd: int | None = None) -> dict[str, str]:
 
 def converge(stack: Stack, config_path: str, progress: Progress) -> None:
     """Run ``pyinfra -y inventories/<provider>.py deploy/site.py``, its output shown as progress."""
-    inventory = f"inventories/{stack.stack.provider}.py"
-    progress(f"converging with pyinfra ({inventory} deploy/site.py)")
-    cmd = [sys.executable, "-m", "pyinfra", "-y", inventory, "deploy/site.py"]
+    provider = stack.stack.provider
+    progress(f"converging with pyinfra (inventories/{provider}.py deploy/site.py)")
+    cmd = [sys.executable, "-m", "pyinfra", "-y", str(resources.inventory_file(provider)),
+           str(resources.deploy_file("site.py"))]
     lock_fd = held_lock(stack.stack.name)
-    # pyinfra's own progress goes to stderr so that stdout stays free for --json.
-    result = subprocess.run(cmd, cwd=PROJECT_ROOT, env=_env(config_path, lock_fd), stdout=sys.stderr,
-                            pass_fds=() if lock_fd is None else (lock_fd,))
+    # pyinfra runs the config.py of its working directory: an empty one, so that no file beside the
+    # stack file (nor the package's own config.py) is ever taken for pyinfra's configuration.
+    with tempfile.TemporaryDirectory(prefix="ollastack-pyinfra-") as cwd:
+        # pyinfra's own progress goes to stderr so that stdout stays free for --json.
+        result = subprocess.run(cmd, cwd=cwd, env=_env(config_path, lock_fd), stdout=sys.stderr,
+                                pass_fds=() if lock_fd is None else (lock_fd,))
     if result.returncode != 0:
         raise ConvergeError(f"the converge failed on at least one host (pyinfra exit {result.returncode}); "
                             "fix what it reported above and run `ollastack up` again: finished steps are skipped")

@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.labkit import STACK, LabStack, lab_stack_fixture
-from tests.standin.build_archive import build_archive, unpack
-from tests.webui_standin.build_image import build_image
+from tests.support.labkit import STACK, LabStack, lab_stack_fixture
+from tests.support.standin.build_archive import build_archive, unpack
+from tests.support.webui_standin.build_image import build_image
 
-# Under CI=true a skipped lab test fails the run (tests/lab_required.py).
-pytest_plugins = ["tests.lab_required"]
+# Under CI=true a skipped lab test fails the run (tests/support/lab_required.py).
+pytest_plugins = ["tests.support.lab_required"]
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,1 @@
+"""pyinfra inventories, one per provider: ``pyinfra inventories/<provider>.py deploy/site.py``."""

@@ -1,0 +1,116 @@
+"""Helpers of the lab tests: a rewritable stack description, the real pyinfra and ollastack CLIs, ssh."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from ollastack import lab
+from tests.support.repo import REPO
+
+STACK = "citest"
+SSH_OPTS = ["-o", "BatchMode=yes", "-o", "ConnectTimeout=5"]
+
+
+class LabStack:
+    """A stack description for the lab tests, rewritten per test, plus helpers to converge and inspect.
+
+    Subclasses give each test module its own ``name``, so their lab hosts never collide.
+    """
+
+    name = STACK
+    release = "bookworm"
+    admin_cidrs = ["198.51.100.0/24"]
+
+    def __init__(self, workdir: Path, keypair, archives):
+        self.dir = workdir
+        self.keypair = keypair
+        self.archives = archives
+        self.path = workdir / "stack.toml"
+        self.env = dict(os.environ, OLLASTACK_CONFIG=str(self.path), OLLASTACK_SSL_DIR=str(workdir / "ssl"),
+                        OLLASTACK_STATE_DIR=str(workdir / "state"))
+        self.write()
+
+    def write(self, ollama: dict | None = None, extra: str = "") -> None:
+        archive, sha = self.archives["0.13.3"]
+        settings = {"archive": str(archive), "sha256": sha, "models": ["llama3.2:1b"]}
+        settings.update(ollama or {})
+        lines = "\n".join(f"{k} = {json.dumps(v)}" for k, v in settings.items())
+        public, private = self.keypair
+        if "[openwebui]" not in extra:
+            # Open WebUI has its own tests (test_lab_openwebui.py); the others leave it out.
+            extra = '[openwebui]\ninstall = "none"\n\n' + extra
+        self.path.write_text(
+            f'[stack]\nname = "{self.name}"\nprovider = "lab"\n\n[lab]\nrelease = "{self.release}"\n\n'
+            f'[access]\nadmin_cidrs = {json.dumps(self.admin_cidrs)}\nssh_public_key = "{public}"\nssh_private_key = "{private}"\n\n'
+            f"[ollama]\n{lines}\n\n{extra}")
+
+    def pyinfra(self, *extra: str, check: bool = True, deploy: str = "deploy/site.py"
+                ) -> tuple[subprocess.CompletedProcess, dict | None]:
+        """Run the real pyinfra CLI against the lab inventory; returns the process and its --json results."""
+        cmd = [sys.executable, "-m", "pyinfra", "-y", "--json", *extra, "inventories/lab.py", deploy]
+        result = subprocess.run(cmd, cwd=REPO, env=self.env, capture_output=True, text=True, timeout=900)
+        lines = [line for line in result.stdout.splitlines() if line.startswith('{"plan"')]
+        report = json.loads(lines[-1]) if lines else None
+        if check and result.returncode != 0:
+            raise AssertionError(f"pyinfra failed ({result.returncode}):\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}")
+        return result, report
+
+    def up_one(self) -> dict:
+        """Start (or find) the stack's single lab host: {"name", "address", "user"}."""
+        result = self.ollastack("--json", "lab", "up", "--hosts", "1")
+        assert result.returncode == 0, result.stderr
+        return json.loads(result.stdout)[0]
+
+    def ollastack(self, *args: str, timeout: int = 900) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "ollastack.cli", *args], env=self.env, capture_output=True,
+                              text=True, timeout=timeout)
+
+    @property
+    def ca(self) -> Path:
+        return self.dir / "ssl" / self.name / "ca.pem"
+
+
+def changed_ops(report: dict) -> list[str]:
+    """Names of the operations that changed something, from pyinfra's --json results."""
+    return [op["name"] for op in report["results"]["operations"] if op["success"]]
+
+
+def ssh(address: str, command: str, keypair, check: bool = True) -> subprocess.CompletedProcess:
+    result = subprocess.run(["ssh", "-i", str(keypair[1]), *SSH_OPTS, "-o", f"UserKnownHostsFile={lab.known_hosts_path()}",
+                             f"root@{address}", command], capture_output=True, text=True, timeout=300)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{command!r} failed on {address}: {result.stderr}")
+    return result
+
+
+def lab_stack_fixture(make: Callable[[], LabStack]) -> Iterator[LabStack]:
+    """Body of a module's stack fixture: skips without root, removes the stack's lab hosts afterwards.
+
+    Example::
+
+        @pytest.fixture(scope="module")
+        def gpu_stack(tmp_path_factory, keypair, archives):
+            yield from lab_stack_fixture(lambda: GpuStack(tmp_path_factory.mktemp("gpu"), keypair, archives))
+    """
+    if os.geteuid() != 0:
+        pytest.skip("lab tests need root")
+    stack = make()
+    yield stack
+    stack.ollastack("lab", "down")
+
+
+def port_open(address: str, port: int) -> bool:
+    """Whether a TCP connection from the control machine to ``address:port`` succeeds within 3 s."""
+    try:
+        with socket.create_connection((address, port), timeout=3):
+            return True
+    except OSError:
+        return False
