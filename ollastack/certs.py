@@ -104,7 +104,8 @@ def _covers(ca_cert: x509.Certificate, names: set[x509.GeneralName]) -> bool:
         return False
     for name in names:
         if isinstance(name, x509.IPAddress):
-            ok = any(isinstance(p, x509.IPAddress) and name.value in p.value for p in permitted)
+            ok = any(isinstance(p, x509.IPAddress) and isinstance(p.value, ipaddress.IPv4Network | ipaddress.IPv6Network)
+                     and name.value in p.value for p in permitted)
         else:
             ok = any(isinstance(p, x509.DNSName) and (name.value == p.value or name.value.endswith("." + p.value))
                      for p in permitted)
@@ -262,7 +263,7 @@ def _issue(ca_cert, ca_key, host_name: str, sans: list[x509.GeneralName], days: 
 
 
 def ensure_server_cert(stack_dir: str | Path, host_name: str, sans: list[str], days: int = 397,
-                       renew_before_days: int = 30, ca_names: list[str] = ()) -> tuple[Path, Path, bool]:
+                       renew_before_days: int = 30, ca_names: tuple[str, ...] | list[str] = ()) -> tuple[Path, Path, bool]:
     """Issue ``<host>.pem`` for ``sans`` (``host_name`` when empty) unless a fitting one exists.
 
     Returns (leaf certificate path, key path, changed); the fullchain nginx serves lies beside them

@@ -78,7 +78,7 @@ def resolve(name: str, server: str = "") -> list[str]:
             infos = socket.getaddrinfo(name, None, socket.AF_INET, socket.SOCK_STREAM)
         except socket.gaierror:
             return []
-        return sorted({info[4][0] for info in infos})
+        return sorted({str(info[4][0]) for info in infos})
     address, port = split_host_port(server, default_port=53)
     ident, query = _query(name)
     with socket.socket(socket.AF_INET6 if ":" in address else socket.AF_INET, socket.SOCK_DGRAM) as sock:

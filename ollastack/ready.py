@@ -55,13 +55,13 @@ class _HostHTTPSConnection(http.client.HTTPSConnection):
     """
 
     def __init__(self, target: Target, timeout: float):
-        super().__init__(target.name, target.port, timeout=timeout,
-                         context=ssl.create_default_context(cafile=target.cafile))
+        self._tls = ssl.create_default_context(cafile=target.cafile)
+        super().__init__(target.name, target.port, timeout=timeout, context=self._tls)
         self._address = target.address
 
     def connect(self) -> None:
         sock = socket.create_connection((self._address, self.port), self.timeout)
-        self.sock = self._context.wrap_socket(sock, server_hostname=self.host)
+        self.sock = self._tls.wrap_socket(sock, server_hostname=self.host)
 
 
 def request(target: Target, method: str, path: str, body: dict | None = None,

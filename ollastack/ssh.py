@@ -39,8 +39,7 @@ def wait_for_ssh(address: str, user: str, private_key: str | Path, known_hosts: 
         result = subprocess.run(cmd, capture_output=True, text=True)
         if result.returncode == 0:
             return time.monotonic() - started
-        last = result.stderr.strip().splitlines()[-1:] or [""]
-        last = last[0]
+        last = (result.stderr.strip().splitlines() or [""])[-1]
         time.sleep(1)
     raise SshTimeout(f"{user}@{address} did not accept SSH within {timeout:.0f}s ({last or 'no answer'}); "
                      "check access.admin_cidrs and access.ssh_private_key")
