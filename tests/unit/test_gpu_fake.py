@@ -267,7 +267,7 @@ def test_what_fits_warns_about_models_larger_than_vram():
 @pytest.mark.parametrize("vram, code", [("0", 1), (str(8 * 1024**3), 0)])
 def test_vram_check_against_the_ollama_standin(binary, tmp_path, vram, code):
     """templates/nvidia-vram-check.py against a real (stand-in) Ollama process whose GPU has ``vram`` bytes."""
-    from tests.unit.test_standin import Ollama
+    from tests.integration.test_standin import Ollama
     server = Ollama(binary, tmp_path / "models", tmp_path / "ollama.log", OLLAMA_STANDIN_VRAM_BYTES=vram).start()
     try:
         server.post_lines("/api/pull", {"model": "llama3.2:1b"})

@@ -14,7 +14,7 @@ import time
 import pytest
 
 from tests.support.repo import REPO
-from tests.unit.test_standin import Ollama
+from tests.integration.test_standin import Ollama
 
 HELPER = REPO / "deploy/files/ollama-pull.py"
 # How long the stand-in's stalled pulls last (then their stream ends without success).
@@ -115,7 +115,7 @@ def test_the_deadline_bounds_every_try_together(ollama):
 
 
 def test_no_ollama_is_a_passing_failure(tmp_path):
-    from tests.unit.test_standin import free_port
+    from tests.integration.test_standin import free_port
 
     result = subprocess.run([sys.executable, str(HELPER), "--retries", "1", f"127.0.0.1:{free_port()}", "llama3.2:1b"],
                             capture_output=True, text=True, timeout=60)
