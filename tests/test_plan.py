@@ -6,6 +6,7 @@ resource and record it in a real ``StackState`` file; the clouds' own graphs are
 
 from __future__ import annotations
 
+import itertools
 import threading
 
 import pytest
@@ -79,7 +80,7 @@ def test_one_worker_runs_the_steps_one_at_a_time_in_graph_order(state):
     plan.run(GRAPH, cloud, timings, workers=1)
     assert cloud.created == plan.order(GRAPH) == ["network", "key", "firewall", "address", "server"]
     spans = [timings[step] for step in cloud.created]
-    assert all(later[0] >= earlier[1] for earlier, later in zip(spans, spans[1:]))
+    assert all(later[0] >= earlier[1] for earlier, later in itertools.pairwise(spans))
 
 
 def test_first_failure_starts_nothing_more_and_the_state_resumes(state):

@@ -448,7 +448,7 @@ class _Session:
 
     def delete(self, entry: dict) -> str | None:
         """Delete one resource if it still exists and is ours (the tag is read again); return its id if deleted."""
-        kind, name, rid = entry["kind"], entry["name"], entry["id"]
+        kind, rid = entry["kind"], entry["id"]
         label = self.check_subscription(entry)
         m = ID_RE.match(rid)
         started = time.monotonic()
