@@ -4,8 +4,8 @@ Every emulator request takes ``--latency`` seconds and every long-running operat
 seconds (Azure: each PUT's ``Azure-AsyncOperation``; Alibaba: a VPC or vSwitch becoming Available,
 an instance reaching Running), so the figures show what the step scheduling costs, not what the
 real clouds cost. Per provider it prints the wall time of ``create`` next to the critical path of
-the resource graph (the longest chain of steps that must wait for each other, each weighted by its
-measured duration) and the serial sum of all steps (what a one-by-one create would take), plus the
+the provider's own resource graph (its ``GRAPH``, what ``ollastack.cloud.plan.run`` schedules: the
+longest chain of steps that must wait for each other, each weighted by its measured duration) and the serial sum of all steps (what a one-by-one create would take), plus the
 request count and the wall time of the ``destroy`` that follows.
 
 Example::
@@ -29,21 +29,12 @@ import trustme
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from ollastack.cloud import Progress, alibaba, azure
+from ollastack.cloud import Progress, alibaba, azure, plan
 from ollastack.config import parse_stack
 from ollastack.state import StackState
 from tests.support.alibaba_emulator import AlibabaEmulator  # stand-ins under tests/
 from tests.support.azure_emulator import AzureEmulator, loopback_only
 
-# Azure's resource graph: each step with the steps it waits for.
-AZURE_GRAPH = {
-    "resourcegroups": [],
-    "virtualnetworks": ["resourcegroups"],
-    "networksecuritygroups": ["resourcegroups"],
-    "publicipaddresses": ["resourcegroups"],
-    "networkinterfaces": ["virtualnetworks", "networksecuritygroups", "publicipaddresses"],
-    "virtualmachines": ["networkinterfaces"],
-}
 ALIBABA_KEY_ID, ALIBABA_SECRET = "LTAI-bench", "bench-secret"
 PROXY_VARS = ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY", "all_proxy")
 
@@ -88,20 +79,18 @@ def azure_up(latency: float, lro: float, polling_interval: float) -> dict:
             "REQUESTS_CA_BUNDLE": arm.ca_bundle(), "AZURE_AUTHORITY_HOST": arm.url,
             "AZURE_TENANT_ID": "benchmark", "AZURE_CLIENT_ID": arm.client_id,
             "AZURE_CLIENT_SECRET": arm.client_secret, "AZURE_TOKEN_CREDENTIALS": "EnvironmentCredential",
-            "OLLASTACK_STATE_DIR": str(Path(tmp) / "state")})
+            "OLLASTACK_STATE_DIR": str(Path(tmp) / "state"), plan.POLL_ENV: str(polling_interval)})
         stack = parse_stack({
             "stack": {"name": "bench", "provider": "azure"},
             "access": {"ssh_public_key": str(public), "ssh_private_key": str(private)},
-            "azure": {"subscription_id": "benchmark", "resource_manager_url": arm.url,
-                      "polling_interval": polling_interval, "dns_label": "bench-chat"}})
-        wall = _timed(lambda: azure.create(stack, StackState.load("bench", "azure"), lambda line: None))
+            "azure": {"subscription_id": "benchmark", "resource_manager_url": arm.url, "dns_label": "bench-chat"}})
+        timings: dict[str, tuple[float, float]] = {}
+        wall = _timed(lambda: azure.create(stack, StackState.load("bench", "azure"), lambda line: None,
+                                           timings=timings))
         requests = len(arm.requests)
-        steps = {}
-        for step in AZURE_GRAPH:
-            seen = arm.seen(rtype=step)
-            steps[step] = max(r.ended for r in seen) - min(r.started for r in seen)
         down = _timed(lambda: azure.destroy(stack, StackState.load("bench"), lambda line: None))
-        return {"wall": wall, "graph": AZURE_GRAPH, "steps": steps, "requests": requests, "down": down}
+        steps = {name: end - start for name, (start, end) in timings.items()}
+        return {"wall": wall, "graph": azure.GRAPH, "steps": steps, "requests": requests, "down": down}
 
 
 def alibaba_up(latency: float, lro: float, polling_interval: float) -> dict:
@@ -123,7 +112,7 @@ def alibaba_up(latency: float, lro: float, polling_interval: float) -> dict:
         requests = len(emu.requests)
         down = _timed(lambda: alibaba.destroy(stack, StackState.load("bench"), quiet, timing))
         steps = {name: end - start for name, (start, end) in timings.items()}
-        return {"wall": wall, "graph": alibaba.DEPENDENCIES, "steps": steps, "requests": requests, "down": down}
+        return {"wall": wall, "graph": alibaba.GRAPH, "steps": steps, "requests": requests, "down": down}
 
 
 PROVIDERS = {"azure": azure_up, "alibaba": alibaba_up}

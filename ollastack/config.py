@@ -339,8 +339,6 @@ class AzureSection(Section):
     os_disk_gb: int = Field(64, ge=30, le=4095, description="OS disk size in GiB (models live there).")
     admin_username: str = Field("ollastack", description="Admin user created on the VM (SSH key only).",
                                 pattern=r"^[a-z_][a-z0-9_-]{0,31}$")
-    polling_interval: float = Field(5.0, ge=0, le=60,
-                                    description="Seconds between polls of long-running operations (tests use 0).")
 
     @field_validator("image")
     @classmethod

@@ -2,9 +2,10 @@
 
 Every resource carries the tag ``ollastack-stack=<name>``. ``create`` looks resources up by that
 tag before creating anything, so a second run (or a run after an interrupted one) adopts what
-exists instead of duplicating it; ``destroy`` deletes only what carries the tag. Independent steps
-run concurrently (the key pair, image and zone look-ups overlap the VPC), so the wall time is the
-dependency chain VPC -> vSwitch -> instance, not the sum of all calls.
+exists instead of duplicating it; ``destroy`` deletes what the state records or the tag finds, only
+if it carries the tag. ``GRAPH`` declares the steps and their needs as data; ``ollastack.cloud.plan``
+runs independent steps concurrently (the key pair, image and zone look-ups overlap the VPC), so
+the wall time is the dependency chain VPC -> vSwitch -> instance, not the sum of all calls.
 
 Credentials: ``ALIBABA_CLOUD_ACCESS_KEY_ID`` / ``ALIBABA_CLOUD_ACCESS_KEY_SECRET`` (and
 ``ALIBABA_CLOUD_SECURITY_TOKEN`` for STS), otherwise the alibabacloud-credentials default chain
@@ -23,11 +24,9 @@ import fnmatch
 import ipaddress
 import json
 import os
-import threading
 import time
 import uuid
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable
 from urllib.parse import urlsplit
 
@@ -40,7 +39,8 @@ from alibabacloud_vpc20160428.client import Client as VpcClient
 from darabonba.exceptions import ResponseException, UnretryableException
 from darabonba.policy.retry import RetryCondition, RetryOptions
 
-from ollastack.cloud import CloudError, Progress
+from ollastack.cloud import CloudError, Progress, plan
+from ollastack.cloud.errors import hint, one_line
 from ollastack.config import Stack
 from ollastack.state import StackState
 
@@ -55,22 +55,8 @@ RETRY_CODES = ["Throttling", "Throttling.User", "Throttling.Api", "ServiceUnavai
 # Transient states while a dependent resource is still being created or deleted.
 BUSY_CODES = ("DependencyViolation", "IncorrectInstanceStatus", "IncorrectVpcStatus", "IncorrectVSwitchStatus",
               "IncorrectStatus", "OperationConflict", "LastTokenProcessing")
-HINTS = [
-    ("InvalidAccessKeyId", "check ALIBABA_CLOUD_ACCESS_KEY_ID (the key may be disabled or deleted)"),
-    ("SignatureDoesNotMatch", "the access key secret is wrong: check ALIBABA_CLOUD_ACCESS_KEY_SECRET"),
-    ("IncompleteSignature", "the access key secret is wrong: check ALIBABA_CLOUD_ACCESS_KEY_SECRET"),
-    ("InvalidTimeStamp", "this machine's clock is off: synchronise it (NTP) and run again"),
-    ("Forbidden", "the RAM user lacks a permission: grant it AliyunECSFullAccess and AliyunVPCFullAccess"),
-    ("NoPermission", "the RAM user lacks a permission: grant it AliyunECSFullAccess and AliyunVPCFullAccess"),
-    ("InvalidResourceType", "alibaba.instance_type is not offered there: choose another instance_type or zone"),
-    ("OperationDenied.NoStock", "no stock of alibaba.instance_type in this zone: set another alibaba.zone or type"),
-    ("QuotaExceed", "an account quota is reached: raise it in the Quota Center or delete unused resources"),
-    ("InvalidAccountStatus", "the account cannot buy resources (balance or verification): check the billing console"),
-    ("InvalidRegionId", "check alibaba.region"),
-    ("Throttling", "the API keeps throttling: wait a minute and run again"),
-]
-# The create steps (methods of Steps) and what each needs; listed so that dependencies come first.
-DEPENDENCIES = {
+# The create steps (methods of Steps, called with what their needs returned) and what each needs.
+GRAPH = {
     "zone": [],
     "image": [],
     "key_pair": [],
@@ -79,14 +65,14 @@ DEPENDENCIES = {
     "security_group": ["vpc"],
     "instance": ["vswitch", "security_group", "key_pair", "image"],
 }
-DEFAULT_HINT = "run `ollastack up` again to resume, or `ollastack down` to remove what was created"
 
 
 @dataclass(frozen=True)
 class Timing:
     """Waits and retries; tests pass ``Timing(poll_s=0, backoff_ms=0)``."""
 
-    poll_s: float = 3.0          # between status polls (VPC, vSwitch, instance)
+    # between status polls (VPC, vSwitch, instance); $OLLASTACK_CLOUD_POLL_S wins (see plan.poll_interval)
+    poll_s: float = field(default_factory=lambda: plan.poll_interval(3.0))
     backoff_ms: int = 500        # first retry delay of throttled / failed calls, doubled each time
     attempts: int = 6            # tries per API call, the first included
     wait_s: float = 900.0        # give up waiting for a status after this long
@@ -120,14 +106,6 @@ def _retry_options(timing: Timing) -> RetryOptions:
     return RetryOptions(retryable=True, retry_condition=[RetryCondition(
         max_attempts=timing.attempts, exception=RETRY_EXCEPTIONS, error_code=RETRY_CODES,
         backoff=backoff, max_delay=20_000)])
-
-
-def _hint(code: str) -> str:
-    return next((hint for prefix, hint in HINTS if code.startswith(prefix)), DEFAULT_HINT)
-
-
-def _one_line(text: str) -> str:
-    return " ".join(str(text).split())
 
 
 class ApiError(CloudError):
@@ -166,15 +144,15 @@ class Api:
             return method(request).body.to_map()
         except ResponseException as exc:
             code = str(exc.code or "")
-            message = _one_line(str(exc.message or "")).removeprefix(f"code: {exc.status_code}, ")
-            raise ApiError(f"Alibaba Cloud {action} failed: {code}: {message}; {_hint(code)}", code) from None
+            message = one_line(str(exc.message or "")).removeprefix(f"code: {exc.status_code}, ")
+            raise ApiError(f"Alibaba Cloud {action} failed: {code}: {message}; {hint('alibaba', code)}", code) from None
         except UnretryableException as exc:
             if type(exc.inner_exception).__module__.startswith("alibabacloud_credentials"):
                 raise ApiError("no usable Alibaba Cloud credentials: set ALIBABA_CLOUD_ACCESS_KEY_ID and "
                                "ALIBABA_CLOUD_ACCESS_KEY_SECRET, or configure a profile with `aliyun configure`") from None
             product = "ecs" if method.__self__ is self.ecs else "vpc"
             where = self.endpoints[product] or f"the {product.upper()} endpoint of {self.region}"
-            raise ApiError(f"Alibaba Cloud {action}: cannot reach {where} ({_one_line(exc.inner_exception)}); "
+            raise ApiError(f"Alibaba Cloud {action}: cannot reach {where} ({one_line(exc.inner_exception)}); "
                            f"check the network or alibaba.{product}_endpoint, then run again") from None
 
     def items(self, method: Callable, request: Any, outer: str, inner: str) -> list[dict[str, Any]]:
@@ -202,16 +180,13 @@ class Steps:
     """The create steps of one stack; each finds its resource by tag or creates and records it."""
 
     def __init__(self, stack: Stack, state: StackState, progress: Progress, timing: Timing):
-        self.stack, self.state, self.progress, self.timing = stack, state, progress, timing
+        self.stack, self.timing = stack, timing
         self.name = stack.stack.name
         self.prefix = f"ollastack-{self.name}"
         self.api = Api(stack, timing)
         self.region = stack.alibaba.region
-        self.lock = threading.Lock()
-
-    def record(self, kind: str, name: str, **attrs: Any) -> None:
-        with self.lock:
-            self.state.record(kind, name, region=self.region, **attrs)
+        self.recorder = plan.Recorder(state, progress, region=self.region)
+        self.record, self.progress = self.recorder.record, self.recorder.progress
 
     def client_token(self, kind: str) -> str:
         """The ClientToken for creating this stack's ``kind``: one per resource, kept in its state record.
@@ -221,12 +196,12 @@ class Steps:
         resource it already made instead of making a second one. A record whose resource was
         found gone gets a new token: the old one would only name the deleted resource again.
         """
-        with self.lock:
-            entry = self.state.find(kind, self.prefix) or {}
+        with self.recorder.lock:
+            entry = self.recorder.state.find(kind, self.prefix) or {}
             if entry.get("client_token") and not entry.get("id"):
                 return entry["client_token"]
             token = str(uuid.uuid4())
-            self.state.record(kind, self.prefix, region=self.region, id=None, client_token=token)
+            self.record(kind, self.prefix, id=None, client_token=token)
             return token
 
     def wait(self, what: str, poll: Callable[[], tuple[str, Any]], ready: str) -> Any:
@@ -426,51 +401,19 @@ def _permission(model: type, rule: tuple[str, str, str]) -> Any:
                  description="ollastack", **{"ipv_6source_cidr_ip" if v6 else "source_cidr_ip": source})
 
 
-def run_plan(plan: dict[str, tuple[list[str], Callable[..., Any]]], timings: dict[str, tuple[float, float]] | None = None,
-             workers: int | None = None) -> dict[str, Any]:
-    """Run steps as soon as their dependencies are done; return each step's result.
-
-    ``plan`` maps a step to (dependencies, function of the dependencies' results, in order).
-    ``timings`` (optional) receives (start, end) monotonic times per step; ``workers=1`` runs the
-    steps one after another in plan order (which must then list dependencies first).
-
-    Example::
-
-        run_plan({"a": ([], lambda: 1), "b": (["a"], lambda a: a + 1)})   # {"a": 1, "b": 2}
-    """
-    futures: dict[str, Future] = {}
-    times = timings if timings is not None else {}
-
-    def step(name: str) -> Any:
-        deps, func = plan[name]
-        args = [futures[d].result() for d in deps]
-        start = time.monotonic()
-        try:
-            return func(*args)
-        finally:
-            times[name] = (start, time.monotonic())
-
-    with ThreadPoolExecutor(max_workers=workers or len(plan), thread_name_prefix="ollastack-step") as pool:
-        for name in plan:
-            futures[name] = pool.submit(step, name)
-    # Independent steps finish (and record what they created) before the first failure is raised.
-    failed = next((f.exception() for f in futures.values() if f.exception() is not None), None)
-    if failed is not None:
-        raise failed
-    return {name: f.result() for name, f in futures.items()}
-
-
-def create(stack: Stack, state: StackState, progress: Progress, timing: Timing = Timing(),
+def create(stack: Stack, state: StackState, progress: Progress, timing: Timing | None = None,
            timings: dict[str, tuple[float, float]] | None = None, workers: int | None = None) -> list[dict[str, Any]]:
     """Create (or finish creating) the stack's resources and return its one host.
+
+    ``timings`` and ``workers`` are ``plan.run``'s (per-step times; ``workers=1``: one step at a time).
 
     Example::
 
         hosts = create(stack, StackState.load("demo", "alibaba"), Progress("alibaba: "))
         hosts[0]["address"]        # the instance's public IP
     """
-    steps = Steps(stack, state, progress, timing)
-    results = run_plan({name: (deps, getattr(steps, name)) for name, deps in DEPENDENCIES.items()}, timings, workers)
+    steps = Steps(stack, state, progress, timing or Timing())
+    results = plan.run(GRAPH, steps, timings, workers)
     address = results["instance"]
     hosts = [{"name": f"{stack.stack.name}-1", "address": address, "user": stack.alibaba.admin_username,
               "tls_names": [stack.tls.domain] if stack.tls.domain else [address]}]
@@ -491,13 +434,15 @@ class Kind:
 
 
 class Teardown:
-    """Deletes a stack's resources in dependency order, only those tagged as the stack's."""
+    """Deletes a stack's resources in dependency order (the kinds in ``kinds()`` order), only those tagged as the stack's."""
 
     def __init__(self, stack: Stack, state: StackState, progress: Progress, timing: Timing):
-        self.state, self.progress, self.timing = state, progress, timing
+        self.timing = timing
         self.name = stack.stack.name
         self.region = stack.alibaba.region
         self.api = Api(stack, timing)
+        self.recorder = plan.Recorder(state, progress)
+        self.progress = self.recorder.progress
 
     def kinds(self) -> list[Kind]:
         api, region, name = self.api, self.region, self.name
@@ -531,32 +476,32 @@ class Teardown:
         ]
 
     def run(self) -> list[str]:
-        removed = []
-        for kind in self.kinds():
-            for rid in self.targets(kind):
-                if self.remove(kind, rid):
-                    removed.append(f"{kind.kind} {rid}")
-                    self.progress(f"{kind.kind} {rid} deleted")
-            for entry in [r for r in self.state.resources if r["kind"] == kind.kind]:
-                self.state.forget(entry["kind"], entry["name"])
-        self.state.set_hosts([])
+        """Remove ``plan.targets`` of the recorded resources and the tagged ones, kind by kind."""
+        kinds = {kind.kind: kind for kind in self.kinds()}
+        tagged = [{"kind": k.kind, "name": r[k.id_key], "id": r[k.id_key]} for k in kinds.values() for r in k.tagged()]
+        state = self.recorder.state
+        entries = plan.targets([r for r in state.resources if r["kind"] in kinds], tagged)
+        removed = plan.teardown([(kind,) for kind in kinds], entries, lambda e: self.remove(kinds[e["kind"]], e),
+                                self.recorder)
+        state.set_hosts([])
         return removed
 
-    def targets(self, kind: Kind) -> list[str]:
-        """Ids tagged as this stack's, plus recorded ids that still exist and carry the tag."""
-        ids = [r[kind.id_key] for r in kind.tagged()]
-        for entry in self.state.resources:
-            rid = entry.get("id")
-            if entry["kind"] != kind.kind or not rid or rid in ids:
-                continue
+    def remove(self, kind: Kind, entry: dict[str, Any]) -> str | None:
+        """Delete one resource if it is the stack's (a recorded one the tag look-up missed is looked up by id)."""
+        rid = entry["id"]
+        if not entry["tagged"]:
             found = kind.by_id(rid)
-            if found and _tagged(found[0], self.name):
-                ids.append(rid)
-            elif found:
+            if not found:
+                return None
+            if not _tagged(found[0], self.name):
                 self.progress(f"{kind.kind} {rid} is not tagged {TAG_KEY}={self.name}: left alone")
-        return ids
+                return None
+        if not self._delete(kind, rid):
+            return None
+        self.progress(f"{kind.kind} {rid} deleted")
+        return f"{kind.kind} {rid}"
 
-    def remove(self, kind: Kind, rid: str) -> bool:
+    def _delete(self, kind: Kind, rid: str) -> bool:
         """Delete one resource, waiting while dependents are still going away; False if already gone."""
         started = time.monotonic()
         while True:
@@ -581,7 +526,7 @@ class Teardown:
             time.sleep(self.timing.poll_s)
 
 
-def destroy(stack: Stack, state: StackState, progress: Progress, timing: Timing = Timing()) -> list[str]:
+def destroy(stack: Stack, state: StackState, progress: Progress, timing: Timing | None = None) -> list[str]:
     """Delete the stack's instance, key pair, security group, vSwitch and VPC; return what was removed.
 
     Example::
@@ -589,4 +534,4 @@ def destroy(stack: Stack, state: StackState, progress: Progress, timing: Timing 
         removed = destroy(stack, StackState.load("demo"), Progress("alibaba: "))
         # ["instance i-...", "key_pair ollastack-demo", "security_group sg-...", ...]
     """
-    return Teardown(stack, state, progress, timing).run()
+    return Teardown(stack, state, progress, timing or Timing()).run()

@@ -7,9 +7,9 @@ Resources, all in one resource group and tagged ``ollastack-stack=<stack name>``
       ├── network security group ───┼── NIC ── VM (+ its OS disk, deleted with it)
       └── public IP (+ DNS label) ──┘
 
-The three in the middle are created concurrently once the resource group exists. Each resource is
-recorded in the state file before its create request is sent, so a run that is interrupted at any
-point leaves a trace: ``create`` again finishes the job (it GETs each resource and creates only
+``GRAPH`` declares that tree as data; ``ollastack.cloud.plan.run`` creates the three in the middle
+concurrently once the resource group exists. Each resource is recorded in the state file before
+its create request is sent, so a run that is interrupted at any point leaves a trace: ``create`` again finishes the job (it GETs each resource and creates only
 what is missing), ``destroy`` removes what exists. Inbound traffic: SSH only from
 ``access.admin_cidrs``, HTTP/HTTPS from anywhere, everything else denied (Ollama's port included).
 
@@ -28,9 +28,7 @@ from __future__ import annotations
 import logging
 import os
 import re
-import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable
 from urllib.parse import urlsplit
 
@@ -43,7 +41,8 @@ from azure.mgmt.core.tools import get_arm_endpoints
 from azure.mgmt.network import NetworkManagementClient
 from azure.mgmt.resource.resources import ResourceManagementClient
 
-from ollastack.cloud import CloudError
+from ollastack.cloud import CloudError, plan
+from ollastack.cloud.errors import AZURE_SIGN_IN, RESUME_HINT, hint, one_line
 from ollastack.config import Stack
 from ollastack.state import StackState
 
@@ -64,6 +63,17 @@ KNOWN_AUTHORITIES = {host for _, host in CLOUDS.values()}
 # Throttling (429, honouring Retry-After) and 5xx are retried by the SDK's retry policy; with a
 # backoff factor of 1 s the waits are 0, 2, 4, 8, 16 s: about half a minute before giving up.
 RETRY = {"retry_total": 6, "retry_backoff_factor": 1.0, "retry_backoff_max": 60}
+# What each resource needs: the methods of _Session by these names create them, with what their needs returned.
+GRAPH = {
+    "resource_group": [],
+    "virtual_network": ["resource_group"],
+    "network_security_group": ["resource_group"],
+    "public_ip": ["resource_group"],
+    "network_interface": ["virtual_network", "network_security_group", "public_ip"],
+    "virtual_machine": ["network_interface"],
+}
+# Seconds between polls of a long-running operation (the SDK's own default is 30).
+POLL_S = 5.0
 # Destroy order: each tier only after the one before is gone (Azure refuses to delete what is in use).
 DESTROY_TIERS = (("virtual_machine",), ("network_interface",),
                  ("public_ip", "network_security_group", "virtual_network"), ("resource_group",))
@@ -80,39 +90,26 @@ SDK_LOGGERS = ("azure.identity", "azure.core")
 LABELS = {"resource_group": "resource group", "virtual_network": "virtual network",
           "network_security_group": "network security group", "public_ip": "public IP",
           "network_interface": "network interface", "virtual_machine": "virtual machine"}
-HINTS = {
-    "SkuNotAvailable": "pick another azure.vm_size or azure.location",
-    "QuotaExceeded": "request more vCPU quota for this size family in azure.location, or pick another azure.vm_size",
-    "OperationNotAllowed": "request more quota in azure.location or pick another azure.vm_size",
-    "AuthorizationFailed": "give the signed-in identity the Contributor role on the subscription",
-    "InvalidAuthenticationToken": "sign in again (az login) or check AZURE_CLIENT_ID/AZURE_TENANT_ID/AZURE_CLIENT_SECRET",
-    "SubscriptionNotFound": "check azure.subscription_id / AZURE_SUBSCRIPTION_ID",
-    "InvalidParameter": "check the azure.* settings named in the message",
-    "ImageNotFound": "check azure.image (publisher:offer:sku:version) is offered in azure.location",
-}
-AUTH_HINT = ("set AZURE_CLIENT_ID, AZURE_TENANT_ID and AZURE_CLIENT_SECRET (a service principal), "
-             "or run `az login`")
 # Sign-in failures are ClientAuthenticationError, a subclass of HttpResponseError (without a response).
 SDK_ERRORS = (HttpResponseError, ServiceRequestError)
-RETRY_HINT = "run `ollastack up` again to finish, or `ollastack down` to remove what was created"
 
 
-def create(stack: Stack, state: StackState, progress: Callable[[str], None]) -> list[dict]:
+def create(stack: Stack, state: StackState, progress: Callable[[str], None],
+           timings: dict[str, tuple[float, float]] | None = None) -> list[dict]:
     """Create (or finish creating) the stack's resources and return its one host.
 
     Example::
 
         [host] = create(stack, state, Progress())
         host["address"], host["tls_names"]   # public IP, ["<label>.<location>.cloudapp.azure.com"]
+
+    ``timings`` (optional) receives each step's (start, end) monotonic times.
     """
     session = _Session(stack, state, progress)
     if not state.provider:
         state.data["provider"] = "azure"
-    session.resource_group()
-    _parallel([session.virtual_network, session.security_group, session.public_ip])
-    session.network_interface()
-    session.virtual_machine()
-    pip = session.found["public_ip"]["properties"]
+    found = plan.run(GRAPH, session, timings)
+    pip = found["public_ip"]["properties"]
     fqdn = pip.get("dnsSettings", {}).get("fqdn")
     host = {"name": session.names["virtual_machine"], "address": pip["ipAddress"],
             "user": stack.azure.admin_username, "tls_names": [fqdn] if fqdn else []}
@@ -136,10 +133,7 @@ def destroy(stack: Stack, state: StackState, progress: Callable[[str], None]) ->
     for entry in entries:
         # Before any delete: a state file of another subscription must not leave this one half-removed.
         session.check_subscription(entry)
-    removed: list[str] = []
-    for tier in DESTROY_TIERS:
-        results = _parallel([lambda e=e: session.delete(e) for e in entries if e["kind"] in tier])
-        removed += [rid for rid in results if rid]
+    removed = plan.teardown(DESTROY_TIERS, entries, session.delete, session.recorder)
     state.set_hosts([])
     return removed
 
@@ -164,22 +158,8 @@ def credential(section) -> DefaultAzureCredential:
     return DefaultAzureCredential(authority=authority, **extra)
 
 
-def _parallel(tasks: list[Callable[[], Any]]) -> list[Any]:
-    """Run ``tasks`` concurrently; wait for all, then re-raise the first failure (in task order)."""
-    if len(tasks) <= 1:
-        return [task() for task in tasks]
-    with ThreadPoolExecutor(max_workers=len(tasks)) as pool:
-        futures = [pool.submit(task) for task in tasks]
-    return [f.result() for f in futures]
-
-
 def _seconds(started: float) -> str:
     return f"{time.monotonic() - started:.1f}s"
-
-
-def _one_line(text: str, limit: int = 200) -> str:
-    text = " ".join(str(text).split())
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _sign_in_reason(exc: Exception) -> str:
@@ -190,27 +170,22 @@ def _sign_in_reason(exc: Exception) -> str:
         return entra.group(0)
     if "unavailable" in text.lower():
         return "no credential found"
-    return _one_line(text.split(". ")[0], 120)
+    return one_line(text.split(". ")[0], 120)
 
 
 def cloud_error(exc: Exception, doing: str) -> CloudError:
     """Turn an SDK exception into a one-line ``CloudError`` with the Azure code and a next step."""
     if isinstance(exc, ClientAuthenticationError) and exc.response is None:
-        return CloudError(f"azure: sign-in failed while {doing} ({_sign_in_reason(exc)}); {AUTH_HINT}")
+        return CloudError(f"azure: sign-in failed while {doing} ({_sign_in_reason(exc)}); {AZURE_SIGN_IN}")
     if isinstance(exc, ServiceRequestError):
-        return CloudError(f"azure: cannot reach Azure while {doing} ({_one_line(exc, 120)}); "
+        return CloudError(f"azure: cannot reach Azure while {doing} ({one_line(exc, 120)}); "
                           "check the network and azure.resource_manager_url")
     if isinstance(exc, HttpResponseError):
         code = (exc.error.code if exc.error and exc.error.code else "") or f"HTTP{exc.status_code}"
         message = (exc.error.message if exc.error and exc.error.message else "") or exc.reason or ""
-        if exc.status_code == 401:
-            hint = f"{AUTH_HINT}"
-        elif code in HINTS and (code != "OperationNotAllowed" or "quota" in message.lower()):
-            hint = HINTS[code]
-        else:
-            hint = RETRY_HINT
-        return CloudError(f"azure: {doing} failed: {code}: {_one_line(message)}; {hint}")
-    return CloudError(f"azure: {doing} failed: {_one_line(exc)}; {RETRY_HINT}")
+        advice = AZURE_SIGN_IN if exc.status_code == 401 else hint("azure", code, message)
+        return CloudError(f"azure: {doing} failed: {code}: {one_line(message)}; {advice}")
+    return CloudError(f"azure: {doing} failed: {one_line(exc)}; {RESUME_HINT}")
 
 
 class _Session:
@@ -218,10 +193,8 @@ class _Session:
 
     def __init__(self, stack: Stack, state: StackState, progress: Callable[[str], None]):
         self.stack = stack
-        self.state = state
-        self._progress = progress
-        self._lock = threading.Lock()
-        self.found: dict[str, dict] = {}
+        self.recorder = plan.Recorder(state, progress)
+        self.progress = self.recorder.progress
         self.sub = stack.azure.subscription()
         if not self.sub:
             raise CloudError("azure: no subscription; set azure.subscription_id or AZURE_SUBSCRIPTION_ID")
@@ -236,23 +209,14 @@ class _Session:
         options = dict(credential=credential(stack.azure), subscription_id=self.sub,
                        base_url=stack.azure.resource_manager_url or endpoints["resource_manager"],
                        credential_scopes=endpoints["credential_scopes"], cloud_setting=cloud,
-                       polling_interval=stack.azure.polling_interval, **RETRY)
+                       polling_interval=plan.poll_interval(POLL_S), **RETRY)
         self.resources = ResourceManagementClient(**options)
         self.network = NetworkManagementClient(**options)
         self.compute = ComputeManagementClient(**options)
 
     # -- bookkeeping ----------------------------------------------------------------------------
-    def progress(self, message: str) -> None:
-        with self._lock:
-            self._progress(message)
-
     def record(self, kind: str, name: str, rid: str) -> None:
-        with self._lock:
-            self.state.record(kind, name, id=rid, type=kind)
-
-    def forget(self, kind: str, name: str) -> None:
-        with self._lock:
-            self.state.forget(kind, name)
+        self.recorder.record(kind, name, id=rid, type=kind)
 
     def rid(self, provider_path: str = "") -> str:
         base = f"/subscriptions/{self.sub}/resourceGroups/{self.group}"
@@ -285,7 +249,6 @@ class _Session:
                 if drift:
                     drift(existing)
                 self.progress(f"{label}: found ({_seconds(started)})")
-                self.found[kind] = existing
                 return existing
             self.record(kind, name, rid)
             result = put(body).as_dict()
@@ -296,7 +259,6 @@ class _Session:
         else:
             was = existing["properties"].get("provisioningState")
             self.progress(f"{label}: created again, it was {was} ({_seconds(started)})")
-        self.found[kind] = result
         return result
 
     def _get(self, get: Callable, name: str) -> dict | None:
@@ -305,8 +267,8 @@ class _Session:
         except ResourceNotFoundError:
             return None
 
-    def resource_group(self) -> None:
-        """The resource group; one that exists without this stack's tag is used but never deleted."""
+    def resource_group(self) -> str:
+        """The resource group's name; one that exists without this stack's tag is used but never deleted."""
         started = time.monotonic()
         label = f"resource group {self.group}"
         groups = self.resources.resource_groups
@@ -321,20 +283,21 @@ class _Session:
                     self.record("resource_group", self.group, self.rid())
                 self.progress(f"{label}: found{'' if ours else ' (not created by ollastack: kept on destroy)'} "
                               f"({_seconds(started)})")
-                return
+                return self.group
             self.record("resource_group", self.group, self.rid())
             groups.create_or_update(self.group, {"location": self.stack.azure.location, "tags": self.tags})
         except SDK_ERRORS as exc:
             raise cloud_error(exc, f"creating {label}") from None
         self.progress(f"{label}: created ({_seconds(started)})")
+        return self.group
 
-    def virtual_network(self) -> dict:
+    def virtual_network(self, group: str) -> dict:
         name = self.names["virtual_network"]
         body = {"location": self.stack.azure.location, "tags": self.tags,
                 "properties": {"addressSpace": {"addressPrefixes": [VNET_PREFIX]},
                                "subnets": [{"name": "default", "properties": {"addressPrefix": SUBNET_PREFIX}}]}}
         return self._ensure("virtual_network", self.rid(f"Microsoft.Network/virtualNetworks/{name}"), body,
-                            lambda b: self.network.virtual_networks.begin_create_or_update(self.group, name, b).result())
+                            lambda b: self.network.virtual_networks.begin_create_or_update(group, name, b).result())
 
     def security_rules(self) -> dict[str, dict]:
         """Inbound rules: SSH from the admin networks, web from anywhere, nothing else (not 11434)."""
@@ -350,14 +313,14 @@ class _Session:
             "deny-other-inbound": rule(4096, "Deny", "*", anywhere, {"destinationPortRange": "*"}),
         }
 
-    def security_group(self) -> dict:
+    def network_security_group(self, group: str) -> dict:
         name = self.names["network_security_group"]
         rules = self.security_rules()
         body = {"location": self.stack.azure.location, "tags": self.tags,
                 "properties": {"securityRules": [{"name": n, "properties": p} for n, p in rules.items()]}}
         return self._ensure("network_security_group", self.rid(f"Microsoft.Network/networkSecurityGroups/{name}"),
                             body, lambda b: self.network.network_security_groups.begin_create_or_update(
-                                self.group, name, b).result(),
+                                group, name, b).result(),
                             drift=lambda existing: self._fix_rules(name, existing, rules))
 
     def _fix_rules(self, nsg: str, existing: dict, rules: dict[str, dict]) -> None:
@@ -377,7 +340,7 @@ class _Session:
                 self.group, nsg, name, {"properties": wanted}).result()
             self.progress(f"security rule {nsg}/{name}: updated in place ({_seconds(started)})")
 
-    def public_ip(self) -> dict:
+    def public_ip(self, group: str) -> dict:
         name = self.names["public_ip"]
         label = self.stack.azure.dns_label
         props: dict[str, Any] = {"publicIPAllocationMethod": "Static", "publicIPAddressVersion": "IPv4"}
@@ -387,7 +350,7 @@ class _Session:
                 "properties": props}
 
         def put(b):
-            return self.network.public_ip_addresses.begin_create_or_update(self.group, name, b).result()
+            return self.network.public_ip_addresses.begin_create_or_update(group, name, b).result()
 
         def relabel(existing):
             if existing["properties"].get("dnsSettings", {}).get("domainNameLabel", "") != label:
@@ -398,21 +361,20 @@ class _Session:
         return self._ensure("public_ip", self.rid(f"Microsoft.Network/publicIPAddresses/{name}"), body, put,
                             drift=relabel)
 
-    def network_interface(self) -> dict:
+    def network_interface(self, vnet: dict, nsg: dict, pip: dict) -> dict:
         name = self.names["network_interface"]
-        vnet = self.found["virtual_network"]
         subnet_id = next(s["id"] for s in vnet["properties"]["subnets"] if s["name"] == "default")
         body = {"location": self.stack.azure.location, "tags": self.tags,
                 "properties": {
-                    "networkSecurityGroup": {"id": self.found["network_security_group"]["id"]},
+                    "networkSecurityGroup": {"id": nsg["id"]},
                     "ipConfigurations": [{"name": "ipconfig1", "properties": {
                         "privateIPAllocationMethod": "Dynamic", "subnet": {"id": subnet_id},
-                        "publicIPAddress": {"id": self.found["public_ip"]["id"]}}}]}}
+                        "publicIPAddress": {"id": pip["id"]}}}]}}
         return self._ensure("network_interface", self.rid(f"Microsoft.Network/networkInterfaces/{name}"), body,
                             lambda b: self.network.network_interfaces.begin_create_or_update(
                                 self.group, name, b).result())
 
-    def vm_body(self) -> dict:
+    def vm_body(self, nic_id: str) -> dict:
         """The VM request: SSH key only, the configured image/size/disk, and a boot mode for GPUs.
 
         Gen2 images boot as Trusted Launch (Secure Boot on) by default on Azure, and Secure Boot
@@ -435,13 +397,13 @@ class _Session:
                 "linuxConfiguration": {"disablePasswordAuthentication": True, "ssh": {"publicKeys": [
                     {"path": f"/home/{az.admin_username}/.ssh/authorized_keys", "keyData": public_key}]}}},
             "networkProfile": {"networkInterfaces": [
-                {"id": self.found["network_interface"]["id"], "properties": {"primary": True}}]},
+                {"id": nic_id, "properties": {"primary": True}}]},
         }
         if is_gpu_size(az.vm_size):
             props["securityProfile"] = {"securityType": "Standard"}
         return {"location": az.location, "tags": self.tags, "properties": props}
 
-    def virtual_machine(self) -> dict:
+    def virtual_machine(self, nic: dict) -> dict:
         name = self.names["virtual_machine"]
         size = self.stack.azure.vm_size
 
@@ -452,12 +414,12 @@ class _Session:
                               "not resized (run `ollastack down` and `up` to change it)")
 
         return self._ensure("virtual_machine", self.rid(f"Microsoft.Compute/virtualMachines/{name}"),
-                            self.vm_body(), lambda b: self.compute.virtual_machines.begin_create_or_update(
+                            self.vm_body(nic["id"]), lambda b: self.compute.virtual_machines.begin_create_or_update(
                                 self.group, name, b).result(), drift=resize_note)
 
     # -- destroy --------------------------------------------------------------------------------
     def targets(self) -> list[dict]:
-        """Recorded resources, then those found by this stack's tag: {"kind", "name", "id"} each, once."""
+        """What ``plan.targets`` makes of the recorded resources and those found by this stack's tag."""
         query = f"tagName eq '{TAG}' and tagValue eq '{self.stack.stack.name}'"
         try:
             found = [g.as_dict() | {"type": "Microsoft.Resources/resourceGroups"}
@@ -465,15 +427,15 @@ class _Session:
             found += [r.as_dict() for r in self.resources.resources.list(filter=query)]
         except SDK_ERRORS as exc:
             raise cloud_error(exc, f"listing resources tagged {TAG}={self.stack.stack.name}") from None
-        entries = {r["id"].lower(): dict(r) for r in self.state.resources if r.get("id")}
+        tagged = []
         for resource in found:
             kind = KINDS.get(resource.get("type", "").lower())
             if kind is None:
                 self.progress(f"{resource['id']}: tagged {TAG}={self.stack.stack.name} but not made by "
                               "ollastack, left in place")
                 continue
-            entries.setdefault(resource["id"].lower(), {"kind": kind, "name": resource["name"], "id": resource["id"]})
-        return list(entries.values())
+            tagged.append({"kind": kind, "name": resource["name"], "id": resource["id"]})
+        return plan.targets(self.recorder.state.resources, tagged)
 
     def check_subscription(self, entry: dict) -> str:
         """The entry's label; raises CloudError when the state records it in another subscription."""
@@ -485,8 +447,8 @@ class _Session:
         return label
 
     def delete(self, entry: dict) -> str | None:
-        """Delete one recorded resource if it still exists and is ours; return its id if deleted."""
-        kind, name, rid = entry["kind"], entry["name"], entry["id"]
+        """Delete one resource if it still exists and is ours (the tag is read again); return its id if deleted."""
+        kind, rid = entry["kind"], entry["id"]
         label = self.check_subscription(entry)
         m = ID_RE.match(rid)
         started = time.monotonic()
@@ -500,11 +462,9 @@ class _Session:
             try:
                 existing = get(*args).as_dict()
             except ResourceNotFoundError:
-                self.forget(kind, name)
                 self.progress(f"{label}: already gone ({_seconds(started)})")
                 return None
             if existing.get("tags", {}).get(TAG) != self.stack.stack.name:
-                self.forget(kind, name)
                 self.progress(f"{label}: not tagged {TAG}={self.stack.stack.name}, left in place")
                 return None
             if kind == "resource_group":
@@ -512,7 +472,6 @@ class _Session:
             delete(*args).result()
         except SDK_ERRORS as exc:
             raise cloud_error(exc, f"deleting {label}") from None
-        self.forget(kind, name)
         self.progress(f"{label}: deleted ({_seconds(started)})")
         return rid
 

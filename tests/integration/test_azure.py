@@ -23,7 +23,7 @@ from azure.mgmt.resource.resources import ResourceManagementClient
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from ollastack.cloud import CloudError, azure
+from ollastack.cloud import CloudError, azure, plan
 from ollastack.config import ConfigError, parse_stack
 from ollastack.state import StackState
 from tests.support.azure_emulator import TAG, AzureEmulator, loopback_only
@@ -83,13 +83,14 @@ def arm(ca, monkeypatch, tmp_path):
         monkeypatch.setenv("AZURE_TOKEN_CREDENTIALS", "EnvironmentCredential")
         monkeypatch.setenv("AZURE_SUBSCRIPTION_ID", SUB)
         monkeypatch.setenv("OLLASTACK_STATE_DIR", str(tmp_path / "state"))
+        monkeypatch.setenv(plan.POLL_ENV, "0")
         yield emulator
 
 
 @pytest.fixture
 def make_stack(arm, keys):
     def make(name="demo", **azure_settings):
-        settings = {"resource_manager_url": arm.url, "polling_interval": 0, "dns_label": f"{name}-chat"}
+        settings = {"resource_manager_url": arm.url, "dns_label": f"{name}-chat"}
         settings.update(azure_settings)
         admin = settings.pop("admin_cidrs", ADMIN)
         return parse_stack({"stack": {"name": name, "provider": "azure"},
@@ -281,7 +282,6 @@ def test_killed_create_process_is_resumed_then_destroyed(arm, make_stack, tmp_pa
         ssh_private_key = "{stack.access.ssh_private_key}"
         [azure]
         resource_manager_url = "{arm.url}"
-        polling_interval = 0
     """).replace("'", '"'))
     child = textwrap.dedent("""
         from tests.support.azure_emulator import loopback_only
@@ -407,8 +407,7 @@ def test_cli_down_from_another_directory_removes_every_tagged_resource(arm, make
     config = tmp_path / "project" / "stack.toml"
     config.parent.mkdir()
     config.write_text(f'[stack]\nname = "demo"\nprovider = "azure"\n[access]\nssh_public_key = "{keys[0]}"\n'
-                      f'ssh_private_key = "{keys[1]}"\n[azure]\nresource_manager_url = "{arm.url}"\n'
-                      'polling_interval = 0\n')
+                      f'ssh_private_key = "{keys[1]}"\n[azure]\nresource_manager_url = "{arm.url}"\n')
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     env = {k: v for k, v in os.environ.items() if k != "OLLASTACK_STATE_DIR"}
@@ -582,8 +581,8 @@ def test_tracked_resource_without_location_is_refused(arm, make_stack, monkeypat
     assert refusal(lambda: groups.create_or_update("bare-rg", {"tags": {}})) == (400, "LocationRequired")
     make = azure._Session.vm_body
 
-    def no_location(self):
-        body = make(self)
+    def no_location(self, nic_id):
+        body = make(self, nic_id)
         del body["location"]
         return body
 
@@ -713,7 +712,7 @@ def test_state_without_provider_gets_azure(arm, make_stack):
 
 
 def write_config(tmp_path, stack, **azure_settings) -> Path:
-    settings = {"resource_manager_url": stack.azure.resource_manager_url, "polling_interval": 0, **azure_settings}
+    settings = {"resource_manager_url": stack.azure.resource_manager_url, **azure_settings}
     config = tmp_path / "stack.toml"
     config.write_text(f'[stack]\nname = "demo"\nprovider = "azure"\n[access]\nadmin_cidrs = ["198.51.100.7/32"]\n'
                       f'ssh_public_key = "{stack.access.ssh_public_key}"\n'

@@ -28,6 +28,7 @@ import pytest
 import trustme
 
 from ollastack import lab
+from ollastack.cloud import plan
 from ollastack.config import LabSection
 from tests.support.repo import REPO
 from tests.support.alibaba_emulator import AlibabaEmulator
@@ -68,13 +69,14 @@ class AzureCloud:
         self.emulator.__exit__(*exc)
 
     def settings(self) -> dict:
-        return {"resource_manager_url": self.emulator.url, "polling_interval": 0, "subscription_id": self.subscription}
+        return {"resource_manager_url": self.emulator.url, "subscription_id": self.subscription}
 
     def env(self) -> dict[str, str]:
         # EnvironmentCredential only: no managed-identity probe of 169.254.169.254, no az CLI.
         return {"REQUESTS_CA_BUNDLE": self.emulator.ca_bundle(), "AZURE_AUTHORITY_HOST": self.emulator.url,
                 "AZURE_TENANT_ID": "ollastack-e2e", "AZURE_CLIENT_ID": self.emulator.client_id,
-                "AZURE_CLIENT_SECRET": self.emulator.client_secret, "AZURE_TOKEN_CREDENTIALS": "EnvironmentCredential"}
+                "AZURE_CLIENT_SECRET": self.emulator.client_secret, "AZURE_TOKEN_CREDENTIALS": "EnvironmentCredential",
+                plan.POLL_ENV: "0"}
 
     def creates(self) -> list[str]:
         """Every write the emulator accepted, as "METHOD type"."""

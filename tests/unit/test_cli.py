@@ -192,7 +192,7 @@ def test_gpu_lines_say_what_does_not_fit():
 @pytest.fixture
 def azure_stack(home, arm, capsys):
     """An Azure stack created in the emulator (``arm.created``: its resources, recorded in the state file)."""
-    home("azure", azure={"resource_manager_url": arm.url, "polling_interval": 0})
+    home("azure", azure={"resource_manager_url": arm.url})
     stack = cli.load_stack()
     orchestrate.cloud.provider("azure").create(stack, StackState.load("clitest", "azure"), lambda line: None)
     arm.created = sorted(arm.stack_resources("clitest"))

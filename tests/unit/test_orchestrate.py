@@ -237,7 +237,7 @@ def test_a_cloud_stack_is_provisioned_then_removed(control, arm, keys, monkeypat
     stack = parse_stack({"stack": {"name": "orch", "provider": "azure"},
                          "access": {"admin_cidrs": ["198.51.100.7/32"], "ssh_public_key": str(keys[0]),
                                     "ssh_private_key": str(keys[1])},
-                         "azure": {"resource_manager_url": arm.url, "polling_interval": 0}})
+                         "azure": {"resource_manager_url": arm.url}})
     lines = []
     [host] = orchestrate.provision(stack, lines.append)
     assert host["name"] == "orch-vm" and arm.stack_resources("orch")
