@@ -21,7 +21,7 @@ import tomllib
 import unicodedata
 import urllib.parse
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
@@ -33,6 +33,9 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+
+if TYPE_CHECKING:
+    from ollastack.providers import Provider
 
 DEFAULT_CONFIG = "stack.toml"
 CONFIG_ENV = "OLLASTACK_CONFIG"
@@ -66,7 +69,7 @@ class ConfigError(Exception):
         return "\n".join(lines)
 
 
-def _provider(name: str) -> Any:
+def _provider(name: str) -> Provider:
     """The registered provider ``name`` (``ollastack.providers``); what a provider needs is its own check.
 
     Imported on use: the providers build on this schema, so they load after it.
