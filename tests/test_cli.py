@@ -13,7 +13,7 @@ import tomllib
 
 import pytest
 
-from ollastack import PROJECT_ROOT, cli, lab, orchestrate
+from ollastack import PROJECT_ROOT, cli, cloud, lab, orchestrate
 from ollastack.cloud import CloudError
 from ollastack.config import iter_settings
 from ollastack.state import StackState
@@ -193,7 +193,7 @@ def azure_stack(home, arm, capsys):
     """An Azure stack created in the emulator (``arm.created``: its resources, recorded in the state file)."""
     home("azure", azure={"resource_manager_url": arm.url, "polling_interval": 0})
     stack = cli.load_stack()
-    orchestrate.cloud.provider("azure").create(stack, StackState.load("clitest", "azure"), lambda line: None)
+    cloud.provider("azure").create(stack, StackState.load("clitest", "azure"), lambda line: None)
     arm.created = sorted(arm.stack_resources("clitest"))
     assert len(arm.created) >= 6
     return arm
