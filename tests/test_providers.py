@@ -12,7 +12,7 @@ import pytest
 from ollastack import PROJECT_ROOT, cloud, lab, progress, providers, state
 from ollastack.config import ConfigError, parse_stack
 from ollastack.host import Host
-from ollastack.inventory import provider_inventory
+from ollastack.inventory import provider_inventory, stack_inventory
 from ollastack.state import StackState, known_hosts_file
 
 PROTOCOL_METHODS = sorted(name for name, value in vars(providers.Provider).items()
@@ -124,10 +124,14 @@ def test_every_inventory_file_is_the_one_builder():
         assert text.count("\n") <= 8, name
 
 
-def _inventory(home, monkeypatch, data: dict, provider: str) -> list[tuple[str, dict]]:
+def _use_config(home, monkeypatch, data: dict) -> None:
     config = home.dir / "stack.toml"
     config.write_text(_toml(data))
     monkeypatch.setenv("OLLASTACK_CONFIG", str(config))
+
+
+def _inventory(home, monkeypatch, data: dict, provider: str) -> list[tuple[str, dict]]:
+    _use_config(home, monkeypatch, data)
     return provider_inventory(provider)
 
 
@@ -154,6 +158,14 @@ def test_lab_inventory_checks_keys_strictly_and_lets_the_control_machine_in(home
     assert "_sudo" not in data and data["ssh_strict_host_key_checking"] == "yes"
     assert data["ssh_known_hosts_file"] == str(lab.known_hosts_path())
     assert data["access_admin_cidrs"] == ["127.0.0.1/32", "10.213.0.1/32"]
+
+
+def test_hand_written_inventory_takes_hosts_or_their_records(home, monkeypatch):
+    _use_config(home, monkeypatch, home("lab"))
+    [(address, data)] = stack_inventory([Host("chat-1", "192.0.2.10", user="debian")])
+    assert stack_inventory([{"name": "chat-1", "address": "192.0.2.10", "user": "debian"}]) == [(address, data)]
+    assert (address, data["ollastack_name"], data["_sudo"]) == ("192.0.2.10", "chat-1", True)
+    assert data["ssh_known_hosts_file"] == str(known_hosts_file("provinv"))
 
 
 def test_lab_host_settings_add_the_gateway_once(home):
