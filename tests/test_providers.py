@@ -61,8 +61,8 @@ def test_get_names_the_known_providers():
 def test_an_unknown_provider_is_refused_by_validation(home):
     with pytest.raises(ConfigError) as caught:
         parse_stack(home("gcp"))
-    assert caught.value.problems == ["stack.provider = 'gcp': unknown provider 'gcp': "
-                                     "expected one of lab, static, azure, alibaba"]
+    expected = "stack.provider = 'gcp': unknown provider 'gcp': expected one of lab, static, azure, alibaba"
+    assert caught.value.problems == [expected]
 
 
 def test_each_provider_s_own_needs_are_checked(home):
