@@ -4,8 +4,9 @@
     pyinfra -y inventories/hosts.py deploy/site.py
 """
 
+from ollastack.host import Host
 from ollastack.inventory import stack_inventory
 
-servers = stack_inventory(hosts=[
-    {"name": "chat-1", "address": "192.0.2.10", "user": "debian"},
+servers = stack_inventory([
+    Host("chat-1", "192.0.2.10", user="debian"),
 ])

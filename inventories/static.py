@@ -3,8 +3,6 @@
     pyinfra inventories/static.py deploy/site.py
 """
 
-from ollastack.config import load_stack
-from ollastack.inventory import stack_inventory
+from ollastack.inventory import provider_inventory
 
-_stack = load_stack()
-static = stack_inventory(hosts=[{"name": h, "address": h, "user": _stack.static.user} for h in _stack.static.hosts])
+static = provider_inventory("static")

@@ -15,8 +15,9 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from ollastack import __version__, lab, orchestrate
-from ollastack.cloud import CloudError, Progress
+from ollastack.cloud import CloudError
 from ollastack.config import CONFIG_ENV, ConfigError, Stack, config_path, iter_settings, load_stack
+from ollastack.progress import Progress
 from ollastack.state import StackBusy, stack_lock
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2

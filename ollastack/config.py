@@ -21,7 +21,7 @@ import tomllib
 import unicodedata
 import urllib.parse
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
@@ -33,6 +33,9 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+
+if TYPE_CHECKING:
+    from ollastack.providers import Provider
 
 DEFAULT_CONFIG = "stack.toml"
 CONFIG_ENV = "OLLASTACK_CONFIG"
@@ -64,6 +67,16 @@ class ConfigError(Exception):
         lines = [f"{self.source}: {len(self.problems)} problem(s), nothing was touched:"]
         lines += [f"  - {p}" for p in self.problems]
         return "\n".join(lines)
+
+
+def _provider(name: str) -> Provider:
+    """The registered provider ``name`` (``ollastack.providers``); what a provider needs is its own check.
+
+    Imported on use: the providers build on this schema, so they load after it.
+    """
+    from ollastack import providers
+
+    return providers.get(name)
 
 
 def control_characters(value: str) -> list[str]:
@@ -259,8 +272,14 @@ HostPath = Annotated[str, AfterValidator(_host_path)]
 class StackSection(Section):
     name: str = Field("demo", description="Names cloud resources, the CA, lab hosts and the state file.",
                       pattern=r"^[a-z][a-z0-9-]{0,22}$")
-    provider: Literal["lab", "azure", "alibaba", "static"] = Field(
+    provider: str = Field(
         "lab", description="Where hosts come from: lab (local Debian hosts), azure, alibaba or static.")
+
+    @field_validator("provider")
+    @classmethod
+    def _registered(cls, value: str) -> str:
+        _provider(value)
+        return value
 
 
 class AccessSection(Section):
@@ -365,14 +384,6 @@ class AzureSection(Section):
 
 
 EndpointUrl = Url(path=False)
-
-
-# Key types Alibaba's ImportKeyPair accepts (its API reference: rsa, dsa and ecdsa, with their OpenSSH
-# certificate forms); ed25519 is refused, and no conversion from it to another type exists.
-ALIBABA_KEY_TYPES = ("ssh-rsa", "ssh-dss", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384", "ecdsa-sha2-nistp521",
-                     "ssh-rsa-cert-v01@openssh.com", "ssh-dss-cert-v01@openssh.com",
-                     "ecdsa-sha2-nistp256-cert-v01@openssh.com", "ecdsa-sha2-nistp384-cert-v01@openssh.com",
-                     "ecdsa-sha2-nistp521-cert-v01@openssh.com")
 
 
 class AlibabaSection(Section):
@@ -666,28 +677,7 @@ class Stack(Section):
 
     @model_validator(mode="after")
     def _provider_needs(self) -> "Stack":
-        if self.stack.provider == "static" and not self.static.hosts:
-            raise ValueError("static.hosts: provider = \"static\" needs at least one host")
-        if self.stack.provider == "azure" and not self.azure.subscription():
-            raise ValueError("azure.subscription_id: provider = \"azure\" needs a subscription; "
-                             "set azure.subscription_id or AZURE_SUBSCRIPTION_ID")
-        return self
-
-    @model_validator(mode="after")
-    def _alibaba_key_type(self) -> "Stack":
-        if self.stack.provider != "alibaba":
-            return self
-        public, _ = self.key_paths()
-        try:
-            kind = (public.read_text(errors="replace").split() or ["(empty file)"])[0]
-        except OSError as exc:
-            raise ValueError(f"access.ssh_public_key: cannot read {public}: {exc.strerror}") from None
-        if kind not in ALIBABA_KEY_TYPES:
-            raise ValueError(
-                f"access.ssh_public_key: Alibaba Cloud imports RSA, DSA or ECDSA keys only, and {public} is "
-                f"{kind[:40]!r}; make one with `ssh-keygen -t rsa -b 4096 -f ~/.ssh/ollastack_rsa` and set "
-                "access.ssh_public_key = \"~/.ssh/ollastack_rsa.pub\", "
-                "access.ssh_private_key = \"~/.ssh/ollastack_rsa\"")
+        _provider(self.stack.provider).check(self)
         return self
 
     @model_validator(mode="after")
@@ -696,7 +686,7 @@ class Stack(Section):
             return self
         if not self.tls.email:
             raise ValueError("tls.email: tls.mode = \"letsencrypt\" needs an ACME account e-mail, e.g. admin@example.com")
-        if not self.tls.domain and not (self.stack.provider == "azure" and self.azure.dns_label):
+        if not self.tls.domain and not _provider(self.stack.provider).names_hosts(self):
             raise ValueError("tls.domain: tls.mode = \"letsencrypt\" needs a DNS name pointing at the host "
                              "(or azure.dns_label); certificates are never issued for bare IP addresses")
         return self
@@ -750,15 +740,7 @@ class Stack(Section):
 
     def requested_release(self) -> tuple[str | None, str]:
         """The Debian release this stack's hosts will run, and the setting that decides it (None: unknown)."""
-        provider = self.stack.provider
-        if provider == "lab":
-            return self.lab.release, "lab.release"
-        image = {"azure": self.azure.image, "alibaba": self.alibaba.image_pattern}.get(provider, "")
-        setting = {"azure": "azure.image", "alibaba": "alibaba.image_pattern"}.get(provider, "")
-        for version, codename in (("13", "trixie"), ("12", "bookworm")):
-            if re.search(rf"debian[-_]{version}(?!\d)", image):
-                return codename, setting
-        return None, setting
+        return _provider(self.stack.provider).release(self)
 
     def key_paths(self) -> tuple[Path, Path]:
         return _expand(self.access.ssh_public_key), _expand(self.access.ssh_private_key)

@@ -27,13 +27,16 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 from urllib.parse import urlparse
 
-from ollastack.config import Stack
-from ollastack.inventory import pyinfra_hosts
+from ollastack.progress import Progress
 from ollastack.ssh import SshTimeout, wait_for_ssh
 from ollastack.state import write_atomic
+
+if TYPE_CHECKING:
+    # Only a type here: the stack schema asks the providers (this module among them) to validate a stack.
+    from ollastack.config import Stack
 
 LAB_ENV = "OLLASTACK_LAB_DIR"
 BRIDGE = "ollastack0"
@@ -50,9 +53,6 @@ MASKED_UNITS = ("systemd-modules-load.service", "apt-daily.timer", "apt-daily-up
 SYSCALLS = "add_key keyctl request_key bpf"
 REQUIRED_TOOLS = {"debootstrap": "debootstrap", "systemd-nspawn": "systemd-container",
                   "nft": "nftables", "ip": "iproute2", "ssh": "openssh-client", "ssh-keygen": "openssh-client"}
-
-Progress = Callable[[str], None]
-
 
 class LabError(Exception):
     """A lab problem explained in one line, with what to do next."""
@@ -252,6 +252,11 @@ def _write_init(rootfs: Path) -> None:
 def _network(subnet: str) -> tuple[ipaddress.IPv4Network, str]:
     net = ipaddress.ip_network(subnet)
     return net, str(net.network_address + 1)
+
+
+def gateway(subnet: str) -> str:
+    """The control machine's address on the lab bridge: ``gateway("10.213.0.0/24")`` -> ``"10.213.0.1"``."""
+    return _network(subnet)[1]
 
 
 def ensure_network(subnet: str) -> None:
@@ -556,13 +561,3 @@ def _remove(stack_name: str | None, progress: Progress) -> list[str]:
     _write_known_hosts()
     return removed
 
-
-def inventory(stack: Stack) -> list[tuple[str, dict[str, Any]]]:
-    """pyinfra entries for the stack's running lab hosts; the control machine may always reach SSH."""
-    hosts = [h for h in list_hosts(stack.stack.name) if h["running"]]
-    entries = pyinfra_hosts(stack, hosts, known_hosts=known_hosts_path(), strict="yes")
-    gateway = f"{_network(stack.lab.subnet)[1]}/32"
-    for _, data in entries:
-        if gateway not in data["access_admin_cidrs"]:
-            data["access_admin_cidrs"] = [*data["access_admin_cidrs"], gateway]
-    return entries

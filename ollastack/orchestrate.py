@@ -1,8 +1,9 @@
 """``ollastack up / down / status``: hosts (lab, cloud or static) -> converge (pyinfra) -> verify.
 
-Data flows one way: the stack description gives hosts (from the lab, a cloud provider or a static
-list), the provider's inventory file turns them into pyinfra hosts, and ``deploy/site.py`` converges
-them. This module never touches a host itself except to check that HTTPS answers.
+Data flows one way: the stack's provider (``ollastack.providers``: the lab, a cloud or a static
+list) gives hosts, the provider's inventory file turns them into pyinfra hosts, and ``deploy/site.py``
+converges them. This module never touches a host itself except to check that HTTPS answers, and never
+asks which provider a stack has: whatever differs is a method of the provider.
 
 Example::
 
@@ -21,15 +22,15 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
-from ollastack import certs, cloud, dnscheck, lab, ready, resources
-from ollastack.cloud import CloudError, Progress
+from ollastack import certs, dnscheck, providers, ready, resources
 from ollastack.config import Stack
+from ollastack.host import Host
 from ollastack.ollama_names import client_address, tagged
-from ollastack.ssh import SshTimeout, ssh_command, wait_for_ssh
-from ollastack.state import LOCK_FD_ENV, StackState, held_lock, known_hosts_file, state_dir
+from ollastack.progress import Progress
+from ollastack.ssh import ssh_command
+from ollastack.state import LOCK_FD_ENV, held_lock, state_dir
 
 
 class ConvergeError(Exception):
@@ -40,38 +41,12 @@ class PreflightError(Exception):
     """Something outside the hosts would make the converge fail (e.g. DNS for Let's Encrypt); nothing was requested."""
 
 
-def provision(stack: Stack, progress: Progress) -> list[dict[str, Any]]:
-    """Make the stack's hosts exist and accept SSH; returns {"name", "address", "user", ...} each."""
-    provider = stack.stack.provider
-    if provider == "lab":
-        return lab.up(stack, progress)
-    if provider == "static":
-        hosts = [{"name": h, "address": h, "user": stack.static.user} for h in stack.static.hosts]
-    else:
-        module = cloud.provider(provider)
-        for line in cloud_warnings(module, stack):
-            progress(line)
-        state = StackState.load(stack.stack.name, provider)
-        hosts = module.create(stack, state, progress)
-    _, private_key = stack.key_paths()
-    for host in hosts:
-        progress(f"{host['name']}: waiting for SSH on {host['address']}")
-        try:
-            took = wait_for_ssh(host["address"], host["user"], private_key, known_hosts_file(stack.stack.name),
-                                strict="accept-new", port=int(host.get("port") or 22))
-        except SshTimeout as exc:
-            raise CloudError(str(exc)) from None
-        progress(f"{host['name']}: SSH ready ({took:.1f}s)")
-    return hosts
-
-
-def cloud_warnings(module: ModuleType, stack: Stack) -> list[str]:
-    """Lines a provider wants shown before it creates anything (its optional ``warnings(stack)``).
-
-    Example: ``cloud_warnings(cloud.provider("alibaba"), stack)`` -> ["warning: ... needs an ICP filing ..."]
-    """
-    warn = getattr(module, "warnings", None)
-    return list(warn(stack)) if warn else []
+def provision(stack: Stack, progress: Progress) -> list[Host]:
+    """Make the stack's hosts exist and accept SSH, after the provider's warnings; return them."""
+    provider = providers.get(stack.stack.provider)
+    for line in provider.warnings(stack):
+        progress(line)
+    return provider.create(stack, progress)
 
 
 def _env(config_path: str, lock_fd: int | None = None) -> dict[str, str]:
@@ -111,16 +86,16 @@ def converge(stack: Stack, config_path: str, progress: Progress) -> None:
 UP_READY_WAIT_S = 60.0
 
 
-def https_check(stack: Stack, host: dict[str, Any], wait_s: float = 0.0) -> dict[str, Any]:
+def https_check(stack: Stack, host: Host, wait_s: float = 0.0) -> dict[str, Any]:
     """Whether the host is ready through nginx (``ready.check``): HTTPS verified for <name>, and when
     ollastack installed Open WebUI, ``/health`` 200 and the admin signs in.
 
     Self-signed: trusted through the stack CA only; letsencrypt: through the system's CAs.
-    Example: ``https_check(stack, {"name": "h", "address": "10.213.0.10"})["problem"]``
+    Example: ``https_check(stack, Host("h", "10.213.0.10"))["problem"]``
     """
     ca = certs.ssl_dir(stack.stack.name) / "ca.pem"
     use_ca = stack.tls.mode == "self-signed" and ca.exists()
-    target = ready.Target(host_url_name(stack, host), host["address"], cafile=str(ca) if use_ca else None)
+    target = ready.Target(host_url_name(stack, host), host.address, cafile=str(ca) if use_ca else None)
     admin = None
     if stack.openwebui.install != "none":
         password = stack.openwebui.admin_password_file(stack.stack.name).read_text().strip()
@@ -149,20 +124,18 @@ def served_certificate(address: str, name: str) -> dict[str, Any]:
         return certs.describe(pem.name)
 
 
-def dns_preflight(stack: Stack, hosts: list[dict[str, Any]]) -> None:
+def dns_preflight(stack: Stack, hosts: list[Host]) -> None:
     """Raise PreflightError unless each host's Let's Encrypt domain resolves to that host (tls.check_dns)."""
     if stack.tls.mode != "letsencrypt" or not stack.tls.check_dns:
         return
     problems = [problem for host in hosts
-                if (problem := dnscheck.domain_problem(host_url_name(stack, host), host["address"], stack.tls.dns_server))]
+                if (problem := dnscheck.domain_problem(host_url_name(stack, host), host.address, stack.tls.dns_server))]
     if problems:
         raise PreflightError("; ".join(problems) + " (nothing was requested from the ACME server)")
 
 
-def host_url_name(stack: Stack, host: dict[str, Any]) -> str:
-    if stack.tls.domain:
-        return stack.tls.domain
-    return (host.get("tls_names") or [host["address"]])[0]
+def host_url_name(stack: Stack, host: Host) -> str:
+    return stack.tls.domain or host.url_name
 
 
 def up(stack: Stack, progress: Progress, config_path: str) -> dict[str, Any]:
@@ -172,35 +145,19 @@ def up(stack: Stack, progress: Progress, config_path: str) -> dict[str, Any]:
     report = []
     for host in hosts:
         check = https_check(stack, host, wait_s=UP_READY_WAIT_S)
-        progress(f"{host['name']}: {check['https']}; Open WebUI {check['webui']}")
-        report.append({"name": host["name"], "address": host["address"], **check})
+        progress(f"{host.name}: {check['https']}; Open WebUI {check['webui']}")
+        report.append({"name": host.name, "address": host.address, **check})
     ca = certs.ssl_dir(stack.stack.name) / "ca.pem"
     return {"ok": all(h["ok"] for h in report), "stack": stack.stack.name, "provider": stack.stack.provider,
             "hosts": report, "ca": str(ca) if stack.tls.mode == "self-signed" else None}
 
 
 def down(stack: Stack, progress: Progress) -> list[str]:
-    provider = stack.stack.provider
-    if provider == "lab":
-        return lab.down(stack.stack.name, progress)
-    if provider == "static":
-        progress("static hosts are not created by ollastack: nothing to delete")
-        return []
-    state = StackState.load(stack.stack.name, provider)
-    removed = cloud.provider(provider).destroy(stack, state, progress)
-    # A resource still recorded keeps the state file, so that the next `down` can finish the job.
-    state.remove_if_empty()
-    known_hosts_file(stack.stack.name).unlink(missing_ok=True)
-    return removed
+    return providers.get(stack.stack.provider).destroy(stack, progress)
 
 
-def hosts_of(stack: Stack) -> list[dict[str, Any]]:
-    provider = stack.stack.provider
-    if provider == "lab":
-        return [h for h in lab.list_hosts(stack.stack.name) if h["running"]]
-    if provider == "static":
-        return [{"name": h, "address": h} for h in stack.static.hosts]
-    return StackState.load(stack.stack.name, provider).hosts
+def hosts_of(stack: Stack) -> list[Host]:
+    return providers.get(stack.stack.provider).hosts(stack)
 
 
 GPU_PROBE = ("nvidia-smi --query-gpu=name,memory.total --format=csv,noheader,nounits 2>/dev/null; echo ---; "
@@ -239,21 +196,20 @@ def what_fits(smi_lines: list[str], tags: dict, models: list[str]) -> dict[str, 
     return {"gpus": gpus, "vram_bytes": vram, "models": report, "warnings": warnings}
 
 
-def gpu_report(stack: Stack, host: dict[str, Any]) -> dict[str, Any]:
+def gpu_report(stack: Stack, host: Host) -> dict[str, Any]:
     """GPU name and memory (nvidia-smi over SSH) and which configured models fit; {"error": ...} if unreachable."""
     _, private_key = stack.key_paths()
-    known = lab.known_hosts_path() if stack.stack.provider == "lab" else known_hosts_file(stack.stack.name)
-    user = host.get("user") or (stack.static.user if stack.stack.provider == "static" else "root")
+    known = providers.get(stack.stack.provider).known_hosts(stack)
     address = client_address(stack.ollama.host)
     # The probe is one shell script (it needs ";" and redirections): its only value is quoted.
-    cmd = [*ssh_command(host["address"], user, private_key, known, port=int(host.get("port") or 22)),
+    cmd = [*ssh_command(host.address, host.user, private_key, known, port=host.port),
            GPU_PROBE.format(tags_url=shlex.quote(f"http://{address}/api/tags"))]
     try:
         result = subprocess.run(cmd, capture_output=True, text=True, timeout=SSH_PROBE_TIMEOUT_S)
     except subprocess.TimeoutExpired:
-        return {"error": f"SSH to {host['address']} gave no answer within {SSH_PROBE_TIMEOUT_S}s"}
+        return {"error": f"SSH to {host.address} gave no answer within {SSH_PROBE_TIMEOUT_S}s"}
     if result.returncode == 255:
-        return {"error": f"SSH to {host['address']} failed: {result.stderr.strip()[-200:]}"}
+        return {"error": f"SSH to {host.address} failed: {result.stderr.strip()[-200:]}"}
     smi, _, tags_text = result.stdout.partition("---\n")
     try:
         tags = json.loads(tags_text) if tags_text.strip() else {}
@@ -265,7 +221,7 @@ def gpu_report(stack: Stack, host: dict[str, Any]) -> dict[str, Any]:
 def status(stack: Stack) -> dict[str, Any]:
     hosts = []
     for host in hosts_of(stack):
-        hosts.append({"name": host["name"], "address": host["address"], **https_check(stack, host),
-                      "certificate": served_certificate(host["address"], host_url_name(stack, host)),
+        hosts.append({"name": host.name, "address": host.address, **https_check(stack, host),
+                      "certificate": served_certificate(host.address, host_url_name(stack, host)),
                       "gpu": gpu_report(stack, host)})
     return {"stack": stack.stack.name, "provider": stack.stack.provider, "hosts": hosts}

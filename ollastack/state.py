@@ -12,7 +12,8 @@ Example::
 
     state = StackState.load("demo")
     state.record("resource_group", "demo-rg", id="/subscriptions/.../resourceGroups/demo-rg")
-    state.set_hosts([{"name": "demo-1", "address": "10.0.0.4", "user": "ollastack"}])
+    state.set_hosts([Host("demo-1", "10.0.0.4", user="ollastack")])
+    state.saved_hosts()   # [Host(name="demo-1", ...)]
 """
 
 from __future__ import annotations
@@ -23,7 +24,9 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator, Mapping
+
+from ollastack.host import Host
 
 STATE_ENV = "OLLASTACK_STATE_DIR"
 # An open file descriptor of the stack's lock, handed by ``ollastack up`` to the pyinfra run it starts.
@@ -170,7 +173,11 @@ class StackState:
 
     @property
     def hosts(self) -> list[dict[str, Any]]:
+        """The hosts as recorded in the file (JSON records); ``saved_hosts`` gives them as Host."""
         return self.data["hosts"]
+
+    def saved_hosts(self) -> list[Host]:
+        return [Host.from_record(record) for record in self.hosts]
 
     def find(self, kind: str, name: str) -> dict[str, Any] | None:
         return next((r for r in self.resources if r["kind"] == kind and r["name"] == name), None)
@@ -189,8 +196,8 @@ class StackState:
         self.data["resources"] = [r for r in self.resources if not (r["kind"] == kind and r["name"] == name)]
         self.save()
 
-    def set_hosts(self, hosts: list[dict[str, Any]]) -> None:
-        self.data["hosts"] = hosts
+    def set_hosts(self, hosts: Iterable[Host | Mapping[str, Any]]) -> None:
+        self.data["hosts"] = [Host.from_record(host).to_record() for host in hosts]
         self.save()
 
     def save(self) -> None:

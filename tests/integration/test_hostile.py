@@ -25,6 +25,7 @@ from ollastack import orchestrate
 from tests.support.repo import REPO
 from ollastack.cli import main
 from ollastack.config import ConfigError, LocalPath, Stack, iter_settings, parse_stack, permitted
+from ollastack.host import Host
 from ollastack.ssh import ssh_command
 
 SECTION_ORDER = [name for name, _, _ in iter_settings()]
@@ -367,7 +368,7 @@ def test_ssh_timeout_in_status_is_a_gpu_error(tmp_path, base, monkeypatch):
         raise subprocess.TimeoutExpired(cmd, kwargs.get("timeout"))
 
     monkeypatch.setattr(orchestrate.subprocess, "run", stalled)
-    report = orchestrate.gpu_report(stack, {"name": "h", "address": "10.213.0.99", "user": "root"})
+    report = orchestrate.gpu_report(stack, Host("h", "10.213.0.99"))
     assert "no answer within" in report["error"]
 
 
@@ -418,7 +419,8 @@ def test_gpu_probe_argv_has_double_dash(base, monkeypatch):
     data = json.loads(json.dumps(base))
     data["stack"] = {"provider": "static"}
     data["static"] = {"hosts": ["192.0.2.10"], "user": "admin"}
-    orchestrate.gpu_report(parse_stack(data), {"name": "h", "address": "192.0.2.10"})
+    stack = parse_stack(data)
+    orchestrate.gpu_report(stack, orchestrate.hosts_of(stack)[0])
     cmd = seen["cmd"]
     assert cmd[cmd.index("--") + 1] == "admin@192.0.2.10"
     assert "curl -fsS --max-time 5 http://127.0.0.1:11434/api/tags 2>/dev/null" in cmd[-1]

@@ -23,6 +23,7 @@ from cryptography import x509
 from ollastack import lab, orchestrate
 from ollastack.config import ConfigError, parse_stack
 from ollastack.dnscheck import domain_problem
+from ollastack.host import Host
 from tests.support.labkit import LabStack, changed_ops, lab_stack_fixture, ssh
 from tests.support.pebble import Pebble, free_port
 
@@ -127,7 +128,7 @@ def test_preflight_is_skipped_with_check_dns_false(loopback_dns, keypair):
     base = {"access": access(keypair)}
     tls = {"mode": "letsencrypt", "email": EMAIL, "domain": "elsewhere.acme.test", "dns_server": loopback_dns.dns_server}
     loopback_dns.add_a("elsewhere.acme.test", "127.0.0.43")
-    hosts = [{"name": "h", "address": "127.0.0.42"}]
+    hosts = [Host("h", "127.0.0.42")]
     with pytest.raises(orchestrate.PreflightError, match="nothing was requested"):
         orchestrate.dns_preflight(parse_stack({**base, "tls": tls}), hosts)
     orchestrate.dns_preflight(parse_stack({**base, "tls": {**tls, "check_dns": False}}), hosts)

@@ -13,7 +13,7 @@ import tomllib
 
 import pytest
 
-from ollastack import cli, lab, orchestrate
+from ollastack import cli, cloud, lab, orchestrate
 from tests.support.repo import REPO
 from ollastack.cloud import CloudError
 from ollastack.config import iter_settings
@@ -194,7 +194,7 @@ def azure_stack(home, arm, capsys):
     """An Azure stack created in the emulator (``arm.created``: its resources, recorded in the state file)."""
     home("azure", azure={"resource_manager_url": arm.url})
     stack = cli.load_stack()
-    orchestrate.cloud.provider("azure").create(stack, StackState.load("clitest", "azure"), lambda line: None)
+    cloud.provider("azure").create(stack, StackState.load("clitest", "azure"), lambda line: None)
     arm.created = sorted(arm.stack_resources("clitest"))
     assert len(arm.created) >= 6
     return arm

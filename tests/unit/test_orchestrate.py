@@ -8,9 +8,11 @@ import os
 
 import pytest
 
-from ollastack import certs, lab, orchestrate
-from ollastack.cloud import alibaba, azure
+from ollastack import certs, lab, orchestrate, providers
+from ollastack.cloud import CloudError
 from ollastack.config import parse_stack
+from ollastack.host import Host
+from ollastack.ssh import SshTimeout
 from ollastack.state import StackState, known_hosts_file
 from tests.support.controlkit import fake_host as serve_fake_host, fake_ssh, loopback_address
 from tests.integration.test_azure import arm, ca, keys  # noqa: F401 (fixtures: the ARM emulator, its CA, an SSH key pair)
@@ -51,11 +53,10 @@ def fake_host(control, monkeypatch, tmp_path):
 
 
 def test_host_url_name_prefers_domain_then_tls_names_then_address(control):
-    host = {"address": "192.0.2.5", "tls_names": ["demo-chat.westeurope.cloudapp.azure.com"]}
+    host = Host("vm", "192.0.2.5", tls_names=("demo-chat.westeurope.cloudapp.azure.com",))
     assert orchestrate.host_url_name(control(tls={"domain": "chat.example.com"}), host) == "chat.example.com"
     assert orchestrate.host_url_name(control(), host) == "demo-chat.westeurope.cloudapp.azure.com"
-    assert orchestrate.host_url_name(control(), {"address": "192.0.2.5"}) == "192.0.2.5"
-    assert orchestrate.host_url_name(control(), {"address": "192.0.2.5", "tls_names": []}) == "192.0.2.5"
+    assert orchestrate.host_url_name(control(), Host("vm", "192.0.2.5")) == "192.0.2.5"
 
 
 def test_served_certificate_describes_what_the_host_serves(fake_host):
@@ -91,7 +92,7 @@ def test_what_fits_ignores_lines_that_are_not_gpus():
 def test_gpu_report_asks_the_host_over_ssh(control):
     fake_ssh(control.bin, smi=SMI, tags=TAGS)
     stack = control(ollama={"models": ["llama3.2:1b"], "host": "127.0.0.1:11500"})
-    report = orchestrate.gpu_report(stack, {"name": "h", "address": "192.0.2.9", "port": 2222})
+    report = orchestrate.gpu_report(stack, Host("h", "192.0.2.9", port=2222))
     assert report["gpus"] == [{"name": "Tesla T4", "memory_mib": 15360}]
     assert report["models"] == [{"name": "llama3.2:1b", "size": 1_321_098_329, "fits": True}]
     args = (control.bin / "ssh.args").read_text().splitlines()
@@ -104,7 +105,8 @@ def test_gpu_report_uses_the_static_user_and_survives_bad_json(control):
     fake_ssh(control.bin, smi=[], tags=None)
     (control.bin / "ssh.out").write_text("---\nnot json{")
     stack = control(static={"hosts": ["192.0.2.9"], "user": "debian"})
-    report = orchestrate.gpu_report(stack, {"name": "h", "address": "192.0.2.9"})
+    [host] = orchestrate.hosts_of(stack)
+    report = orchestrate.gpu_report(stack, host)
     assert "debian@192.0.2.9" in (control.bin / "ssh.args").read_text().splitlines()
     assert report["models"] == [{"name": "llama3.2:1b", "size": None, "fits": None}]
     assert "llama3.2:1b is not pulled on the host (not in /api/tags)" in report["warnings"]
@@ -112,7 +114,7 @@ def test_gpu_report_uses_the_static_user_and_survives_bad_json(control):
 
 def test_gpu_report_names_an_ssh_failure(control):
     fake_ssh(control.bin, exit_code=255, stderr="ssh: connect to host 192.0.2.9 port 22: Connection refused")
-    report = orchestrate.gpu_report(control(), {"name": "h", "address": "192.0.2.9"})
+    report = orchestrate.gpu_report(control(), Host("h", "192.0.2.9"))
     assert report == {"error": "SSH to 192.0.2.9 failed: ssh: connect to host 192.0.2.9 port 22: Connection refused"}
 
 
@@ -135,16 +137,15 @@ def test_status_when_the_host_does_not_answer(control):
 
 
 def test_hosts_of_each_provider(control, monkeypatch):
-    assert orchestrate.hosts_of(control(static={"hosts": ["192.0.2.1", "192.0.2.2"]})) == [
-        {"name": "192.0.2.1", "address": "192.0.2.1"}, {"name": "192.0.2.2", "address": "192.0.2.2"}]
+    assert orchestrate.hosts_of(control(static={"hosts": ["192.0.2.1", "192.0.2.2"], "user": "debian"})) == [
+        Host("192.0.2.1", "192.0.2.1", user="debian"), Host("192.0.2.2", "192.0.2.2", user="debian")]
     monkeypatch.setattr(lab, "list_hosts", lambda name: [{"name": f"{name}-1", "address": "10.213.0.10", "running": True},
                                                           {"name": f"{name}-2", "address": "10.213.0.11", "running": False}])
-    assert [h["name"] for h in orchestrate.hosts_of(control("lab"))] == ["orch-1"]
+    assert orchestrate.hosts_of(control("lab")) == [Host("orch-1", "10.213.0.10")]
     state = StackState.load("orch", "azure")
     state.hosts.append({"name": "orch-vm", "address": "192.0.2.30", "user": "ollastack"})
     state.save()
-    assert orchestrate.hosts_of(control("azure", azure=AZURE)) == [
-        {"name": "orch-vm", "address": "192.0.2.30", "user": "ollastack"}]
+    assert orchestrate.hosts_of(control("azure", azure=AZURE)) == [Host("orch-vm", "192.0.2.30", user="ollastack")]
 
 
 def test_down_of_static_hosts_deletes_nothing(control):
@@ -164,7 +165,7 @@ def test_provision_of_static_hosts_waits_for_ssh(control):
     fake_ssh(control.bin)
     lines = []
     hosts = orchestrate.provision(control(static={"hosts": ["192.0.2.7"], "user": "debian"}), lines.append)
-    assert hosts == [{"name": "192.0.2.7", "address": "192.0.2.7", "user": "debian"}]
+    assert hosts == [Host("192.0.2.7", "192.0.2.7", user="debian")]
     assert lines[0] == "192.0.2.7: waiting for SSH on 192.0.2.7" and lines[1].startswith("192.0.2.7: SSH ready (")
     args = (control.bin / "ssh.args").read_text().splitlines()
     assert "StrictHostKeyChecking=accept-new" in args and args[-2:] == ["debian@192.0.2.7", "true"]
@@ -185,13 +186,26 @@ def test_up_stops_at_a_failed_converge_with_the_way_on(control, tmp_path):
 
 
 def test_cloud_warnings_come_from_the_provider(control):
-    assert orchestrate.cloud_warnings(azure, control("azure", azure=AZURE)) == []
+    assert providers.get("azure").warnings(control("azure", azure=AZURE)) == []
     mainland = control("alibaba", alibaba={"region": "cn-hangzhou"}, tls={"domain": "chat.example.com"})
-    assert any("ICP" in line for line in orchestrate.cloud_warnings(alibaba, mainland))
+    assert any("ICP" in line for line in providers.get("alibaba").warnings(mainland))
+
+
+def test_provision_shows_the_provider_s_warnings_before_creating(control, monkeypatch):
+    mainland = control("alibaba", alibaba={"region": "cn-hangzhou"}, tls={"domain": "chat.example.com"})
+    lines = []
+
+    def create(stack, progress):
+        lines.append("create")
+        return []
+
+    monkeypatch.setattr(providers.get("alibaba"), "create", create)
+    assert orchestrate.provision(mainland, lines.append) == []
+    assert "ICP" in lines[0] and lines[1:] == ["create"]
 
 
 def test_dns_preflight_only_for_letsencrypt_with_the_check_on(control):
-    host = {"address": "192.0.2.40"}
+    host = Host("h", "192.0.2.40")
     orchestrate.dns_preflight(control(), [host])
     orchestrate.dns_preflight(control(tls={"mode": "letsencrypt", "domain": "chat.example.com", "check_dns": False,
                                            "email": "ops@example.com"}), [host])
@@ -204,16 +218,16 @@ def test_dns_preflight_only_for_letsencrypt_with_the_check_on(control):
 def test_provision_of_a_lab_stack_is_the_lab_s_own(control, monkeypatch):
     started = [{"name": "orch-1", "address": "10.213.0.10", "user": "root"}]
     monkeypatch.setattr(lab, "up", lambda stack, progress: started)
-    assert orchestrate.provision(control("lab"), print) == started
+    assert orchestrate.provision(control("lab"), print) == [Host("orch-1", "10.213.0.10")]
     assert not (control.bin / "ssh.args").exists()
 
 
 def test_provision_turns_an_ssh_timeout_into_a_cloud_error(control, monkeypatch):
     def never(*args, **kwargs):
-        raise orchestrate.SshTimeout("debian@192.0.2.7 did not accept SSH within 300s (no answer)")
+        raise SshTimeout("debian@192.0.2.7 did not accept SSH within 300s (no answer)")
 
-    monkeypatch.setattr(orchestrate, "wait_for_ssh", never)
-    with pytest.raises(orchestrate.CloudError, match="did not accept SSH within 300s"):
+    monkeypatch.setattr(providers, "wait_for_ssh", never)
+    with pytest.raises(CloudError, match="did not accept SSH within 300s"):
         orchestrate.provision(control(static={"hosts": ["192.0.2.7"]}), print)
 
 
@@ -240,8 +254,8 @@ def test_a_cloud_stack_is_provisioned_then_removed(control, arm, keys, monkeypat
                          "azure": {"resource_manager_url": arm.url}})
     lines = []
     [host] = orchestrate.provision(stack, lines.append)
-    assert host["name"] == "orch-vm" and arm.stack_resources("orch")
-    assert f"orch-vm: waiting for SSH on {host['address']}" in lines
+    assert host.name == "orch-vm" and arm.stack_resources("orch")
+    assert f"orch-vm: waiting for SSH on {host.address}" in lines
     known_hosts_file("orch").write_text("remembered\n")
     removed = orchestrate.down(stack, lines.append)
     assert len(removed) == 6 and arm.stack_resources("orch") == []
