@@ -73,11 +73,11 @@ def _fail(name: str, message: str) -> None:
 
 def _trust(data):
     """certbot's trust for a private ACME server (REQUESTS_CA_BUNDLE), for converges and the timer alike."""
-    if not data.tls_acme_ca_bundle:
+    if not data.ollastack_tls_acme_ca_bundle:
         files.file(name="No private ACME CA", path=ACME_CA, present=False)
         dropin = files.file(name="certbot timer uses the system CAs", path=CERTBOT_DROPIN, present=False)
     else:
-        files.put(name="Private ACME server CA", src=data.tls_acme_ca_bundle, dest=ACME_CA, mode="0644")
+        files.put(name="Private ACME server CA", src=data.ollastack_tls_acme_ca_bundle, dest=ACME_CA, mode="0644")
         dropin = files.template(name="certbot timer trusts the private ACME CA",
                                 src=str(TEMPLATES / "certbot-service-override.conf.j2"), dest=CERTBOT_DROPIN,
                                 ca_bundle=ACME_CA)
@@ -91,7 +91,7 @@ def letsencrypt():
     Runs after ``nginx()``: the challenge is answered by the running nginx.
     """
     data = host.data
-    if data.tls_mode != "letsencrypt":
+    if data.ollastack_tls_mode != "letsencrypt":
         # Without the hook a later renewal can no longer overwrite the self-signed certificate.
         files.file(name="certbot deploy hook removed (self-signed mode)", path=HOOK, present=False)
         return
@@ -108,11 +108,11 @@ def letsencrypt():
                    dest=HOOK, mode="0755", live=shlex.quote(f"/etc/letsencrypt/live/{domain}"),
                    domain=shlex.quote(domain), tls_dir=TLS_DIR)
     systemd.service(name="certbot renewal timer", service="certbot.timer", running=True, enabled=True)
-    directory = acme_directory(data.tls_acme_server)
+    directory = acme_directory(data.ollastack_tls_acme_server)
     cert = host.get_fact(LetsEncryptCertificate, domain=domain)
     if needs_request(cert, directory):
-        args = [ISSUE_SCRIPT, domain, data.tls_email, directory, ACME_ROOT]
-        if data.tls_acme_ca_bundle:
+        args = [ISSUE_SCRIPT, domain, data.ollastack_tls_email, directory, ACME_ROOT]
+        if data.ollastack_tls_acme_ca_bundle:
             args += ["--ca-bundle", ACME_CA]
         server.shell(name=f"Request a certificate for {domain}", commands=[shlex.join(args)])
     elif cert["installed"]:

@@ -58,7 +58,7 @@ def table_differs(live: str | None, applied: str | None) -> bool:
 
 @deploy("Firewall", data_defaults=DEFAULTS)
 def firewall():
-    cidrs = host.data.access_admin_cidrs
+    cidrs = host.data.ollastack_access_admin_cidrs
     problem = lockout_problem(cidrs, host.get_fact(SshClientAddress, _sudo=False))
     if problem:
         # Raised while the operations are planned, so the converge stops before Base changes anything.

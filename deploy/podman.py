@@ -77,6 +77,6 @@ def podman():
     ensure_packages(PACKAGES, "Install Podman")
     for path in ("/etc/subuid", "/etc/subgid"):
         files.line(name=f"Container id ranges in {path}", path=path, line=r"^containers:.*$", replace=SUBID_RANGE)
-    enabled = bool(host.data.openwebui_autoupdate)
+    enabled = bool(host.data.ollastack_openwebui_autoupdate)
     systemd.service(name="podman-auto-update.timer " + ("enabled" if enabled else "disabled"),
                     service="podman-auto-update.timer", running=enabled, enabled=enabled)

@@ -25,8 +25,8 @@ def server_names(data, name: str | None = None) -> list[str]:
 
     ``name`` is the host's inventory name (the current host's when omitted).
     """
-    names = [data.tls_domain] if data.tls_domain else []
-    names += [n for n in data.tls_names if n not in names]
+    names = [data.ollastack_tls_domain] if data.ollastack_tls_domain else []
+    names += [n for n in data.ollastack_tls_names if n not in names]
     name = host.name if name is None else name
     if name not in names:
         names.append(name)
@@ -44,7 +44,7 @@ def stack_names() -> list[str]:
 
 def certificate_domain(data) -> str:
     """The one name a Let's Encrypt certificate is for: ``tls.domain``, else the provider's DNS name, else ""."""
-    return data.tls_domain or next(iter(data.tls_names), "")
+    return data.ollastack_tls_domain or next(iter(data.ollastack_tls_names), "")
 
 
 @deploy("TLS", data_defaults=DEFAULTS)
@@ -54,12 +54,12 @@ def tls():
     Example (deploy/site.py): ``nginx(tls_changes=tls())``
     """
     data = host.data
-    if data.tls_mode == "letsencrypt" and host.get_fact(File, path=f"{TLS_DIR}/fullchain.pem"):
+    if data.ollastack_tls_mode == "letsencrypt" and host.get_fact(File, path=f"{TLS_DIR}/fullchain.pem"):
         return []
-    stack_dir = certs.ssl_dir(data.stack_name)
+    stack_dir = certs.ssl_dir(data.ollastack_stack_name)
     label = data.ollastack_name or host.name
-    certs.ensure_server_cert(stack_dir, label, server_names(data), days=data.tls_days,
-                             renew_before_days=data.tls_renew_before_days, ca_names=stack_names())
+    certs.ensure_server_cert(stack_dir, label, server_names(data), days=data.ollastack_tls_days,
+                             renew_before_days=data.ollastack_tls_renew_before_days, ca_names=stack_names())
     ca_cert = stack_dir / "ca.pem"
     paths = certs.server_cert_paths(stack_dir, label)
     files.directory(name="TLS directory", path=TLS_DIR, mode="0755")

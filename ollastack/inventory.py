@@ -14,7 +14,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ollastack.config import Stack, host_data, load_stack
+from ollastack.config import Stack, load_stack
+from ollastack.hostdata import host_data, key
 from ollastack.state import hold_lock_until_exit, known_hosts_file
 
 
@@ -27,8 +28,8 @@ def pyinfra_hosts(stack: Stack, hosts: list[dict[str, Any]], known_hosts: Path |
     for host in hosts:
         data = dict(common)
         data.update({
-            "ollastack_name": host["name"],
-            "tls_names": list(host.get("tls_names") or []),
+            key("name"): host["name"],
+            key("tls_names"): list(host.get("tls_names") or []),
             "ssh_user": host.get("user", "root"),
             "ssh_key": str(private_key),
             "ssh_strict_host_key_checking": strict,

@@ -31,6 +31,7 @@ from typing import Any, Callable
 from urllib.parse import urlparse
 
 from ollastack.config import Stack
+from ollastack.hostdata import key
 from ollastack.inventory import pyinfra_hosts
 from ollastack.ssh import SshTimeout, wait_for_ssh
 from ollastack.state import write_atomic
@@ -563,6 +564,6 @@ def inventory(stack: Stack) -> list[tuple[str, dict[str, Any]]]:
     entries = pyinfra_hosts(stack, hosts, known_hosts=known_hosts_path(), strict="yes")
     gateway = f"{_network(stack.lab.subnet)[1]}/32"
     for _, data in entries:
-        if gateway not in data["access_admin_cidrs"]:
-            data["access_admin_cidrs"] = [*data["access_admin_cidrs"], gateway]
+        if gateway not in data[key("access.admin_cidrs")]:
+            data[key("access.admin_cidrs")] = [*data[key("access.admin_cidrs")], gateway]
     return entries

@@ -29,7 +29,7 @@ from ollastack.cloud import CloudError, Progress
 from ollastack.config import Stack
 from ollastack.ollama_names import client_address, tagged
 from ollastack.ssh import SshTimeout, ssh_command, wait_for_ssh
-from ollastack.state import LOCK_FD_ENV, StackState, held_lock, known_hosts_file, state_dir
+from ollastack.state import LOCK_FD_ENV, StackState, admin_password_file, held_lock, known_hosts_file, state_dir
 
 
 class ConvergeError(Exception):
@@ -119,7 +119,8 @@ def https_check(stack: Stack, host: dict[str, Any], wait_s: float = 0.0) -> dict
     target = ready.Target(host_url_name(stack, host), host["address"], cafile=str(ca) if use_ca else None)
     admin = None
     if stack.openwebui.install != "none":
-        password = stack.openwebui.admin_password_file(stack.stack.name).read_text().strip()
+        configured = stack.openwebui.admin_password.get_secret_value()
+        password = admin_password_file(stack.stack.name, configured).read_text().strip()
         admin = (stack.openwebui.admin_email, password)
     return ready.check(target, admin, wait_s)
 
