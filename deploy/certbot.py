@@ -12,11 +12,12 @@ from __future__ import annotations
 import shlex
 
 from pyinfra import host
-from pyinfra.api import FactBase, deploy
+from pyinfra.api import deploy
 from pyinfra.operations import files, server, systemd
 
 from deploy.base import ensure_packages
 from deploy.defaults import DEFAULTS
+from deploy.facts import LetsEncryptCertificate
 from deploy.nginx import ACME_ROOT
 from deploy.tls import TLS_DIR, certificate_domain
 from ollastack import PROJECT_ROOT
@@ -27,38 +28,6 @@ HOOK = "/etc/letsencrypt/renewal-hooks/deploy/ollastack-nginx"
 ISSUE_SCRIPT = "/usr/local/lib/ollastack/certbot-issue.py"
 ACME_CA = "/etc/ollastack/acme-ca.pem"
 CERTBOT_DROPIN = "/etc/systemd/system/certbot.service.d/ollastack.conf"
-# certbot renews 30 days before expiry; a converge uses the same window so both agree on "due".
-RENEW_WINDOW_S = 30 * 86400
-
-
-class LetsEncryptCertificate(FactBase[dict]):
-    """The certbot lineage of one domain: ``exists``, ``due`` (for renewal), ``server``, ``installed``.
-
-    ``installed`` means nginx's files in /etc/ollastack/tls are this lineage's current certificate.
-
-    Example: ``host.get_fact(LetsEncryptCertificate, domain="chat.example.com")["due"]``
-    """
-
-    @staticmethod
-    def default() -> dict:
-        return {"exists": False, "due": False, "installed": False, "server": ""}
-
-    def command(self, domain: str) -> str:
-        live = shlex.quote(f"/etc/letsencrypt/live/{domain}")
-        conf = shlex.quote(f"/etc/letsencrypt/renewal/{domain}.conf")
-        return (f"if [ -f {live}/cert.pem ]; then echo exists; "
-                f"openssl x509 -checkend {RENEW_WINDOW_S} -noout -in {live}/cert.pem >/dev/null || echo due; "
-                f"sed -n 's/^server *= *//p' {conf} | sed 's/^/server=/'; "
-                f"cmp -s {live}/fullchain.pem {TLS_DIR}/fullchain.pem && cmp -s {live}/privkey.pem {TLS_DIR}/privkey.pem "
-                "&& echo installed; fi; true")
-
-    def process(self, output):
-        lines = [line.strip() for line in output]
-        servers = [line.removeprefix("server=") for line in lines if line.startswith("server=")]
-        return {"exists": "exists" in lines, "due": "due" in lines, "installed": "installed" in lines,
-                "server": servers[0] if servers else ""}
-
-
 def needs_request(cert: dict, directory: str) -> bool:
     """Whether a converge must ask the ACME server: no certificate, another server's, or due for renewal.
 
@@ -109,7 +78,7 @@ def letsencrypt():
                    domain=shlex.quote(domain), tls_dir=TLS_DIR)
     systemd.service(name="certbot renewal timer", service="certbot.timer", running=True, enabled=True)
     directory = acme_directory(data.ollastack_tls_acme_server)
-    cert = host.get_fact(LetsEncryptCertificate, domain=domain)
+    cert = host.get_fact(LetsEncryptCertificate, domain=domain, tls_dir=TLS_DIR)
     if needs_request(cert, directory):
         args = [ISSUE_SCRIPT, domain, data.ollastack_tls_email, directory, ACME_ROOT]
         if data.ollastack_tls_acme_ca_bundle:

@@ -7,12 +7,12 @@ import shlex
 
 from pyinfra import host
 from pyinfra.api import deploy
-from pyinfra.operations import files, server, systemd
-from pyinfra.operations.util import any_changed
+from pyinfra.operations import files, server
 
 from deploy.defaults import DEFAULTS
 from deploy.facts import FileText, OllamaModels
 from deploy.nvidia import check_gpu_offload, ollama_after_driver
+from deploy.services import restart_when_changed
 from deploy.units import systemd_quoted
 from ollastack import PROJECT_ROOT
 from ollastack.ollama_names import client_address, tagged
@@ -129,17 +129,9 @@ def ollama(gpu_changes=()):
                               dest=OVERRIDE,
                               environment={k: systemd_quoted(v) for k, v in environment(data).items()})
     after_driver = ollama_after_driver()
-    changes = [op for op in (installed, unit, override, after_driver) if op is not None]
-    systemd.daemon_reload(name="Reload systemd units",
-                          _if=any_changed(*[op for op in (unit, override, after_driver) if op is not None]))
-    restart = systemd.service(name="Restart Ollama", service="ollama", running=True, enabled=True,
-                              restarted=True, _if=any_changed(*changes))
-    systemd.service(name="Ollama running and enabled", service="ollama", running=True, enabled=True)
+    unit_changes = [op for op in (unit, override, after_driver) if op is not None]
     address = client_address(data.ollastack_ollama_host)
-    silent = shlex.quote(f"Ollama did not answer on {address} within 60s: journalctl -u ollama")
-    server.shell(name="Wait for Ollama's API",
-                 commands=[f"for i in $(seq 120); do curl -fsS --max-time 2 {shlex.quote(f'http://{address}/api/version')} "
-                           f"&& exit 0; sleep 0.5; done; echo {silent} >&2; exit 1"],
-                 _if=restart.did_change)
+    restart = restart_when_changed("Ollama", "ollama", changes=[op for op in (installed, *unit_changes) if op is not None],
+                                   unit_changes=unit_changes, health_url=f"http://{address}/api/version", wait_s=60)
     pull_models(data)
     check_gpu_offload(data, address, [restart, *gpu_changes])

@@ -30,14 +30,14 @@ from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.api.exceptions import DeployError
 from pyinfra.facts.files import File
-from pyinfra.operations import files, server, systemd
-from pyinfra.operations.util import any_changed
+from pyinfra.operations import files, server
 
 from deploy.base import ensure_packages
 from deploy.defaults import DEFAULTS
 from deploy.facts import FileText
 from deploy.podman import ensure_image, podman
 from deploy.release import Release, host_release
+from deploy.services import restart_when_changed
 from deploy.tls import server_names
 from deploy.units import systemd_quoted
 from ollastack import PROJECT_ROOT
@@ -214,15 +214,6 @@ def openwebui():
     else:
         installed = install_pip(data, release.webui_python)
     changes = [op for op in (installed, *secrets(data), *unit(data, quadlet)) if op is not None]
-    systemd.daemon_reload(name="Reload systemd units", _if=any_changed(*changes))
     # A generated unit cannot be enabled with systemctl: the Quadlet's [Install] section does it.
-    enabled = None if quadlet else True
-    restart = systemd.service(name="Restart Open WebUI", service="open-webui", running=True, enabled=enabled,
-                              restarted=True, _if=any_changed(*changes))
-    systemd.service(name="Open WebUI running and enabled", service="open-webui", running=True, enabled=enabled)
-    port = data.ollastack_openwebui_port
-    server.shell(name="Wait for Open WebUI to be healthy",
-                 commands=[f"for i in $(seq 600); do curl -fsS --max-time 2 http://127.0.0.1:{port}/health >/dev/null "
-                           f"&& exit 0; sleep 0.5; done; echo 'Open WebUI did not answer on 127.0.0.1:{port} within "
-                           f"5 minutes: journalctl -u open-webui' >&2; exit 1"],
-                 _if=restart.did_change)
+    restart_when_changed("Open WebUI", "open-webui", changes=changes, enabled=None if quadlet else True,
+                         health_url=f"http://127.0.0.1:{data.ollastack_openwebui_port}/health", wait_s=300)

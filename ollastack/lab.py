@@ -31,7 +31,7 @@ from typing import Any, Callable
 from urllib.parse import urlparse
 
 from ollastack.config import Stack
-from ollastack.hostdata import key
+from ollastack import hostdata
 from ollastack.inventory import pyinfra_hosts
 from ollastack.ssh import SshTimeout, wait_for_ssh
 from ollastack.state import write_atomic
@@ -563,7 +563,8 @@ def inventory(stack: Stack) -> list[tuple[str, dict[str, Any]]]:
     hosts = [h for h in list_hosts(stack.stack.name) if h["running"]]
     entries = pyinfra_hosts(stack, hosts, known_hosts=known_hosts_path(), strict="yes")
     gateway = f"{_network(stack.lab.subnet)[1]}/32"
+    cidrs = hostdata.key("access.admin_cidrs")
     for _, data in entries:
-        if gateway not in data[key("access.admin_cidrs")]:
-            data[key("access.admin_cidrs")] = [*data[key("access.admin_cidrs")], gateway]
+        if gateway not in data[cidrs]:
+            data[cidrs] = [*data[cidrs], gateway]
     return entries
