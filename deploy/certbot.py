@@ -13,11 +13,13 @@ import shlex
 
 from pyinfra import host
 from pyinfra.api import deploy
+from pyinfra.api.exceptions import DeployError
 from pyinfra.operations import files, server, systemd
 
 from deploy.base import ensure_packages
 from deploy.defaults import DEFAULTS
 from deploy.facts import LetsEncryptCertificate
+from deploy.guards import plan_check
 from deploy.nginx import ACME_ROOT
 from deploy.tls import TLS_DIR, certificate_domain
 from ollastack import PROJECT_ROOT
@@ -36,10 +38,6 @@ def needs_request(cert: dict, directory: str) -> bool:
     return not cert["exists"] or cert["due"] or cert["server"] != directory
 
 
-def _fail(name: str, message: str) -> None:
-    server.shell(name=name, commands=[f"echo {shlex.quote(message)} >&2; exit 1"])
-
-
 def _trust(data):
     """certbot's trust for a private ACME server (REQUESTS_CA_BUNDLE), for converges and the timer alike."""
     if not data.ollastack_tls_acme_ca_bundle:
@@ -53,6 +51,14 @@ def _trust(data):
     systemd.daemon_reload(name="Reload systemd units", _if=dropin.did_change)
 
 
+@plan_check
+def refuse_without_domain() -> None:
+    """Stop the converge before any change when letsencrypt mode has no name to ask a certificate for."""
+    if host.data.ollastack_tls_mode == "letsencrypt" and not certificate_domain(host.data):
+        raise DeployError(f"{host.name}: tls.domain: tls.mode = \"letsencrypt\" needs a DNS name pointing at "
+                          f"{host.name} (or a provider DNS name such as azure.dns_label); set it and run again")
+
+
 @deploy("Let's Encrypt", data_defaults=DEFAULTS)
 def letsencrypt():
     """Get and keep a Let's Encrypt certificate for nginx; in self-signed mode only remove the deploy hook.
@@ -64,11 +70,8 @@ def letsencrypt():
         # Without the hook a later renewal can no longer overwrite the self-signed certificate.
         files.file(name="certbot deploy hook removed (self-signed mode)", path=HOOK, present=False)
         return
+    refuse_without_domain()
     domain = certificate_domain(data)
-    if not domain:
-        _fail("No domain for Let's Encrypt", "tls.domain: tls.mode = \"letsencrypt\" needs a DNS name pointing at "
-              f"{host.name} (or a provider DNS name such as azure.dns_label); set it and run again")
-        return
     ensure_packages(["certbot", "openssl"], "Install certbot")
     _trust(data)
     files.directory(name="ollastack helper directory", path="/usr/local/lib/ollastack", mode="0755")

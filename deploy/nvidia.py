@@ -21,6 +21,7 @@ from pyinfra.operations.util import any_changed
 
 from deploy.base import ensure_packages
 from deploy.defaults import DEFAULTS
+from deploy.guards import plan_check
 from deploy.facts import DebianRelease, KeyFingerprints, NvidiaGpu, OllamaLoaded, SecureBoot
 from ollastack import PROJECT_ROOT
 from ollastack.ollama_names import tagged
@@ -42,7 +43,7 @@ def gpu_present() -> bool:
 
     Example (in another component): ``if gpu_present(): files.put(...)``
     """
-    return host.data.ollastack_gpu_mode != "off" and bool(host.get_fact(NvidiaGpu)["pci"])
+    return host.data.ollastack_gpu_mode != "off" and bool(usable_gpu()["pci"])
 
 
 def driver_on_branch(state: dict, branch: str) -> bool:
@@ -112,8 +113,24 @@ def driver_packages(data, kernel: str):
                         no_recommends=True, _retries=2, _retry_delay=5)
 
 
+@plan_check
+def usable_gpu() -> dict:
+    """The ``NvidiaGpu`` fact of the current host (read once per run), after refusing, before anything
+    changes, a host that cannot get a working driver.
+
+    Example: ``usable_gpu()["pci"]``
+    """
+    data = host.data
+    if data.ollastack_gpu_mode == "off":
+        # Not even looked for: a GPU is nothing to this host's converge.
+        return NvidiaGpu().default()
+    state = host.get_fact(NvidiaGpu)
+    check_host(data, state, driver_on_branch(state, data.ollastack_gpu_driver_branch))
+    return state
+
+
 def check_host(data, state: dict, working: bool) -> None:
-    """Refuse, before anything changes, a host that cannot get a working driver."""
+    """Raise when ``gpu.mode`` requires a GPU the host lacks, or Secure Boot would refuse the unsigned module."""
     if not state["pci"]:
         if data.ollastack_gpu_mode == "required":
             raise DeployError(f"{host.name}: gpu.mode = \"required\" but no NVIDIA GPU (PCI vendor 10de) was found; "
@@ -165,9 +182,8 @@ def nvidia():
     data = host.data
     if data.ollastack_gpu_mode == "off":
         return []
-    state = host.get_fact(NvidiaGpu)
+    state = usable_gpu()
     working = driver_on_branch(state, data.ollastack_gpu_driver_branch)
-    check_host(data, state, working)
     if not state["pci"]:
         return []
     cuda_repository(data, host.get_fact(DebianRelease))

@@ -36,7 +36,8 @@ from deploy.base import ensure_packages
 from deploy.defaults import DEFAULTS
 from deploy.facts import FileText
 from deploy.podman import ensure_image, podman
-from deploy.release import Release, host_release
+from deploy.guards import plan_check
+from deploy.release import host_release
 from deploy.services import restart_when_changed
 from deploy.tls import server_names
 from deploy.units import systemd_quoted
@@ -126,12 +127,16 @@ def _local_wheels(data) -> list[Path]:
     return sorted(Path(data.ollastack_openwebui_find_links).expanduser().glob("*.whl")) if data.ollastack_openwebui_find_links else []
 
 
-def refuse_pip_without_python(data, release: Release) -> None:
+@plan_check
+def refuse_pip_without_python() -> None:
     """Stop the converge before any change when the pip route cannot work on this host's release.
 
     Validation refuses it already when the stack names the release; this catches static hosts and custom images.
     """
-    if data.ollastack_openwebui_install == "pip" and release.webui_python is None:
+    if host.data.ollastack_openwebui_install != "pip":
+        return
+    release = host_release()
+    if release.webui_python is None:
         raise DeployError(f"{host.name}: openwebui.install = \"pip\" needs Python 3.11 or 3.12, which Debian "
                           f"{release.version} ({release.codename}) does not ship; set openwebui.install = \"container\" "
                           "(Podman) or use a Debian 12 host")
@@ -205,8 +210,8 @@ def openwebui():
     data = host.data
     if data.ollastack_openwebui_install == "none":
         return
+    refuse_pip_without_python()
     release = host_release()
-    refuse_pip_without_python(data, release)
     quadlet = data.ollastack_openwebui_install == "container" and release.quadlet
     if data.ollastack_openwebui_install == "container":
         podman()

@@ -30,8 +30,8 @@ from pathlib import Path
 from typing import Any, Callable
 from urllib.parse import urlparse
 
-from ollastack.config import Stack
 from ollastack import hostdata
+from ollastack.config import Stack
 from ollastack.inventory import pyinfra_hosts
 from ollastack.ssh import SshTimeout, wait_for_ssh
 from ollastack.state import write_atomic

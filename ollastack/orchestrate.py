@@ -27,6 +27,7 @@ from typing import Any
 from ollastack import PROJECT_ROOT, certs, cloud, dnscheck, lab, ready
 from ollastack.cloud import CloudError, Progress
 from ollastack.config import Stack
+from ollastack.inventory import pyinfra_hosts
 from ollastack.ollama_names import client_address, tagged
 from ollastack.ssh import SshTimeout, ssh_command, wait_for_ssh
 from ollastack.state import LOCK_FD_ENV, StackState, admin_password_file, held_lock, known_hosts_file, state_dir
@@ -165,6 +166,8 @@ def host_url_name(stack: Stack, host: dict[str, Any]) -> str:
 def up(stack: Stack, progress: Progress, config_path: str) -> dict[str, Any]:
     hosts = provision(stack, progress)
     dns_preflight(stack, hosts)
+    # Control-machine work happens here, not in the deploys: the converge only uploads what exists.
+    certs.issue_for_inventory(pyinfra_hosts(stack, hosts))
     converge(stack, config_path, progress)
     report = []
     for host in hosts:
