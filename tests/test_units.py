@@ -54,7 +54,8 @@ def test_firewall_refuses_to_lock_out_its_own_ssh_client(cidrs, client, locked_o
 
 
 @pytest.mark.parametrize("listen,client", [("127.0.0.1:11434", "127.0.0.1:11434"), ("0.0.0.0:8000", "127.0.0.1:8000"),
-                                           ("[::]:11434", "[::1]:11434"), ("10.88.0.1:11434", "10.88.0.1:11434")])
+                                           ("[::]:11434", "[::1]:11434"), ("10.88.0.1:11434", "10.88.0.1:11434"),
+                                           ("[fd00::5]:11434", "[fd00::5]:11434")])
 def test_ollama_client_address(listen, client):
     assert client_address(listen) == client
 
