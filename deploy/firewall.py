@@ -14,8 +14,8 @@ from pyinfra.operations import files, server, systemd
 from pyinfra.operations.util import any_changed
 
 from deploy.defaults import DEFAULTS
-from deploy.guards import plan_check
 from deploy.facts import FileText, NftTable, SshClientAddress, nft_list_command, normalized_nft
+from deploy.guards import plan_check
 from ollastack import PROJECT_ROOT
 
 TEMPLATES = PROJECT_ROOT / "templates"

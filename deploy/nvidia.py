@@ -21,8 +21,8 @@ from pyinfra.operations.util import any_changed
 
 from deploy.base import ensure_packages
 from deploy.defaults import DEFAULTS
-from deploy.guards import plan_check
 from deploy.facts import DebianRelease, KeyFingerprints, NvidiaGpu, OllamaLoaded, SecureBoot
+from deploy.guards import plan_check
 from ollastack import PROJECT_ROOT
 from ollastack.ollama_names import tagged
 

@@ -131,7 +131,8 @@ def ollama(gpu_changes=()):
     after_driver = ollama_after_driver()
     unit_changes = [op for op in (unit, override, after_driver) if op is not None]
     address = client_address(data.ollastack_ollama_host)
-    restart = restart_when_changed("Ollama", "ollama", changes=[op for op in (installed, *unit_changes) if op is not None],
-                                   unit_changes=unit_changes, health_url=f"http://{address}/api/version", wait_s=60)
+    changes = [op for op in (installed, *unit_changes) if op is not None]
+    restart = restart_when_changed("Ollama", "ollama", changes=changes, unit_changes=unit_changes,
+                                   health_url=f"http://{address}/api/version", wait_s=60)
     pull_models(data)
     check_gpu_offload(data, address, [restart, *gpu_changes])

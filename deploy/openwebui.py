@@ -102,8 +102,8 @@ def environment(data) -> dict[str, str]:
 def admin_password(data) -> str:
     """The admin password, read from its 0600 file on the control machine (see ``ollastack.hostdata``)."""
     if not data.ollastack_openwebui_admin_password_file:
-        raise DeployError(f"{host.name}: no ollastack_openwebui_admin_password_file in host data; build the inventory with "
-                          "ollastack.inventory (it keeps the password in a 0600 file on this machine)")
+        raise DeployError(f"{host.name}: no ollastack_openwebui_admin_password_file in host data; build the "
+                          "inventory with ollastack.inventory (it keeps the password in a 0600 file on this machine)")
     return Path(data.ollastack_openwebui_admin_password_file).read_text().strip()
 
 
