@@ -308,10 +308,13 @@ def issue_for_inventory(entries: list[tuple[str, dict]]) -> list[Path]:
 
     Example: ``issue_for_inventory(pyinfra_hosts(stack, hosts))``
     """
-    from ollastack.hostdata import key
+    from ollastack.hostdata import defaults, key
+
+    # A plain inventory may leave settings out: the deploys then use the defaults, and so does this.
+    entries = [(address, {**defaults(), **data}) for address, data in entries]
 
     def names(address: str, data: dict) -> list[str]:
-        return host_names(data.get(key("tls.domain"), ""), data.get(key("tls_names"), []), address)
+        return host_names(data[key("tls.domain")], data[key("tls_names")], address)
 
     issued = []
     for address, data in entries:
