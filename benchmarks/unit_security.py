@@ -53,6 +53,7 @@ def converge(release: str, tmp: Path, archive: tuple[Path, str]) -> tuple[dict, 
     env = dict(os.environ, OLLASTACK_CONFIG=str(config), OLLASTACK_SSL_DIR=str(work / "ssl"),
                OLLASTACK_STATE_DIR=str(work / "state"))
     up = run([sys.executable, "-m", "ollastack.cli", "--json", "lab", "up", "--hosts", "1"], env)
+    run([sys.executable, "-m", "ollastack.certs", "inventories/lab.py"], env)
     run([sys.executable, "-m", "pyinfra", "-y", "inventories/lab.py", "deploy/site.py"], env)
     return json.loads(up)[0], env
 

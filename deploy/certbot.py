@@ -12,11 +12,14 @@ from __future__ import annotations
 import shlex
 
 from pyinfra import host
-from pyinfra.api import FactBase, deploy
+from pyinfra.api import deploy
+from pyinfra.api.exceptions import DeployError
 from pyinfra.operations import files, server, systemd
 
 from ollastack.deploy.base import ensure_packages
 from ollastack.deploy.defaults import DEFAULTS
+from ollastack.deploy.facts import LetsEncryptCertificate
+from ollastack.deploy.guards import plan_check
 from ollastack.deploy.nginx import ACME_ROOT
 from ollastack.deploy.tls import TLS_DIR, certificate_domain
 from ollastack.resources import template
@@ -26,38 +29,6 @@ HOOK = "/etc/letsencrypt/renewal-hooks/deploy/ollastack-nginx"
 ISSUE_SCRIPT = "/usr/local/lib/ollastack/certbot-issue.py"
 ACME_CA = "/etc/ollastack/acme-ca.pem"
 CERTBOT_DROPIN = "/etc/systemd/system/certbot.service.d/ollastack.conf"
-# certbot renews 30 days before expiry; a converge uses the same window so both agree on "due".
-RENEW_WINDOW_S = 30 * 86400
-
-
-class LetsEncryptCertificate(FactBase[dict]):
-    """The certbot lineage of one domain: ``exists``, ``due`` (for renewal), ``server``, ``installed``.
-
-    ``installed`` means nginx's files in /etc/ollastack/tls are this lineage's current certificate.
-
-    Example: ``host.get_fact(LetsEncryptCertificate, domain="chat.example.com")["due"]``
-    """
-
-    @staticmethod
-    def default() -> dict:
-        return {"exists": False, "due": False, "installed": False, "server": ""}
-
-    def command(self, domain: str) -> str:
-        live = shlex.quote(f"/etc/letsencrypt/live/{domain}")
-        conf = shlex.quote(f"/etc/letsencrypt/renewal/{domain}.conf")
-        return (f"if [ -f {live}/cert.pem ]; then echo exists; "
-                f"openssl x509 -checkend {RENEW_WINDOW_S} -noout -in {live}/cert.pem >/dev/null || echo due; "
-                f"sed -n 's/^server *= *//p' {conf} | sed 's/^/server=/'; "
-                f"cmp -s {live}/fullchain.pem {TLS_DIR}/fullchain.pem && cmp -s {live}/privkey.pem {TLS_DIR}/privkey.pem "
-                "&& echo installed; fi; true")
-
-    def process(self, output):
-        lines = [line.strip() for line in output]
-        servers = [line.removeprefix("server=") for line in lines if line.startswith("server=")]
-        return {"exists": "exists" in lines, "due": "due" in lines, "installed": "installed" in lines,
-                "server": servers[0] if servers else ""}
-
-
 def needs_request(cert: dict, directory: str) -> bool:
     """Whether a converge must ask the ACME server: no certificate, another server's, or due for renewal.
 
@@ -66,21 +37,25 @@ def needs_request(cert: dict, directory: str) -> bool:
     return not cert["exists"] or cert["due"] or cert["server"] != directory
 
 
-def _fail(name: str, message: str) -> None:
-    server.shell(name=name, commands=[f"echo {shlex.quote(message)} >&2; exit 1"])
-
-
 def _trust(data):
     """certbot's trust for a private ACME server (REQUESTS_CA_BUNDLE), for converges and the timer alike."""
-    if not data.tls_acme_ca_bundle:
+    if not data.ollastack_tls_acme_ca_bundle:
         files.file(name="No private ACME CA", path=ACME_CA, present=False)
         dropin = files.file(name="certbot timer uses the system CAs", path=CERTBOT_DROPIN, present=False)
     else:
-        files.put(name="Private ACME server CA", src=data.tls_acme_ca_bundle, dest=ACME_CA, mode="0644")
+        files.put(name="Private ACME server CA", src=data.ollastack_tls_acme_ca_bundle, dest=ACME_CA, mode="0644")
         dropin = files.template(name="certbot timer trusts the private ACME CA",
                                 src=str(template("certbot-service-override.conf.j2")), dest=CERTBOT_DROPIN,
                                 ca_bundle=ACME_CA)
     systemd.daemon_reload(name="Reload systemd units", _if=dropin.did_change)
+
+
+@plan_check
+def refuse_without_domain() -> None:
+    """Stop the converge before any change when letsencrypt mode has no name to ask a certificate for."""
+    if host.data.ollastack_tls_mode == "letsencrypt" and not certificate_domain(host.data):
+        raise DeployError(f"{host.name}: tls.domain: tls.mode = \"letsencrypt\" needs a DNS name pointing at "
+                          f"{host.name} (or a provider DNS name such as azure.dns_label); set it and run again")
 
 
 @deploy("Let's Encrypt", data_defaults=DEFAULTS)
@@ -90,15 +65,12 @@ def letsencrypt():
     Runs after ``nginx()``: the challenge is answered by the running nginx.
     """
     data = host.data
-    if data.tls_mode != "letsencrypt":
+    if data.ollastack_tls_mode != "letsencrypt":
         # Without the hook a later renewal can no longer overwrite the self-signed certificate.
         files.file(name="certbot deploy hook removed (self-signed mode)", path=HOOK, present=False)
         return
+    refuse_without_domain()
     domain = certificate_domain(data)
-    if not domain:
-        _fail("No domain for Let's Encrypt", "tls.domain: tls.mode = \"letsencrypt\" needs a DNS name pointing at "
-              f"{host.name} (or a provider DNS name such as azure.dns_label); set it and run again")
-        return
     ensure_packages(["certbot", "openssl"], "Install certbot")
     _trust(data)
     files.directory(name="ollastack helper directory", path="/usr/local/lib/ollastack", mode="0755")
@@ -107,11 +79,11 @@ def letsencrypt():
                    dest=HOOK, mode="0755", live=shlex.quote(f"/etc/letsencrypt/live/{domain}"),
                    domain=shlex.quote(domain), tls_dir=TLS_DIR)
     systemd.service(name="certbot renewal timer", service="certbot.timer", running=True, enabled=True)
-    directory = acme_directory(data.tls_acme_server)
-    cert = host.get_fact(LetsEncryptCertificate, domain=domain)
+    directory = acme_directory(data.ollastack_tls_acme_server)
+    cert = host.get_fact(LetsEncryptCertificate, domain=domain, tls_dir=TLS_DIR)
     if needs_request(cert, directory):
-        args = [ISSUE_SCRIPT, domain, data.tls_email, directory, ACME_ROOT]
-        if data.tls_acme_ca_bundle:
+        args = [ISSUE_SCRIPT, domain, data.ollastack_tls_email, directory, ACME_ROOT]
+        if data.ollastack_tls_acme_ca_bundle:
             args += ["--ca-bundle", ACME_CA]
         server.shell(name=f"Request a certificate for {domain}", commands=[shlex.join(args)])
     elif cert["installed"]:

@@ -212,3 +212,50 @@ class OllamaLoaded(FactBase[list[dict] | None]):
         except ValueError:
             return None
         return [{"name": m["name"], "size": m.get("size", 0), "size_vram": m.get("size_vram", 0)} for m in models]
+
+
+class PodmanImageId(FactBase[str | None]):
+    """Id of a local image, or None when Podman does not have it.
+
+    Example: ``host.get_fact(PodmanImageId, image="ghcr.io/open-webui/open-webui:v0.12.4")``
+    """
+
+    def command(self, image: str) -> str:
+        return f"podman image inspect --format '{{{{.Id}}}}' -- {shlex.quote(image)} 2>/dev/null || true"
+
+    def process(self, output):
+        text = "".join(output).strip()
+        return text or None
+
+
+# certbot renews 30 days before expiry; a converge uses the same window so both agree on "due".
+RENEW_WINDOW_S = 30 * 86400
+
+
+class LetsEncryptCertificate(FactBase[dict]):
+    """The certbot lineage of one domain: ``exists``, ``due`` (for renewal), ``server``, ``installed``.
+
+    ``installed`` means nginx's files in ``tls_dir`` are this lineage's current certificate.
+
+    Example: ``host.get_fact(LetsEncryptCertificate, domain="chat.example.com", tls_dir="/etc/ollastack/tls")["due"]``
+    """
+
+    @staticmethod
+    def default() -> dict:
+        return {"exists": False, "due": False, "installed": False, "server": ""}
+
+    def command(self, domain: str, tls_dir: str) -> str:
+        live = shlex.quote(f"/etc/letsencrypt/live/{domain}")
+        conf = shlex.quote(f"/etc/letsencrypt/renewal/{domain}.conf")
+        installed = shlex.quote(tls_dir)
+        return (f"if [ -f {live}/cert.pem ]; then echo exists; "
+                f"openssl x509 -checkend {RENEW_WINDOW_S} -noout -in {live}/cert.pem >/dev/null || echo due; "
+                f"sed -n 's/^server *= *//p' {conf} | sed 's/^/server=/'; "
+                f"cmp -s {live}/fullchain.pem {installed}/fullchain.pem && cmp -s {live}/privkey.pem {installed}/privkey.pem "
+                "&& echo installed; fi; true")
+
+    def process(self, output):
+        lines = [line.strip() for line in output]
+        servers = [line.removeprefix("server=") for line in lines if line.startswith("server=")]
+        return {"exists": "exists" in lines, "due": "due" in lines, "installed": "installed" in lines,
+                "server": servers[0] if servers else ""}

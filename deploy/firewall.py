@@ -15,6 +15,7 @@ from pyinfra.operations.util import any_changed
 
 from ollastack.deploy.defaults import DEFAULTS
 from ollastack.deploy.facts import FileText, NftTable, SshClientAddress, nft_list_command, normalized_nft
+from ollastack.deploy.guards import plan_check
 from ollastack.resources import template
 
 RULES = "/etc/ollastack/firewall.nft"
@@ -55,13 +56,18 @@ def table_differs(live: str | None, applied: str | None) -> bool:
     return live is None or applied is None or normalized_nft(live) != normalized_nft(applied)
 
 
+@plan_check
+def refuse_lockout() -> None:
+    """Stop the converge before any change when the rules would cut off the SSH session it runs over."""
+    problem = lockout_problem(host.data.ollastack_access_admin_cidrs, host.get_fact(SshClientAddress, _sudo=False))
+    if problem:
+        raise DeployError(f"{host.name}: {problem}")
+
+
 @deploy("Firewall", data_defaults=DEFAULTS)
 def firewall():
-    cidrs = host.data.access_admin_cidrs
-    problem = lockout_problem(cidrs, host.get_fact(SshClientAddress, _sudo=False))
-    if problem:
-        # Raised while the operations are planned, so the converge stops before Base changes anything.
-        raise DeployError(f"{host.name}: {problem}")
+    refuse_lockout()
+    cidrs = host.data.ollastack_access_admin_cidrs
     admin4, admin6 = admin_networks(cidrs)
     drifted = table_differs(host.get_fact(NftTable, table=TABLE), host.get_fact(FileText, path=APPLIED))
     files.directory(name="ollastack config directory", path="/etc/ollastack", mode="0755")

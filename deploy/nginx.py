@@ -63,7 +63,7 @@ def nginx(tls_changes=()):
     ensure_packages(["nginx"], "Install nginx")
     files.directory(name="ACME challenge directory", path=ACME_ROOT, mode="0755")
     site = files.template(name="nginx site", src=str(template("nginx-site.conf.j2")), dest=SITE,
-                          tls_dir=TLS_DIR, upstream_port=data.openwebui_port, acme_root=ACME_ROOT,
+                          tls_dir=TLS_DIR, upstream_port=data.ollastack_openwebui_port, acme_root=ACME_ROOT,
                           http2_directive=host_release().nginx_http2_directive, **site_arguments(data))
     enabled = files.link(name="nginx site enabled", path="/etc/nginx/sites-enabled/ollastack.conf", target=SITE)
     default = files.link(name="Debian's default site disabled", path="/etc/nginx/sites-enabled/default",

@@ -5,9 +5,6 @@ Debian's own driver (535) is too old for current Ollama, so the driver comes fro
 ``apt upgrade`` on ``gpu.driver_branch``. nouveau is blacklisted, ``nvidia`` and ``nvidia_uvm`` load
 at boot, the persistence daemon runs, and the host reboots once when the new driver cannot be loaded
 otherwise. A host whose driver already answers on the pinned branch sees no change and no reboot.
-
-Test hook: the host data key ``gpu_fact_override`` (a dict shaped like the ``NvidiaGpu`` fact) replaces
-that fact. Only tests set it, to take the "GPU present" path on hosts without one.
 """
 
 from __future__ import annotations
@@ -25,6 +22,7 @@ from pyinfra.operations.util import any_changed
 from ollastack.deploy.base import ensure_packages
 from ollastack.deploy.defaults import DEFAULTS
 from ollastack.deploy.facts import DebianRelease, KeyFingerprints, NvidiaGpu, OllamaLoaded, SecureBoot
+from ollastack.deploy.guards import plan_check
 from ollastack.resources import template
 from ollastack.ollama_names import tagged
 
@@ -39,20 +37,12 @@ MODULES = "/etc/modules-load.d/ollastack-nvidia.conf"
 PINNED = "cuda-drivers* nvidia-* libnvidia-* libcuda1* libnvcuvid1* libnvoptix1* xserver-xorg-video-nvidia* firmware-nvidia-*"
 
 
-def gpu_state() -> dict:
-    """The ``NvidiaGpu`` fact of the current host, or the test hook ``gpu_fact_override`` when set."""
-    override = host.data.get("gpu_fact_override")
-    if override is not None:
-        return {"pci": [], "gpus": [], "smi_error": None, "nouveau_loaded": False, **override}
-    return host.get_fact(NvidiaGpu)
-
-
 def gpu_present() -> bool:
     """Whether the current host gets the NVIDIA driver: a GPU on its PCI bus and ``gpu.mode`` is not off.
 
     Example (in another component): ``if gpu_present(): files.put(...)``
     """
-    return host.data.gpu_mode != "off" and bool(gpu_state()["pci"])
+    return host.data.ollastack_gpu_mode != "off" and bool(usable_gpu()["pci"])
 
 
 def driver_on_branch(state: dict, branch: str) -> bool:
@@ -64,8 +54,8 @@ def driver_on_branch(state: dict, branch: str) -> bool:
 
 def repository_url(data, release: str | None) -> str:
     """``gpu.cuda_repo_url``, else NVIDIA's repository for the host's Debian release."""
-    if data.gpu_cuda_repo_url:
-        return data.gpu_cuda_repo_url.rstrip("/") + "/"
+    if data.ollastack_gpu_cuda_repo_url:
+        return data.ollastack_gpu_cuda_repo_url.rstrip("/") + "/"
     if release is None:
         raise DeployError(f"{host.name}: not a Debian host (/etc/os-release); NVIDIA's driver repository is set up "
                           "for Debian 12/13 only: set gpu.mode = \"off\" or gpu.cuda_repo_url")
@@ -74,10 +64,10 @@ def repository_url(data, release: str | None) -> str:
 
 def install_key(data, repo: str):
     """Put the repository's signing key in place if it is not there yet, refusing any other fingerprint."""
-    want = data.gpu_cuda_key_fingerprint
+    want = data.ollastack_gpu_cuda_key_fingerprint
     if host.get_fact(KeyFingerprints, path=KEYRING) == [want]:
         return None
-    url = data.gpu_cuda_key_url or repo + "3bf863cc.pub"
+    url = data.ollastack_gpu_cuda_key_url or repo + "3bf863cc.pub"
     fetched = "/etc/apt/keyrings/.ollastack-cuda.download"
     # Every stack value is quoted whole; "$got" is the only expansion the shell makes.
     q = shlex.quote
@@ -103,9 +93,9 @@ def cuda_repository(data, release: str | None) -> list:
     sources = files.put(name="NVIDIA CUDA repository", dest=SOURCES, mode="0644",
                         src=StringIO(f"# Managed by ollastack (gpu.cuda_repo_url).\n"
                                      f"deb [signed-by={KEYRING}] {repo} /\n"))
-    pin = files.put(name=f"Pin the NVIDIA driver to branch {data.gpu_driver_branch}", dest=PIN, mode="0644",
+    pin = files.put(name=f"Pin the NVIDIA driver to branch {data.ollastack_gpu_driver_branch}", dest=PIN, mode="0644",
                     src=StringIO(f"# Managed by ollastack: keep the driver on gpu.driver_branch.\n"
-                                 f"Package: {PINNED}\nPin: version {data.gpu_driver_branch}.*\nPin-Priority: 1001\n"))
+                                 f"Package: {PINNED}\nPin: version {data.ollastack_gpu_driver_branch}.*\nPin-Priority: 1001\n"))
     changed = [op for op in (key, sources, pin) if op is not None]
     apt.update(name="Refresh the apt index for the NVIDIA repository", _if=any_changed(*changed), _retries=2,
                _retry_delay=5)
@@ -117,19 +107,35 @@ def driver_packages(data, kernel: str):
 
     Example: ``driver_packages(host.data, host.get_fact(KernelVersion))``
     """
-    return apt.packages(name=f"NVIDIA driver {data.gpu_driver_branch} and headers for {kernel}",
-                        packages=[f"linux-headers-{kernel}", f"cuda-drivers-{data.gpu_driver_branch}"],
+    return apt.packages(name=f"NVIDIA driver {data.ollastack_gpu_driver_branch} and headers for {kernel}",
+                        packages=[f"linux-headers-{kernel}", f"cuda-drivers-{data.ollastack_gpu_driver_branch}"],
                         no_recommends=True, _retries=2, _retry_delay=5)
 
 
+@plan_check
+def usable_gpu() -> dict:
+    """The ``NvidiaGpu`` fact of the current host (read once per run), after refusing, before anything
+    changes, a host that cannot get a working driver.
+
+    Example: ``usable_gpu()["pci"]``
+    """
+    data = host.data
+    if data.ollastack_gpu_mode == "off":
+        # Not even looked for: a GPU is nothing to this host's converge.
+        return NvidiaGpu().default()
+    state = host.get_fact(NvidiaGpu)
+    check_host(data, state, driver_on_branch(state, data.ollastack_gpu_driver_branch))
+    return state
+
+
 def check_host(data, state: dict, working: bool) -> None:
-    """Refuse, before anything changes, a host that cannot get a working driver."""
+    """Raise when ``gpu.mode`` requires a GPU the host lacks, or Secure Boot would refuse the unsigned module."""
     if not state["pci"]:
-        if data.gpu_mode == "required":
+        if data.ollastack_gpu_mode == "required":
             raise DeployError(f"{host.name}: gpu.mode = \"required\" but no NVIDIA GPU (PCI vendor 10de) was found; "
                               "choose a GPU size (azure.vm_size / alibaba.instance_type) or set gpu.mode = \"auto\"")
         return
-    if not working and host.get_fact(SecureBoot) and not data.gpu_secure_boot_signing:
+    if not working and host.get_fact(SecureBoot) and not data.ollastack_gpu_secure_boot_signing:
         raise DeployError(
             f"{host.name}: Secure Boot is on, so the unsigned NVIDIA DKMS module would not load; nothing was changed. "
             "Create the VM without Secure Boot (Azure: security type Standard instead of Trusted Launch), or enroll "
@@ -155,9 +161,9 @@ def check_gpu_offload(data, address: str, changes: list):
     loaded on the CPU, so that a healthy host's re-run stays change-free.
     Example: ``check_gpu_offload(host.data, "127.0.0.1:11434", [restart, *gpu_changes])``
     """
-    if not gpu_present() or not data.ollama_models:
+    if not gpu_present() or not data.ollastack_ollama_models:
         return None
-    model = tagged(data.ollama_models[0])
+    model = tagged(data.ollastack_ollama_models[0])
     loaded = host.get_fact(OllamaLoaded, address=address)
     on_cpu = loaded is None or any(m["size_vram"] == 0 for m in loaded)
     files.put(name="GPU offload check helper", src=str(template("nvidia-vram-check.py")), dest=VRAM_CHECK,
@@ -173,11 +179,10 @@ def nvidia():
     Example (deploy/site.py): ``ollama(gpu_changes=nvidia())``
     """
     data = host.data
-    if data.gpu_mode == "off":
+    if data.ollastack_gpu_mode == "off":
         return []
-    state = gpu_state()
-    working = driver_on_branch(state, data.gpu_driver_branch)
-    check_host(data, state, working)
+    state = usable_gpu()
+    working = driver_on_branch(state, data.ollastack_gpu_driver_branch)
     if not state["pci"]:
         return []
     cuda_repository(data, host.get_fact(DebianRelease))

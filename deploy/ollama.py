@@ -7,12 +7,12 @@ import shlex
 
 from pyinfra import host
 from pyinfra.api import deploy
-from pyinfra.operations import files, server, systemd
-from pyinfra.operations.util import any_changed
+from pyinfra.operations import files, server
 
 from ollastack.deploy.defaults import DEFAULTS
 from ollastack.deploy.facts import FileText, OllamaModels
 from ollastack.deploy.nvidia import check_gpu_offload, ollama_after_driver
+from ollastack.deploy.services import restart_when_changed
 from ollastack.deploy.units import systemd_quoted
 from ollastack.resources import deploy_file, template
 from ollastack.ollama_names import client_address, tagged
@@ -39,46 +39,46 @@ def confinement(models_dir: str) -> dict[str, object]:
 
 
 def environment(data) -> dict[str, str]:
-    """The Ollama environment written to the drop-in, from the ``ollama_*`` host data."""
+    """The Ollama environment written to the drop-in, from the ``ollastack_ollama_*`` host data."""
     env = {
-        "OLLAMA_HOST": data.ollama_host,
-        "OLLAMA_MODELS": data.ollama_models_dir,
-        "OLLAMA_KEEP_ALIVE": data.ollama_keep_alive,
-        "OLLAMA_NUM_PARALLEL": str(data.ollama_num_parallel),
-        "OLLAMA_MAX_LOADED_MODELS": str(data.ollama_max_loaded_models),
-        "OLLAMA_MAX_QUEUE": str(data.ollama_max_queue),
-        "OLLAMA_CONTEXT_LENGTH": str(data.ollama_context_length),
-        "OLLAMA_FLASH_ATTENTION": "1" if data.ollama_flash_attention else "0",
-        "OLLAMA_KV_CACHE_TYPE": data.ollama_kv_cache_type,
+        "OLLAMA_HOST": data.ollastack_ollama_host,
+        "OLLAMA_MODELS": data.ollastack_ollama_models_dir,
+        "OLLAMA_KEEP_ALIVE": data.ollastack_ollama_keep_alive,
+        "OLLAMA_NUM_PARALLEL": str(data.ollastack_ollama_num_parallel),
+        "OLLAMA_MAX_LOADED_MODELS": str(data.ollastack_ollama_max_loaded_models),
+        "OLLAMA_MAX_QUEUE": str(data.ollastack_ollama_max_queue),
+        "OLLAMA_CONTEXT_LENGTH": str(data.ollastack_ollama_context_length),
+        "OLLAMA_FLASH_ATTENTION": "1" if data.ollastack_ollama_flash_attention else "0",
+        "OLLAMA_KV_CACHE_TYPE": data.ollastack_ollama_kv_cache_type,
     }
-    if data.ollama_https_proxy:
-        env["HTTPS_PROXY"] = data.ollama_https_proxy
+    if data.ollastack_ollama_https_proxy:
+        env["HTTPS_PROXY"] = data.ollastack_ollama_https_proxy
     return env
 
 
 def _archive_source(data) -> tuple[str, str]:
     """(source, file name on the host) of the release archive: a local file or a URL."""
-    source = data.ollama_archive or data.ollama_url or RELEASE_URL.format(version=data.ollama_version)
+    source = data.ollastack_ollama_archive or data.ollastack_ollama_url or RELEASE_URL.format(version=data.ollastack_ollama_version)
     suffix = ".tar.zst" if source.endswith(".tar.zst") else ".tgz"
-    return source, f"ollama-{data.ollama_version}-{data.ollama_sha256[:16]}{suffix}"
+    return source, f"ollama-{data.ollastack_ollama_version}-{data.ollastack_ollama_sha256[:16]}{suffix}"
 
 
 def install_release(data):
     """Put the pinned archive on the host and swap it in, unless that exact release is installed."""
-    if host.get_fact(FileText, path="/var/lib/ollastack/ollama.sha256") == data.ollama_sha256:
+    if host.get_fact(FileText, path="/var/lib/ollastack/ollama.sha256") == data.ollastack_ollama_sha256:
         return None
     source, name = _archive_source(data)
     remote = posixpath.join(CACHE, name)
     files.directory(name="Ollama download cache", path=CACHE, mode="0755")
-    if data.ollama_archive:
-        files.put(name=f"Push Ollama {data.ollama_version} archive", src=source, dest=remote)
+    if data.ollastack_ollama_archive:
+        files.put(name=f"Push Ollama {data.ollastack_ollama_version} archive", src=source, dest=remote)
     else:
-        files.download(name=f"Download Ollama {data.ollama_version}", src=source, dest=remote,
-                       sha256sum=data.ollama_sha256, _retries=2, _retry_delay=5)
+        files.download(name=f"Download Ollama {data.ollastack_ollama_version}", src=source, dest=remote,
+                       sha256sum=data.ollastack_ollama_sha256, _retries=2, _retry_delay=5)
     script = posixpath.join(CACHE, "install-ollama.sh")
     files.template(name="Ollama install script", src=str(template("ollama-install.sh.j2")), dest=script,
-                   mode="0755", archive=shlex.quote(remote), sha256=shlex.quote(data.ollama_sha256))
-    return server.shell(name=f"Verify and install Ollama {data.ollama_version}", commands=[script])
+                   mode="0755", archive=shlex.quote(remote), sha256=shlex.quote(data.ollastack_ollama_sha256))
+    return server.shell(name=f"Verify and install Ollama {data.ollastack_ollama_version}", commands=[script])
 
 
 def models_may_have_moved(data, current: str | None) -> bool:
@@ -98,17 +98,17 @@ def pull_models(data) -> None:
     When the converge moves Ollama to another models directory or address, what it lists now cannot be
     trusted: every model goes to the helper, which asks Ollama again after the restart (``--if-missing``).
     """
-    address = client_address(data.ollama_host)
+    address = client_address(data.ollastack_ollama_host)
     present = set(host.get_fact(OllamaModels, address=address) or [])
     recheck = models_may_have_moved(data, host.get_fact(FileText, path=OVERRIDE))
     files.put(name="Model pull helper", src=str(deploy_file("files/ollama-pull.py")),
               dest=PULL_SCRIPT, mode="0755")
-    for model in data.ollama_models:
+    for model in data.ollastack_ollama_models:
         if recheck or tagged(model) not in present:
             # The helper retries passing failures itself: pyinfra's _retries would retry an unknown model too.
-            command = shlex.join(["python3", PULL_SCRIPT, "--idle-timeout", str(data.ollama_pull_idle_timeout),
-                                  "--deadline", str(data.ollama_pull_deadline),
-                                  "--retries", str(data.ollama_pull_retries),
+            command = shlex.join(["python3", PULL_SCRIPT, "--idle-timeout", str(data.ollastack_ollama_pull_idle_timeout),
+                                  "--deadline", str(data.ollastack_ollama_pull_deadline),
+                                  "--retries", str(data.ollastack_ollama_pull_retries),
                                   *(["--if-missing"] if recheck else []), address, model])
             server.shell(name=f"Pull model {model}", commands=[command])
 
@@ -119,26 +119,19 @@ def ollama(gpu_changes=()):
     server.user(name="ollama system user", user="ollama", system=True, home=HOME,
                 shell="/bin/false", ensure_home=True, create_home=True)
     files.directory(name="Ollama state directory", path=STATE_DIR, user="ollama", group="ollama", mode="0755")
-    files.directory(name="Ollama models directory", path=data.ollama_models_dir, user="ollama",
+    files.directory(name="Ollama models directory", path=data.ollastack_ollama_models_dir, user="ollama",
                     group="ollama", mode="0755")
     installed = install_release(data)
     unit = files.template(name="Ollama unit", src=str(template("ollama.service.j2")),
-                          dest="/etc/systemd/system/ollama.service", **confinement(data.ollama_models_dir))
+                          dest="/etc/systemd/system/ollama.service", **confinement(data.ollastack_ollama_models_dir))
     override = files.template(name="Ollama settings (override.conf)", src=str(template("ollama-override.conf.j2")),
                               dest=OVERRIDE,
                               environment={k: systemd_quoted(v) for k, v in environment(data).items()})
     after_driver = ollama_after_driver()
-    changes = [op for op in (installed, unit, override, after_driver) if op is not None]
-    systemd.daemon_reload(name="Reload systemd units",
-                          _if=any_changed(*[op for op in (unit, override, after_driver) if op is not None]))
-    restart = systemd.service(name="Restart Ollama", service="ollama", running=True, enabled=True,
-                              restarted=True, _if=any_changed(*changes))
-    systemd.service(name="Ollama running and enabled", service="ollama", running=True, enabled=True)
-    address = client_address(data.ollama_host)
-    silent = shlex.quote(f"Ollama did not answer on {address} within 60s: journalctl -u ollama")
-    server.shell(name="Wait for Ollama's API",
-                 commands=[f"for i in $(seq 120); do curl -fsS --max-time 2 {shlex.quote(f'http://{address}/api/version')} "
-                           f"&& exit 0; sleep 0.5; done; echo {silent} >&2; exit 1"],
-                 _if=restart.did_change)
+    unit_changes = [op for op in (unit, override, after_driver) if op is not None]
+    address = client_address(data.ollastack_ollama_host)
+    changes = [op for op in (installed, *unit_changes) if op is not None]
+    restart = restart_when_changed("Ollama", "ollama", changes=changes, unit_changes=unit_changes,
+                                   health_url=f"http://{address}/api/version", wait_s=60)
     pull_models(data)
     check_gpu_offload(data, address, [restart, *gpu_changes])

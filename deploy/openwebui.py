@@ -30,14 +30,15 @@ from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.api.exceptions import DeployError
 from pyinfra.facts.files import File
-from pyinfra.operations import files, server, systemd
-from pyinfra.operations.util import any_changed
+from pyinfra.operations import files, server
 
 from ollastack.deploy.base import ensure_packages
 from ollastack.deploy.defaults import DEFAULTS
 from ollastack.deploy.facts import FileText
 from ollastack.deploy.podman import ensure_image, podman
-from ollastack.deploy.release import Release, host_release
+from ollastack.deploy.guards import plan_check
+from ollastack.deploy.release import host_release
+from ollastack.deploy.services import restart_when_changed
 from ollastack.deploy.tls import server_names
 from ollastack.deploy.units import systemd_quoted
 from ollastack.resources import template
@@ -61,48 +62,48 @@ SECRET_NAMES = ("WEBUI_SECRET_KEY", "WEBUI_ADMIN_PASSWORD")
 
 def ollama_url(data) -> str:
     """``openwebui.ollama_url``, else the host's own Ollama: ``http://127.0.0.1:11434``."""
-    return data.openwebui_ollama_url or f"http://{client_address(data.ollama_host)}"
+    return data.ollastack_openwebui_ollama_url or f"http://{client_address(data.ollastack_ollama_host)}"
 
 
 def environment(data) -> dict[str, str]:
-    """The settings Open WebUI reads from its environment, from the ``openwebui_*`` host data."""
+    """The settings Open WebUI reads from its environment, from the ``ollastack_openwebui_*`` host data."""
     urls = [f"https://{name}" for name in server_names(data)]
     env = {
         "HOST": "127.0.0.1",
-        "PORT": str(data.openwebui_port),
+        "PORT": str(data.ollastack_openwebui_port),
         "WEBUI_URL": urls[0],
         "CORS_ALLOW_ORIGIN": ";".join(urls),
         "OLLAMA_BASE_URL": ollama_url(data),
         "ENABLE_OLLAMA_API": "true",
-        "ENABLE_OPENAI_API": "true" if data.openwebui_openai_api_base_url else "false",
+        "ENABLE_OPENAI_API": "true" if data.ollastack_openwebui_openai_api_base_url else "false",
         "ENABLE_PERSISTENT_CONFIG": "false",
-        "WEBUI_ADMIN_EMAIL": data.openwebui_admin_email,
-        "WEBUI_ADMIN_NAME": data.openwebui_admin_name,
-        "ENABLE_SIGNUP": "true" if data.openwebui_enable_signup else "false",
-        "DEFAULT_USER_ROLE": data.openwebui_default_user_role,
+        "WEBUI_ADMIN_EMAIL": data.ollastack_openwebui_admin_email,
+        "WEBUI_ADMIN_NAME": data.ollastack_openwebui_admin_name,
+        "ENABLE_SIGNUP": "true" if data.ollastack_openwebui_enable_signup else "false",
+        "DEFAULT_USER_ROLE": data.ollastack_openwebui_default_user_role,
         # Served over HTTPS only (nginx): the session cookies must never travel over plain HTTP.
         "WEBUI_SESSION_COOKIE_SECURE": "true",
         "WEBUI_AUTH_COOKIE_SECURE": "true",
-        "OFFLINE_MODE": "true" if data.openwebui_offline else "false",
+        "OFFLINE_MODE": "true" if data.ollastack_openwebui_offline else "false",
         "ANONYMIZED_TELEMETRY": "false",
         "DO_NOT_TRACK": "true",
         "SCARF_NO_ANALYTICS": "true",
     }
-    if data.openwebui_openai_api_base_url:
-        env["OPENAI_API_BASE_URL"] = data.openwebui_openai_api_base_url
-    if data.openwebui_offline:
+    if data.ollastack_openwebui_openai_api_base_url:
+        env["OPENAI_API_BASE_URL"] = data.ollastack_openwebui_openai_api_base_url
+    if data.ollastack_openwebui_offline:
         env["HF_HUB_OFFLINE"] = "1"
-    if data.openwebui_install == "pip":
+    if data.ollastack_openwebui_install == "pip":
         env.update(DATA_DIR=f"{HOME}/data", STATIC_DIR=f"{HOME}/static", HOME=HOME)
     return env
 
 
 def admin_password(data) -> str:
-    """The admin password, read from its 0600 file on the control machine (see ``host_data``)."""
-    if not data.openwebui_admin_password_file:
-        raise DeployError(f"{host.name}: no openwebui_admin_password_file in host data; build the inventory with "
-                          "ollastack.inventory (it keeps the password in a 0600 file on this machine)")
-    return Path(data.openwebui_admin_password_file).read_text().strip()
+    """The admin password, read from its 0600 file on the control machine (see ``ollastack.hostdata``)."""
+    if not data.ollastack_openwebui_admin_password_file:
+        raise DeployError(f"{host.name}: no ollastack_openwebui_admin_password_file in host data; build the "
+                          "inventory with ollastack.inventory (it keeps the password in a 0600 file on this machine)")
+    return Path(data.ollastack_openwebui_admin_password_file).read_text().strip()
 
 
 def secrets(data) -> list:
@@ -122,15 +123,19 @@ def secrets(data) -> list:
 
 
 def _local_wheels(data) -> list[Path]:
-    return sorted(Path(data.openwebui_find_links).expanduser().glob("*.whl")) if data.openwebui_find_links else []
+    return sorted(Path(data.ollastack_openwebui_find_links).expanduser().glob("*.whl")) if data.ollastack_openwebui_find_links else []
 
 
-def refuse_pip_without_python(data, release: Release) -> None:
+@plan_check
+def refuse_pip_without_python() -> None:
     """Stop the converge before any change when the pip route cannot work on this host's release.
 
     Validation refuses it already when the stack names the release; this catches static hosts and custom images.
     """
-    if data.openwebui_install == "pip" and release.webui_python is None:
+    if host.data.ollastack_openwebui_install != "pip":
+        return
+    release = host_release()
+    if release.webui_python is None:
         raise DeployError(f"{host.name}: openwebui.install = \"pip\" needs Python 3.11 or 3.12, which Debian "
                           f"{release.version} ({release.codename}) does not ship; set openwebui.install = \"container\" "
                           "(Podman) or use a Debian 12 host")
@@ -149,13 +154,13 @@ def install_pip(data, python: str):
         files.directory(name="Wheelhouse directory", path=WHEELS, mode="0755")
         for wheel in wheels:
             files.put(name=f"Push {wheel.name}", src=str(wheel), dest=f"{WHEELS}/{wheel.name}")
-    marker = f"open-webui=={data.openwebui_version}"
+    marker = f"open-webui=={data.ollastack_openwebui_version}"
     if host.get_fact(FileText, path=INSTALLED_MARKER) == marker:
         return None
     script = "/var/cache/ollastack/install-open-webui.sh"
     files.template(name="Open WebUI install script", src=str(template("openwebui-install.sh.j2")), dest=script,
                    mode="0755", python=shlex.quote(f"/usr/bin/{python}"), **install_arguments(data, [w.name for w in wheels], marker))
-    return server.shell(name=f"Install Open WebUI {data.openwebui_version} with uv", commands=[script])
+    return server.shell(name=f"Install Open WebUI {data.ollastack_openwebui_version} with uv", commands=[script])
 
 
 def install_arguments(data, wheel_names: list[str], marker: str) -> dict[str, str]:
@@ -164,24 +169,24 @@ def install_arguments(data, wheel_names: list[str], marker: str) -> dict[str, st
     Example: ``install_arguments(host.data, ["torch-2.13.0+cpu-cp311-....whl"], "open-webui==0.12.4")``
     """
     local = ["--find-links", WHEELS] if wheel_names else []
-    index = ["--index-url", data.openwebui_index_url] if data.openwebui_index_url else []
+    index = ["--index-url", data.ollastack_openwebui_index_url] if data.ollastack_openwebui_index_url else []
     has_torch = any(name.startswith("torch-") for name in wheel_names)
-    torch = ["--no-index", *local] if has_torch else ["--index-url", data.openwebui_torch_index_url]
+    torch = ["--no-index", *local] if has_torch else ["--index-url", data.ollastack_openwebui_torch_index_url]
     # Every value is shell-quoted: the template is a shell script run as root.
     q = shlex.quote
     return {
-        "venv": q(VENV), "uv_venv": q(UV_VENV), "uv_spec": q(f"uv=={UV_VERSION}"), "version": q(data.openwebui_version),
-        "spec": q(f"open-webui=={data.openwebui_version}"), "marker": q(marker),
+        "venv": q(VENV), "uv_venv": q(UV_VENV), "uv_spec": q(f"uv=={UV_VERSION}"), "version": q(data.ollastack_openwebui_version),
+        "spec": q(f"open-webui=={data.ollastack_openwebui_version}"), "marker": q(marker),
         "pip_args": shlex.join(index + local), "torch_args": shlex.join(torch), "index_args": shlex.join(index + local),
     }
 
 
 def unit(data, quadlet: bool) -> list:
     """The route's unit (a Quadlet file when ``quadlet``) and the settings drop-in; returns the operations."""
-    route = data.openwebui_install
+    route = data.ollastack_openwebui_install
     env = environment(data)
-    arguments = dict(venv=VENV, home=HOME, port=data.openwebui_port, image=data.openwebui_image,
-                     autoupdate=data.openwebui_autoupdate, env_names=[*env, *SECRET_NAMES],
+    arguments = dict(venv=VENV, home=HOME, port=data.ollastack_openwebui_port, image=data.ollastack_openwebui_image,
+                     autoupdate=data.ollastack_openwebui_autoupdate, env_names=[*env, *SECRET_NAMES],
                      env_files=[SECRET_KEY_ENV, ADMIN_ENV])
     if quadlet:
         services = [
@@ -202,26 +207,17 @@ def unit(data, quadlet: bool) -> list:
 @deploy("Open WebUI", data_defaults=DEFAULTS)
 def openwebui():
     data = host.data
-    if data.openwebui_install == "none":
+    if data.ollastack_openwebui_install == "none":
         return
+    refuse_pip_without_python()
     release = host_release()
-    refuse_pip_without_python(data, release)
-    quadlet = data.openwebui_install == "container" and release.quadlet
-    if data.openwebui_install == "container":
+    quadlet = data.ollastack_openwebui_install == "container" and release.quadlet
+    if data.ollastack_openwebui_install == "container":
         podman()
-        installed = ensure_image(data.openwebui_image, data.openwebui_image_archive)
+        installed = ensure_image(data.ollastack_openwebui_image, data.ollastack_openwebui_image_archive)
     else:
         installed = install_pip(data, release.webui_python)
     changes = [op for op in (installed, *secrets(data), *unit(data, quadlet)) if op is not None]
-    systemd.daemon_reload(name="Reload systemd units", _if=any_changed(*changes))
     # A generated unit cannot be enabled with systemctl: the Quadlet's [Install] section does it.
-    enabled = None if quadlet else True
-    restart = systemd.service(name="Restart Open WebUI", service="open-webui", running=True, enabled=enabled,
-                              restarted=True, _if=any_changed(*changes))
-    systemd.service(name="Open WebUI running and enabled", service="open-webui", running=True, enabled=enabled)
-    port = data.openwebui_port
-    server.shell(name="Wait for Open WebUI to be healthy",
-                 commands=[f"for i in $(seq 600); do curl -fsS --max-time 2 http://127.0.0.1:{port}/health >/dev/null "
-                           f"&& exit 0; sleep 0.5; done; echo 'Open WebUI did not answer on 127.0.0.1:{port} within "
-                           f"5 minutes: journalctl -u open-webui' >&2; exit 1"],
-                 _if=restart.did_change)
+    restart_when_changed("Open WebUI", "open-webui", changes=changes, enabled=None if quadlet else True,
+                         health_url=f"http://127.0.0.1:{data.ollastack_openwebui_port}/health", wait_s=300)

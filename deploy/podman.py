@@ -14,31 +14,18 @@ import re
 import shlex
 
 from pyinfra import host
-from pyinfra.api import FactBase, deploy
+from pyinfra.api import deploy
 from pyinfra.operations import files, server, systemd
 
 from ollastack.deploy.base import ensure_packages
 from ollastack.deploy.defaults import DEFAULTS
+from ollastack.deploy.facts import PodmanImageId
 
 PACKAGES = ["podman", "crun", "conmon", "catatonit"]
 IMAGE_CACHE = "/var/cache/ollastack/images"
 #: Where ``--userns=auto`` takes container ranges from: the upper half of the uid space, clear of
 #: the ranges useradd gives to users (from 100000). Podman's documented example.
 SUBID_RANGE = "containers:2147483647:2147483648"
-
-
-class PodmanImageId(FactBase[str | None]):
-    """Id of a local image, or None when Podman does not have it.
-
-    Example: ``host.get_fact(PodmanImageId, image="ghcr.io/open-webui/open-webui:v0.12.4")``
-    """
-
-    def command(self, image: str) -> str:
-        return f"podman image inspect --format '{{{{.Id}}}}' -- {shlex.quote(image)} 2>/dev/null || true"
-
-    def process(self, output):
-        text = "".join(output).strip()
-        return text or None
 
 
 def ensure_image(image: str, archive: str):
@@ -77,6 +64,6 @@ def podman():
     ensure_packages(PACKAGES, "Install Podman")
     for path in ("/etc/subuid", "/etc/subgid"):
         files.line(name=f"Container id ranges in {path}", path=path, line=r"^containers:.*$", replace=SUBID_RANGE)
-    enabled = bool(host.data.openwebui_autoupdate)
+    enabled = bool(host.data.ollastack_openwebui_autoupdate)
     systemd.service(name="podman-auto-update.timer " + ("enabled" if enabled else "disabled"),
                     service="podman-auto-update.timer", running=enabled, enabled=enabled)

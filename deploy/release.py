@@ -13,6 +13,7 @@ from pyinfra import host
 from pyinfra.api.exceptions import DeployError
 
 from ollastack.deploy.facts import DebianRelease
+from ollastack.deploy.guards import plan_check
 
 
 @dataclass(frozen=True)
@@ -34,8 +35,9 @@ RELEASES = {
 SUPPORTED = ", ".join(f"Debian {r.version} ({r.codename})" for r in RELEASES.values())
 
 
+@plan_check
 def host_release() -> Release:
-    """The current host's release, or a DeployError naming the supported ones."""
+    """The current host's release (read once per run), or a DeployError naming the supported ones."""
     found = host.get_fact(DebianRelease)
     if found not in RELEASES:
         raise DeployError(f"{host.name}: {found or 'not Debian'} is not supported; ollastack supports {SUPPORTED}")

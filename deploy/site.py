@@ -1,11 +1,13 @@
 """The whole stack on every host: ``pyinfra inventories/lab.py deploy/site.py``.
 
-Order matters: the firewall closes everything but 22/80/443 before any service listens, TLS
-material exists before nginx loads it, and nginx runs before certbot asks for a Let's Encrypt certificate.
+Order matters: the checks stop the converge before any change when it could not succeed, the firewall
+closes everything but 22/80/443 before any service listens, TLS material exists before nginx loads it,
+and nginx runs before certbot asks for a Let's Encrypt certificate.
 """
 
 from ollastack.deploy.base import base
 from ollastack.deploy.certbot import letsencrypt
+from ollastack.deploy.checks import checks
 from ollastack.deploy.firewall import firewall
 from ollastack.deploy.nginx import nginx
 from ollastack.deploy.nvidia import nvidia
@@ -13,6 +15,7 @@ from ollastack.deploy.ollama import ollama
 from ollastack.deploy.openwebui import openwebui
 from ollastack.deploy.tls import tls
 
+checks()
 base()
 firewall()
 # Before Ollama: it finds the GPU only if the driver is up when it starts.

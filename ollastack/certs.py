@@ -290,6 +290,60 @@ def ensure_server_cert(stack_dir: str | Path, host_name: str, sans: list[str], d
     return paths.cert, paths.key, True
 
 
+def host_names(domain: str, tls_names: list[str], name: str) -> list[str]:
+    """Names and addresses a host's certificate carries: ``tls.domain``, the provider's names, then the
+    host's inventory name (its address), each once.
+
+    Example: ``host_names("chat.example.com", [], "10.0.0.4") == ["chat.example.com", "10.0.0.4"]``
+    """
+    return list(dict.fromkeys([*([domain] if domain else []), *tls_names, name]))
+
+
+def issue_for_inventory(entries: list[tuple[str, dict]]) -> list[Path]:
+    """Issue (or renew) the stack-CA certificate of every host of pyinfra inventory ``entries``.
+
+    Runs on the control machine before pyinfra does (``ollastack up``, or ``python -m ollastack.certs
+    INVENTORY`` before a plain ``pyinfra`` run), so that a converge, ``--dry`` included, only uploads
+    files that exist. The CA permits every host's names, so issuing for the second host keeps the CA
+    the first one's certificate came from. Returns the fullchain paths.
+
+    Example: ``issue_for_inventory(pyinfra_hosts(stack, hosts))``
+    """
+    from ollastack.hostdata import defaults, key
+
+    # A plain inventory may leave settings out: the deploys then use the defaults, and so does this.
+    entries = [(address, {**defaults(), **data}) for address, data in entries]
+
+    def names(address: str, data: dict) -> list[str]:
+        return host_names(data[key("tls.domain")], data[key("tls_names")], address)
+
+    issued = []
+    for address, data in entries:
+        stack_dir = ssl_dir(data[key("stack.name")])
+        ca_names = [n for other, other_data in entries if other_data[key("stack.name")] == data[key("stack.name")]
+                    for n in names(other, other_data)]
+        label = data.get(key("name")) or address
+        ensure_server_cert(stack_dir, label, names(address, data), days=data[key("tls.days")],
+                           renew_before_days=data[key("tls.renew_before_days")], ca_names=list(dict.fromkeys(ca_names)))
+        issued.append(server_cert_paths(stack_dir, label).fullchain)
+    return issued
+
+
+def inventory_entries(path: str | Path) -> list[tuple[str, dict]]:
+    """The ``(name, data)`` hosts of a pyinfra inventory file (its top-level lists), as pyinfra reads them.
+
+    Example: ``inventory_entries("inventories/lab.py")``
+    """
+    import runpy
+
+    found = []
+    for name, value in runpy.run_path(str(path)).items():
+        if not name.startswith("_") and isinstance(value, (list, tuple)):
+            found += [item for item in value if isinstance(item, tuple) and len(item) == 2
+                      and isinstance(item[0], str) and isinstance(item[1], dict)]
+    return found
+
+
 def describe(cert_path: str | Path) -> dict:
     """What a status report shows about a certificate: issuer, not_after, days_left, sans, serial.
 
@@ -301,3 +355,21 @@ def describe(cert_path: str | Path) -> dict:
     return {"issuer": cert.issuer.rfc4514_string(), "not_after": not_after.isoformat(),
             "days_left": (not_after - _now()).days, "sans": [str(name.value) for name in _sans(cert)],
             "serial": format(cert.serial_number, "x")}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m ollastack.certs INVENTORY``: issue the certificates a plain ``pyinfra INVENTORY deploy/site.py``
+    run uploads."""
+    import sys
+
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        print("usage: python -m ollastack.certs INVENTORY (e.g. inventories/lab.py)", file=sys.stderr)
+        return 2
+    for path in issue_for_inventory(inventory_entries(args[0])):
+        print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -18,7 +18,7 @@ from ollastack import __version__, lab, orchestrate
 from ollastack.cloud import CloudError
 from ollastack.config import CONFIG_ENV, ConfigError, Stack, config_path, iter_settings, load_stack
 from ollastack.progress import Progress
-from ollastack.state import StackBusy, stack_lock
+from ollastack.state import StackBusy, admin_password_file, stack_lock
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -117,7 +117,8 @@ def cmd_down(args: argparse.Namespace, stack: Stack) -> int:
 
 def cmd_admin_password(args: argparse.Namespace, stack: Stack) -> int:
     """Print the Open WebUI admin password (generated once per stack when openwebui.admin_password is empty)."""
-    password = stack.openwebui.admin_password_file(stack.stack.name).read_text().strip()
+    configured = stack.openwebui.admin_password.get_secret_value()
+    password = admin_password_file(stack.stack.name, configured).read_text().strip()
     _emit(args, {"email": stack.openwebui.admin_email, "password": password}, password)
     return EXIT_OK
 

@@ -408,20 +408,6 @@ class AlibabaSection(Section):
     vpc_endpoint: EndpointUrl = Field("", description="VPC API URL (http:// allowed); empty: the SDK's endpoint for the region.",
                                       examples=["https://vpc.cn-hangzhou.aliyuncs.com"])
 
-    def icp_warning(self, domain: str) -> str:
-        """A line to show before ``up`` when a domain is served from mainland China, else "".
-
-        Example::
-
-            if line := stack.alibaba.icp_warning(stack.tls.domain):
-                print(line, file=sys.stderr)
-        """
-        mainland = self.region.startswith("cn-") and not self.region.startswith("cn-hongkong")
-        if not (mainland and domain):
-            return ""
-        return (f"warning: alibaba.region {self.region} is in mainland China: serving {domain} needs an ICP filing, "
-                "or Alibaba blocks HTTP(S) to it; pick a region outside the mainland (e.g. cn-hongkong) if it has none")
-
 
 class OllamaSection(Section):
     version: str = Field("0.13.3", description="Pinned Ollama release.", pattern=r"^\d+\.\d+\.\d+$")
@@ -543,27 +529,6 @@ class OpenWebUISection(Section):
         if not EMAIL_RE.fullmatch(value):
             raise ValueError("expected an e-mail address like admin@example.com")
         return value.lower()
-
-    def admin_password_file(self, stack_name: str) -> Path:
-        """The 0600 file on the control machine holding the admin password: the configured one, else
-        one generated once. Deploys read the password from here, so it never travels in host data.
-
-        Example::
-
-            password = stack.openwebui.admin_password_file(stack.stack.name).read_text().strip()
-        """
-        from ollastack.state import state_dir, write_atomic
-
-        path = state_dir() / f"{stack_name}.openwebui-admin-password"
-        configured = self.admin_password.get_secret_value()
-        current = path.read_text().strip() if path.exists() else None
-        if configured and configured != current:
-            write_atomic(path, configured + "\n", mode=0o600)
-        elif not configured and current is None:
-            import secrets
-
-            write_atomic(path, secrets.token_urlsafe(18) + "\n", mode=0o600)
-        return path.resolve()
 
 
 # ACME accounts need a mailbox on a real domain: Let's Encrypt refuses addresses like root@localhost.
@@ -748,8 +713,6 @@ class Stack(Section):
 
 # Settings that never travel in host data or output.
 SECRETS = ("openwebui.admin_password",)
-# Sections whose settings travel to the hosts as pyinfra host data (``<section>_<field>``).
-HOST_SECTIONS = ("stack", "access", "ollama", "openwebui", "tls", "gpu")
 
 
 def config_path(explicit: str | None = None) -> Path:
@@ -845,18 +808,3 @@ def iter_settings(model: type[BaseModel] = Stack, prefix: str = ""):
             if isinstance(default, SecretStr):
                 default = default.get_secret_value()
             yield f"{prefix}{name}", default, field.description or ""
-
-
-def host_data(stack: Stack) -> dict[str, Any]:
-    """Flatten the host-side sections into pyinfra host data keys like ``ollama_host``.
-
-    Secrets stay out: the admin password travels as the path of its 0600 file on the control machine.
-    """
-    data: dict[str, Any] = {}
-    for section in HOST_SECTIONS:
-        for key, value in getattr(stack, section).model_dump().items():
-            if not isinstance(value, SecretStr):
-                data[f"{section}_{key}"] = value
-    if stack.openwebui.install != "none":
-        data["openwebui_admin_password_file"] = str(stack.openwebui.admin_password_file(stack.stack.name))
-    return data

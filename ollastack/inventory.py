@@ -17,8 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from ollastack import providers
-from ollastack.config import Stack, host_data, load_stack
+from ollastack.config import Stack, load_stack
 from ollastack.host import SSH_PORT, Host
+from ollastack.hostdata import host_data, key
 from ollastack.state import hold_lock_until_exit, known_hosts_file
 
 
@@ -31,8 +32,8 @@ def pyinfra_hosts(stack: Stack, hosts: Iterable[Host], known_hosts: Path | None 
     for host in hosts:
         data = dict(common)
         data.update({
-            "ollastack_name": host.name,
-            "tls_names": list(host.tls_names),
+            key("name"): host.name,
+            key("tls_names"): list(host.tls_names),
             "ssh_user": host.user,
             "ssh_key": str(private_key),
             "ssh_strict_host_key_checking": strict,

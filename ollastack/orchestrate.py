@@ -27,10 +27,11 @@ from typing import Any
 from ollastack import certs, dnscheck, providers, ready, resources
 from ollastack.config import Stack
 from ollastack.host import Host
+from ollastack.inventory import pyinfra_hosts
 from ollastack.ollama_names import client_address, tagged
 from ollastack.progress import Progress
 from ollastack.ssh import ssh_command
-from ollastack.state import LOCK_FD_ENV, held_lock, state_dir
+from ollastack.state import LOCK_FD_ENV, admin_password_file, held_lock, state_dir
 
 
 class ConvergeError(Exception):
@@ -98,7 +99,8 @@ def https_check(stack: Stack, host: Host, wait_s: float = 0.0) -> dict[str, Any]
     target = ready.Target(host_url_name(stack, host), host.address, cafile=str(ca) if use_ca else None)
     admin = None
     if stack.openwebui.install != "none":
-        password = stack.openwebui.admin_password_file(stack.stack.name).read_text().strip()
+        configured = stack.openwebui.admin_password.get_secret_value()
+        password = admin_password_file(stack.stack.name, configured).read_text().strip()
         admin = (stack.openwebui.admin_email, password)
     return ready.check(target, admin, wait_s)
 
@@ -141,6 +143,8 @@ def host_url_name(stack: Stack, host: Host) -> str:
 def up(stack: Stack, progress: Progress, config_path: str) -> dict[str, Any]:
     hosts = provision(stack, progress)
     dns_preflight(stack, hosts)
+    # Control-machine work happens here, not in the deploys: the converge only uploads what exists.
+    certs.issue_for_inventory(pyinfra_hosts(stack, hosts))
     converge(stack, config_path, progress)
     report = []
     for host in hosts:

@@ -22,6 +22,7 @@ import contextlib
 import fcntl
 import json
 import os
+import secrets
 import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping
@@ -145,6 +146,24 @@ def write_atomic(path: Path, text: str, mode: int = 0o600) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def admin_password_file(stack_name: str, configured: str = "") -> Path:
+    """The 0600 file on the control machine holding Open WebUI's admin password: ``configured`` (the
+    stack's ``openwebui.admin_password``) when given, else one generated once. Deploys read the password
+    from here, so it never travels in host data.
+
+    Example::
+
+        password = admin_password_file(stack.stack.name, stack.openwebui.admin_password.get_secret_value())
+    """
+    path = state_dir() / f"{stack_name}.openwebui-admin-password"
+    current = path.read_text().strip() if path.exists() else None
+    if configured and configured != current:
+        write_atomic(path, configured + "\n", mode=0o600)
+    elif not configured and current is None:
+        write_atomic(path, secrets.token_urlsafe(18) + "\n", mode=0o600)
+    return path.resolve()
 
 
 class StackState:

@@ -79,9 +79,21 @@ class Timing:
     report_s: float = 15.0       # repeat an unchanged status line this often
 
 
+def icp_warning(region: str, domain: str) -> str:
+    """A line to show before ``up`` when ``domain`` is served from a mainland China region, else "".
+
+    Example: ``icp_warning("cn-hangzhou", "chat.example.com")`` says an ICP filing is needed.
+    """
+    mainland = region.startswith("cn-") and not region.startswith("cn-hongkong")
+    if not (mainland and domain):
+        return ""
+    return (f"warning: alibaba.region {region} is in mainland China: serving {domain} needs an ICP filing, "
+            "or Alibaba blocks HTTP(S) to it; pick a region outside the mainland (e.g. cn-hongkong) if it has none")
+
+
 def warnings(stack: Stack) -> list[str]:
     """Lines the CLI prints before creating anything (ICP filing in mainland China)."""
-    line = stack.alibaba.icp_warning(stack.tls.domain)
+    line = icp_warning(stack.alibaba.region, stack.tls.domain)
     return [line] if line else []
 
 

@@ -477,8 +477,8 @@ def test_inventory_file_lists_the_vm(arm, make_stack, keys, tmp_path):
     address = re.search(r"^\[([0-9.]+)\]", out, re.MULTILINE).group(1)
     data = json.loads(out.split("--> Data:", 1)[1].split("\n-->", 1)[0])
     assert ipaddress.ip_address(address).is_loopback and "--> Groups: azure" in out
-    assert (data["ssh_user"], data["_sudo"], data["ollama_host"]) == ("ollastack", True, "127.0.0.1:11434")
-    assert data["tls_names"] == ["demo-chat.westeurope.cloudapp.azure.com"]
+    assert (data["ssh_user"], data["_sudo"], data["ollastack_ollama_host"]) == ("ollastack", True, "127.0.0.1:11434")
+    assert data["ollastack_tls_names"] == ["demo-chat.westeurope.cloudapp.azure.com"]
     assert data["ssh_known_hosts_file"].endswith("state/demo.known_hosts")
 
 

@@ -190,7 +190,7 @@ def test_a_converge_that_would_lock_itself_out_changes_nothing(stack, host, keyp
     # Drift that Base, the first component, would repair: still there afterwards means nothing ran.
     ssh(host["address"], f"cp -p {probe} /root/probe.bak && echo '// drift' >> {probe}", keypair)
     try:
-        process, _ = stack.pyinfra("--data", 'access_admin_cidrs=["198.51.100.0/24"]', check=False)
+        process, _ = stack.pyinfra("--data", 'ollastack_access_admin_cidrs=["198.51.100.0/24"]', check=False)
         assert ssh(host["address"], f"tail -n1 {probe}", keypair).stdout.strip() == "// drift"
     finally:
         ssh(host["address"], f"mv /root/probe.bak {probe}", keypair)

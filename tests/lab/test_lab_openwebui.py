@@ -417,7 +417,7 @@ def test_pip_route_refused_at_converge_without_python(ctr_converged, ctr_host, k
     # A drift the converge would repair before it reaches Open WebUI: still there afterwards means nothing ran.
     ssh(address, f"cp -p {probe} /root/probe.bak && echo '# drift' >> {probe}", keypair)
     try:
-        process, _ = ctr_stack.pyinfra("--data", "openwebui_install=pip", check=False)
+        process, _ = ctr_stack.pyinfra("--data", "ollastack_openwebui_install=pip", check=False)
         assert ssh(address, f"tail -n1 {probe}", keypair).stdout.strip() == "# drift"
     finally:
         ssh(address, f"mv /root/probe.bak {probe}", keypair)

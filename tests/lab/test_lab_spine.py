@@ -121,7 +121,7 @@ def test_one_setting_change_restarts_ollama_once(converged, lab_stack, lab_host,
     lab_stack.write(ollama={"keep_alive": "10m"})
     _, report = lab_stack.pyinfra()
     assert changed_ops(report) == ["Ollama | Ollama settings (override.conf)", "Ollama | Reload systemd units",
-                                   "Ollama | Restart Ollama", "Ollama | Wait for Ollama's API"]
+                                   "Ollama | Restart Ollama", "Ollama | Wait for Ollama to be healthy"]
     assert _starts(lab_host["address"], keypair, since) == 1
     env = ssh(lab_host["address"], "systemctl show ollama -p Environment --value", keypair).stdout
     assert "OLLAMA_KEEP_ALIVE=10m" in env

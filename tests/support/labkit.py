@@ -54,7 +54,13 @@ class LabStack:
 
     def pyinfra(self, *extra: str, check: bool = True, deploy: str = "deploy/site.py"
                 ) -> tuple[subprocess.CompletedProcess, dict | None]:
-        """Run the real pyinfra CLI against the lab inventory; returns the process and its --json results."""
+        """Run the real pyinfra CLI against the lab inventory; returns the process and its --json results.
+
+        The stack-CA certificates are issued first, as ``ollastack up`` does before it converges.
+        """
+        issued = subprocess.run([sys.executable, "-m", "ollastack.certs", "inventories/lab.py"], cwd=REPO,
+                                env=self.env, capture_output=True, text=True, timeout=300)
+        assert issued.returncode == 0, issued.stderr
         cmd = [sys.executable, "-m", "pyinfra", "-y", "--json", *extra, "inventories/lab.py", deploy]
         result = subprocess.run(cmd, cwd=REPO, env=self.env, capture_output=True, text=True, timeout=900)
         lines = [line for line in result.stdout.splitlines() if line.startswith('{"plan"')]

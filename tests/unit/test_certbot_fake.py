@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import subprocess
 
-from ollastack.config import host_data, parse_stack
+from ollastack.config import parse_stack
+from ollastack.hostdata import host_data
 from tests.unit.test_gpu_fake import LINUX, converge
 from tests.unit.test_ollama_env import uploads  # noqa: F401 (fixture: what the deploy uploads)
 

@@ -10,7 +10,8 @@ import json
 import pytest
 from pyinfra.connectors.fake import FakeConnector
 
-from ollastack.config import host_data, iter_settings, parse_stack
+from ollastack.config import iter_settings, parse_stack
+from ollastack.hostdata import host_data
 from tests.unit.test_gpu_fake import LINUX, converge, present_file, site_gpu_and_ollama
 
 OVERRIDE = "/etc/systemd/system/ollama.service.d/override.conf"

@@ -54,7 +54,8 @@ def test_firewall_refuses_to_lock_out_its_own_ssh_client(cidrs, client, locked_o
 
 
 @pytest.mark.parametrize("listen,client", [("127.0.0.1:11434", "127.0.0.1:11434"), ("0.0.0.0:8000", "127.0.0.1:8000"),
-                                           ("[::]:11434", "[::1]:11434"), ("10.88.0.1:11434", "10.88.0.1:11434")])
+                                           ("[::]:11434", "[::1]:11434"), ("10.88.0.1:11434", "10.88.0.1:11434"),
+                                           ("[fd00::5]:11434", "[fd00::5]:11434")])
 def test_ollama_client_address(listen, client):
     assert client_address(listen) == client
 
@@ -79,11 +80,12 @@ def test_ollama_environment_carries_every_setting():
     assert set(env) == {"OLLAMA_HOST", "OLLAMA_MODELS", "OLLAMA_KEEP_ALIVE", "OLLAMA_NUM_PARALLEL",
                         "OLLAMA_MAX_LOADED_MODELS", "OLLAMA_MAX_QUEUE", "OLLAMA_CONTEXT_LENGTH",
                         "OLLAMA_FLASH_ATTENTION", "OLLAMA_KV_CACHE_TYPE"}
-    data.ollama_https_proxy = "http://proxy.invalid:3128"
+    data.ollastack_ollama_https_proxy = "http://proxy.invalid:3128"
     assert environment(data)["HTTPS_PROXY"] == "http://proxy.invalid:3128"
 
 
 def test_defaults_cover_every_host_setting():
-    assert DEFAULTS["ollama_host"] == "127.0.0.1:11434"
-    assert DEFAULTS["tls_mode"] == "self-signed"
-    assert all(not key.startswith(("azure_", "alibaba_", "lab_")) for key in DEFAULTS)
+    assert DEFAULTS["ollastack_ollama_host"] == "127.0.0.1:11434"
+    assert DEFAULTS["ollastack_tls_mode"] == "self-signed"
+    assert all(key.startswith("ollastack_") for key in DEFAULTS)
+    assert all(not key.startswith(("ollastack_azure_", "ollastack_alibaba_", "ollastack_lab_")) for key in DEFAULTS)
