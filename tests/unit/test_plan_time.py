@@ -24,6 +24,7 @@ from pyinfra.api.exceptions import DeployError
 from tests.support.repo import REPO
 from ollastack.certs import issue_for_inventory
 from ollastack.config import parse_stack
+from ollastack.host import Host
 from ollastack.inventory import pyinfra_hosts
 
 FAKE = "@fake/plan-host"
@@ -54,7 +55,7 @@ def stack_file(home: Path, admin_cidrs: list[str]) -> Path:
 
 def entries(home: Path, admin_cidrs: list[str], user: str = "root") -> list[tuple[str, dict]]:
     stack = parse_stack(tomllib.loads(stack_file(home, admin_cidrs).read_text()))
-    found = pyinfra_hosts(stack, [{"name": "plan-1", "address": FAKE, "user": user}])
+    found = pyinfra_hosts(stack, [Host("plan-1", FAKE, user)])
     for _, data in found:
         data.update(fake_responses=ANSWERS, fake_delay=0, fake_delay_jitter=0)
     return found
@@ -110,8 +111,8 @@ def inventory_file(home: Path, address: str) -> Path:
     """A plain pyinfra inventory of the stack's one host at ``address``."""
     path = home / f"inventory_{address.strip('@').replace('/', '_').replace('.', '_').replace('-', '_')}.py"
     path.write_text(
-        "from ollastack.config import load_stack\nfrom ollastack.inventory import pyinfra_hosts\n"
-        f"hosts = pyinfra_hosts(load_stack(), [{{'name': 'plan-1', 'address': {address!r}, 'user': 'root'}}])\n"
+        "from ollastack.config import load_stack\nfrom ollastack.host import Host\nfrom ollastack.inventory import pyinfra_hosts\n"
+        f"hosts = pyinfra_hosts(load_stack(), [Host('plan-1', {address!r})])\n"
         f"for _, data in hosts:\n    data.update(fake_responses={ANSWERS!r}, fake_delay=0, fake_delay_jitter=0)\n")
     return path
 

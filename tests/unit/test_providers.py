@@ -147,7 +147,7 @@ def test_static_inventory_logs_in_as_the_static_user_trusting_keys_on_first_use(
     assert address == "192.0.2.10"
     assert (data["ssh_user"], data["_sudo"], data["ssh_strict_host_key_checking"]) == ("debian", True, "accept-new")
     assert data["ssh_known_hosts_file"] == str(known_hosts_file("provinv"))
-    assert "ssh_port" not in data and data["access_admin_cidrs"] == ["127.0.0.1/32"]
+    assert "ssh_port" not in data and data["ollastack_access_admin_cidrs"] == ["127.0.0.1/32"]
 
 
 def test_lab_inventory_checks_keys_strictly_and_lets_the_control_machine_in(home, monkeypatch):
@@ -158,7 +158,7 @@ def test_lab_inventory_checks_keys_strictly_and_lets_the_control_machine_in(home
     assert (address, data["ollastack_name"], data["ssh_user"]) == ("10.213.0.10", "provinv-1", "root")
     assert "_sudo" not in data and data["ssh_strict_host_key_checking"] == "yes"
     assert data["ssh_known_hosts_file"] == str(lab.known_hosts_path())
-    assert data["access_admin_cidrs"] == ["127.0.0.1/32", "10.213.0.1/32"]
+    assert data["ollastack_access_admin_cidrs"] == ["127.0.0.1/32", "10.213.0.1/32"]
 
 
 def test_hand_written_inventory_takes_hosts_or_their_records(home, monkeypatch):
@@ -180,7 +180,7 @@ def test_cloud_inventory_reads_the_recorded_hosts(home, monkeypatch):
                                                         tls_names=("provinv.westeurope.cloudapp.azure.com",))])
     [(address, entry)] = _inventory(home, monkeypatch, data, "azure")
     assert (address, entry["ssh_port"], entry["ssh_user"], entry["_sudo"]) == ("192.0.2.30", 2200, "ollastack", True)
-    assert entry["tls_names"] == ["provinv.westeurope.cloudapp.azure.com"]
+    assert entry["ollastack_tls_names"] == ["provinv.westeurope.cloudapp.azure.com"]
 
 
 def test_lab_and_cloud_share_one_progress():
