@@ -1,4 +1,4 @@
-"""The ``ollastack`` command: validate, up, down, status, lab up/down/list, settings.
+"""The ``ollastack`` command: validate, up, down, status, doctor, logs, lab up/down/list, settings.
 
 Exit codes mean something to pipelines: 0 ok, 1 a failure on a host or in the cloud, 2 bad input
 (nothing was touched). Progress goes to stderr, so ``--json`` output on stdout stays parseable.
@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any, Iterator
 
-from ollastack import PROJECT_ROOT, lab, orchestrate
+from ollastack import PROJECT_ROOT, doctor, lab, logs, orchestrate
 from ollastack.cloud import CloudError
 from ollastack.config import CONFIG_ENV, ConfigError, Stack, config_path, iter_settings, load_stack
 from ollastack.progress import Progress
@@ -159,6 +159,25 @@ def cmd_status(args: argparse.Namespace, stack: Stack) -> int:
     return EXIT_OK if all(h["ok"] for h in report["hosts"]) else EXIT_FAILED
 
 
+def cmd_doctor(args: argparse.Namespace, stack: Stack) -> int:
+    report = doctor.run(stack)
+    _emit(args, report, doctor.render(report))
+    if not report["ok"] or (args.strict and report["warnings"]):
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+def cmd_logs(args: argparse.Namespace, stack: Stack) -> int:
+    return EXIT_OK if logs.show(stack, args.service, since=args.since, follow=args.follow) == 0 else EXIT_FAILED
+
+
+def _since(value: str) -> str:
+    try:
+        return logs.valid_since(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _global_options(default: Any) -> argparse.ArgumentParser:
     """``--config`` and ``--json``; subcommands get them with ``default`` SUPPRESS, so a value given
     before the subcommand survives and one given after it wins."""
@@ -196,6 +215,17 @@ def build_parser() -> argparse.ArgumentParser:
     down = sub.add_parser("down", help="delete every resource this stack created", parents=common)
     down.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     sub.add_parser("status", help="hosts of the stack and whether HTTPS answers", parents=common)
+    doctor_parser = sub.add_parser(
+        "doctor", parents=common,
+        help="check every host end to end (services, ports, Ollama, models, nginx, certificate, journal, disk, "
+             "GPU, settings drift) and say how to fix what fails; changes nothing; exit 0 all ok, 1 a failure")
+    doctor_parser.add_argument("--strict", action="store_true", help="warnings fail too (exit 1)")
+    logs_parser = sub.add_parser("logs", parents=common,
+                                 help="the services' journal on every host, lines prefixed with the host's name")
+    logs_parser.add_argument("service", nargs="?", default="all", choices=[*logs.SERVICES, "all"],
+                             help="whose journal (default: all the stack installs)")
+    logs_parser.add_argument("--since", type=_since, help='from when: "2026-12-01 14:00", "2h ago", today, ...')
+    logs_parser.add_argument("--follow", "-f", action="store_true", help="keep printing new lines until Ctrl-C")
     sub.add_parser("admin-password", help="print the Open WebUI admin password (the only command that shows it)",
                    parents=common)
     lab_parser = sub.add_parser("lab", help="local Debian hosts (systemd-nspawn) to try the stack", parents=common)
@@ -224,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
         for line in stack.warnings():
             print(line, file=sys.stderr)
     handlers = {"validate": cmd_validate, "up": cmd_up, "down": cmd_down, "status": cmd_status, "lab": cmd_lab,
-                "admin-password": cmd_admin_password}
+                "admin-password": cmd_admin_password, "doctor": cmd_doctor, "logs": cmd_logs}
     # Two commands changing one stack at once would race (two VPCs, two converges): one at a time.
     changes = args.command in ("up", "down") or (
         args.command == "lab" and args.lab_command in ("up", "down") and not getattr(args, "all", False))
