@@ -254,7 +254,10 @@ def check_ports(stack: Stack, probe: Probe) -> list[Check]:
         holders = [item for item in listeners if item.port == port]
         strangers = [item for item in holders if item.unit != f"{unit}.service"]
         name = f"port {port} ({what})"
-        if strangers:
+        if strangers and service not in installed(stack):
+            # openwebui.install = "none": nginx proxies to whatever the operator runs on that port.
+            checks.append(Check(name, OK, f"held by {strangers[0].holder()} (yours: openwebui.install = \"none\")"))
+        elif strangers:
             pid = strangers[0].processes[0][1] if strangers[0].processes else None
             checks.append(Check(name, FAIL, f"held by {strangers[0].holder()}, not {unit}",
                                 f"stop that process ({f'kill {pid}' if pid else 'ss -ltnp'}) or move it to another "

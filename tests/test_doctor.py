@@ -154,11 +154,18 @@ def test_each_fault_is_named_with_its_fix(stack):
     not_restarted = healthy(s, liveenv="OLLAMA_KEEP_ALIVE=30m")
     assert problems(s, not_restarted)["ollama settings"].status == doctor.WARN
 
-    squatted = healthy(s, listeners=SS + 'LISTEN 0 5 127.0.0.1:8080 0.0.0.0:* users:(("python3",pid=4242,fd=3))\n',
-                       cgroups=CGROUPS + "4242 0::/system.slice/squat.service\n")
-    check = problems(s, squatted)["port 8080 (Open WebUI)"]
-    assert set(problems(s, squatted)) == {"port 8080 (Open WebUI)"}
+    squatter = 'LISTEN 0 5 127.0.0.1:8080 0.0.0.0:* users:(("python3",pid=4242,fd=3))\n'
+    squatted = healthy(s, listeners=SS + squatter, cgroups=CGROUPS + "4242 0::/system.slice/squat.service\n")
+    # Without Open WebUI, what listens on its port is the operator's own (nginx proxies to it).
+    assert problems(s, squatted) == {}
+    assert "yours" in verdicts(s, squatted)["port 8080 (Open WebUI)"].detail
+    webui = stack(openwebui={"install": "container"})
+    squatted = healthy(webui, listeners=SS + squatter, cgroups=CGROUPS + "4242 0::/system.slice/squat.service\n",
+                       webui="200")
+    check = problems(webui, squatted)["port 8080 (Open WebUI)"]
+    assert set(problems(webui, squatted)) == {"port 8080 (Open WebUI)"}
     assert "python3 (pid 4242) in squat.service" in check.detail and "kill 4242" in check.fix
+    assert "nginx serves it" in check.fix
 
     broken = healthy(s, nginx="nginx: [emerg] unknown directive \"this\" in /etc/nginx/conf.d/x.conf:1\n"
                               "nginx: configuration file /etc/nginx/nginx.conf test failed\nexit=1")

@@ -7,8 +7,10 @@ Each test puts the host back as it found it.
 
 from __future__ import annotations
 
+import base64
 import json
 import queue
+import shutil
 import signal
 import subprocess
 import sys
@@ -17,6 +19,7 @@ import time
 
 import pytest
 
+from ollastack import certs
 from tests.labkit import LabStack, lab_stack_fixture, ssh
 
 pytestmark = pytest.mark.lab
@@ -121,19 +124,22 @@ def test_override_edited_by_hand(stack, host):
     assert "[ollama]" in drift["ollama settings"]["fix"]
 
 
-def test_another_process_on_the_open_webui_port(stack, host):
-    on_host(host, stack, "systemd-run --unit doctor-squatter python3 -m http.server 8080 --bind 127.0.0.1 && "
-                         "for i in $(seq 60); do ss -ltnH | grep -q ':8080 ' && exit 0; sleep 0.5; done; exit 1")
+def test_another_process_on_ollamas_port(stack, host):
+    """Something else took 127.0.0.1:11434 while Ollama was down: doctor names it, not just "Ollama stopped"."""
+    on_host(host, stack, "systemctl stop ollama && "
+                         "systemd-run --unit doctor-squatter python3 -m http.server 11434 --bind 127.0.0.1 && "
+                         "for i in $(seq 60); do ss -ltnH | grep -q ':11434 ' && exit 0; sleep 0.5; done; exit 1")
     try:
         code, report = doctor(stack)
     finally:
         on_host(host, stack, "systemctl stop doctor-squatter")
+        restart_ollama(host, stack)
     assert code == 1
     problems = not_ok(report)
-    assert set(problems) == {"port 8080 (Open WebUI)"}
-    assert "python3" in problems["port 8080 (Open WebUI)"]["detail"]
-    assert "doctor-squatter.service" in problems["port 8080 (Open WebUI)"]["detail"]
-    assert "kill" in problems["port 8080 (Open WebUI)"]["fix"]
+    assert set(problems) == {"service ollama", "port 11434 (Ollama's API)", "ollama api"}
+    port = problems["port 11434 (Ollama's API)"]
+    assert "python3" in port["detail"] and "doctor-squatter.service" in port["detail"]
+    assert "kill" in port["fix"] and "systemctl restart ollama" in port["fix"]
 
 
 def test_nginx_config_broken(stack, host):
@@ -179,6 +185,47 @@ def test_a_warning_alone_keeps_exit_0_unless_strict(stack, host):
         restart_ollama(host, stack)
     assert [c["status"] for c in not_ok(report).values()] == ["warn"]
     assert (code, strict_code) == (0, 1)
+
+
+def put_file(host: dict, stack: LabStack, path: str, data: bytes) -> None:
+    on_host(host, stack, f"echo {base64.b64encode(data).decode()} | base64 -d > {path}")
+
+
+def test_certificate_close_to_expiry(stack, host, tmp_path):
+    """nginx serves a certificate from the stack CA with 5 days left: a warning whose fix is `ollastack up`."""
+    short_dir = tmp_path / "ssl"
+    shutil.copytree(stack.dir / "ssl" / stack.name, short_dir)
+    certs.ensure_server_cert(short_dir, "short", [host["address"]], days=5, renew_before_days=0)
+    paths = certs.server_cert_paths(short_dir, "short")
+    put_file(host, stack, "/etc/ollastack/tls/fullchain.pem", paths.fullchain.read_bytes())
+    put_file(host, stack, "/etc/ollastack/tls/privkey.pem", paths.key.read_bytes())
+    on_host(host, stack, "systemctl reload nginx")
+    try:
+        code, report = doctor(stack)
+        strict_code, _ = doctor(stack, "--strict")
+    finally:
+        stack.pyinfra()
+    problems = not_ok(report)
+    assert set(problems) == {"certificate"}
+    assert problems["certificate"]["status"] == "warn" and problems["certificate"]["detail"].startswith(
+        "close to expiry: 4 days left")
+    assert "ollastack up" in problems["certificate"]["fix"]
+    assert (code, strict_code) == (0, 1)
+
+
+def test_disk_nearly_full_under_the_models_directory(stack, host):
+    """A 256 MiB tmpfs over the models directory (the models copied in): Ollama still lists them, the disk fails."""
+    models = "/usr/share/ollama/.ollama/models"
+    on_host(host, stack, f"cp -a {models} /root/models-copy && mount -t tmpfs -o size=256M tmpfs {models} && "
+                         f"cp -a /root/models-copy/. {models}/")
+    try:
+        code, report = doctor(stack)
+    finally:
+        on_host(host, stack, f"umount {models} && rm -rf /root/models-copy")
+    problems = not_ok(report)
+    assert code == 1 and set(problems) == {"disk"}
+    assert problems["disk"]["status"] == "fail" and f"GiB free under {models}" in problems["disk"]["detail"]
+    assert "ollama rm" in problems["disk"]["fix"]
 
 
 def _reader(stream, lines: queue.Queue) -> None:
