@@ -24,9 +24,9 @@ from dataclasses import asdict, dataclass
 from types import SimpleNamespace
 from typing import Any
 
+from deploy.ollama import environment
 from ollastack import orchestrate, providers
 from ollastack.config import Stack, host_data, split_host_port
-from deploy.ollama import environment
 from ollastack.host import Host
 from ollastack.logs import SERVICES, installed
 from ollastack.ollama_names import client_address, tagged
@@ -41,14 +41,14 @@ JOURNAL_LINES = 1000
 # Error lines of Ollama's journal: (text, status, advice). Matched case-insensitively.
 OLLAMA_ERRORS = (
     ("CUDA error: out of memory", FAIL,
-     "the model does not fit in the GPU memory left: pick a smaller model or quantization, lower "
-     "ollama.context_length or ollama.num_parallel, or stop other GPU processes (nvidia-smi)"),
+     ("the model does not fit in the GPU memory left: pick a smaller model or quantization, lower "
+      "ollama.context_length or ollama.num_parallel, or stop other GPU processes (nvidia-smi)")),
     ("truncating input prompt", WARN,
-     "prompts are longer than the context window: raise ollama.context_length (OLLAMA_CONTEXT_LENGTH), "
-     "then `ollastack up`"),
+     ("prompts are longer than the context window: raise ollama.context_length (OLLAMA_CONTEXT_LENGTH), "
+      "then `ollastack up`")),
     ("failure during GPU discovery", FAIL,
-     "Ollama could not use the GPU and runs on the CPU: check `nvidia-smi` on the host (driver of "
-     "gpu.driver_branch loaded; reboot after a driver update), then `systemctl restart ollama`"),
+     ("Ollama could not use the GPU and runs on the CPU: check `nvidia-smi` on the host (driver of "
+      "gpu.driver_branch loaded; reboot after a driver update), then `systemctl restart ollama`")),
     ("entering low vram mode", WARN,
      "little GPU memory is free: models run partly on the CPU; stop other GPU processes or use smaller models"),
     ("address already in use", FAIL,
@@ -440,7 +440,7 @@ def probe_host(stack: Stack, host: Host) -> Probe | Check:
     argv = host_command(stack, host, "sh", "-c", PROBE, "doctor", base, stack.ollama.models_dir,
                         str(stack.openwebui.port), *units(stack).values())
     try:
-        result = subprocess.run(argv, capture_output=True, text=True, timeout=PROBE_TIMEOUT_S)
+        result = subprocess.run(argv, capture_output=True, text=True, timeout=PROBE_TIMEOUT_S, check=False)
     except subprocess.TimeoutExpired:
         return Check("ssh", FAIL, f"no answer within {PROBE_TIMEOUT_S}s", "is the host up and not overloaded?")
     probe = sections(result.stdout)
