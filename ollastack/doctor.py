@@ -77,7 +77,7 @@ base=$1 models=$2 webui=$3; shift 3
 s services; for u in "$@"; do printf '%s %s\\n' "$u" "$(systemctl is-active "$u" 2>/dev/null)"; done
 s listeners; ss -ltnpH 2>&1
 s cgroups; for p in $(ss -ltnpH | grep -o 'pid=[0-9]*' | cut -d= -f2 | sort -u); do
-  printf '%s %s\\n' "$p" "$(tail -n 1 "/proc/$p/cgroup" 2>/dev/null)"; done
+  printf '%s %s\\n' "$p" "$(grep -E '^0::|name=systemd:' "/proc/$p/cgroup" 2>/dev/null | tail -n 1)"; done
 s tags; curl -fsS --max-time 10 "$base/api/tags" 2>&1
 s ps; curl -fsS --max-time 10 "$base/api/ps" 2>&1
 s nginx; nginx -t 2>&1; echo "exit=$?"
@@ -86,7 +86,7 @@ s override; cat {OVERRIDE} 2>&1
 s liveenv; pid=$(systemctl show -p MainPID --value ollama)
 [ "${{pid:-0}}" -gt 0 ] && tr '\\0' '\\n' < "/proc/$pid/environ" | grep -E '^(OLLAMA_|HTTPS_PROXY=)'
 s journal; since=$(systemctl show -p ActiveEnterTimestamp --value ollama)
-[ -n "$since" ] && journalctl --no-pager -q -o cat --since "$since" _SYSTEMD_UNIT=ollama.service + SYSLOG_IDENTIFIER=ollama \\
+[ -n "$since" ] && journalctl --no-pager -q -o cat --since "$since" -u ollama \\
   | grep -iF {_grep(OLLAMA_ERRORS)} | tail -n {JOURNAL_LINES}
 s webuijournal; since=$(systemctl show -p ActiveEnterTimestamp --value open-webui)
 [ -n "$since" ] && journalctl --no-pager -q -o cat --since "$since" -u open-webui \\
@@ -225,8 +225,7 @@ def units(stack: Stack) -> dict[str, str]:
 
 
 def check_services(stack: Stack, probe: Probe) -> list[Check]:
-    states = dict(line.split(" ", 1) if " " in line else (line, "")
-                  for line in probe.get("services", "").splitlines())
+    states = dict(line.partition(" ")[::2] for line in probe.get("services", "").splitlines())
     checks = []
     for name, unit in units(stack).items():
         state = states.get(unit, "").strip() or "unknown"
@@ -392,8 +391,8 @@ def check_gpu(stack: Stack, probe: Probe) -> list[Check]:
     others = [line.split(", ") for line in probe.get("gpuapps", "").splitlines() if line.count(",") >= 2]
     others = [app for app in others if "ollama" not in app[1]]
     if others:
-        used = sum(int(app[2]) for app in others if app[2].strip().isdigit())
-        checks.append(Check("gpu memory", WARN, f"{used} MiB used by other processes: "
+        taken = sum(int(app[2]) for app in others if app[2].strip().isdigit())
+        checks.append(Check("gpu memory", WARN, f"{taken} MiB used by other processes: "
                             + ", ".join(f"{app[1]} (pid {app[0]})" for app in others),
                             "models may not fit and run partly on the CPU: stop those processes"))
     for model in (_json(probe.get("ps", "")) or {}).get("models", []):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import json
 import queue
+import shlex
 import shutil
 import signal
 import subprocess
@@ -61,8 +62,12 @@ def on_host(host: dict, stack: LabStack, command: str) -> str:
 
 def as_ollama_logs(host: dict, stack: LabStack, line: str) -> None:
     """Write ``line`` into ollama.service's journal as Ollama's own output would be (from the unit's cgroup)."""
-    on_host(host, stack, "sh -c 'echo $$ > /sys/fs/cgroup/system.slice/ollama.service/cgroup.procs && "
-                         f"echo \"{line}\" | systemd-cat -t ollama'")
+    # The shell joins the unit's cgroup in each hierarchy (cgroup v1 on the lab's nspawn, or v2), so journald
+    # files what its systemd-cat sends under _SYSTEMD_UNIT=ollama.service.
+    on_host(host, stack, "cg=$(systemctl show -p ControlGroup --value ollama); joined=no; "
+                         "for d in /sys/fs/cgroup/systemd /sys/fs/cgroup/unified /sys/fs/cgroup; do "
+                         "[ -f \"$d$cg/cgroup.procs\" ] && echo $$ > \"$d$cg/cgroup.procs\" && joined=yes; done; "
+                         f"[ $joined = yes ] && echo {shlex.quote(line)} | systemd-cat -t ollama")
     deadline = time.monotonic() + WAIT_S
     while line not in on_host(host, stack, "journalctl -u ollama -o cat --no-pager -n 50"):
         assert time.monotonic() < deadline, f"{line!r} never reached the journal"
