@@ -89,22 +89,23 @@ def show(stack: Stack, service: str, since: str | None = None, follow: bool = Fa
     words = journal_words(stack_units(stack, service), since, follow)
     hosts = providers.get(stack.stack.provider).hosts(stack)
     lock = threading.Lock()
-    # Own sessions: Ctrl-C reaches this process only, which then ends each ssh itself.
-    children = [(host, subprocess.Popen(host_command(stack, host, *words), stdout=subprocess.PIPE,
-                                        stderr=subprocess.PIPE, text=True, errors="replace",
-                                        start_new_session=True)) for host in hosts]
+    children: list[subprocess.Popen] = []
     pumps = []
-    for host, child in children:
-        for stream, target in ((child.stdout, out), (child.stderr, sys.stderr)):
-            pump = threading.Thread(target=_pump, args=(host.name, stream, target, lock), daemon=True)
-            pump.start()
-            pumps.append(pump)
     try:
-        codes = [child.wait() for _, child in children]
+        for host in hosts:
+            # Its own session: Ctrl-C reaches this process only, which then ends each ssh itself.
+            child = subprocess.Popen(host_command(stack, host, *words), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                     text=True, errors="replace", start_new_session=True)
+            children.append(child)
+            for stream, target in ((child.stdout, out), (child.stderr, sys.stderr)):
+                pump = threading.Thread(target=_pump, args=(host.name, stream, target, lock), daemon=True)
+                pump.start()
+                pumps.append(pump)
+        codes = [child.wait() for child in children]
     except KeyboardInterrupt:
-        for _, child in children:
+        for child in children:
             child.send_signal(signal.SIGTERM)
-        for _, child in children:
+        for child in children:
             child.wait()
         return 0
     for pump in pumps:

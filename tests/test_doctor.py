@@ -179,6 +179,22 @@ def test_each_fault_is_named_with_its_fix(stack):
     assert problems(s, tight)["disk"].status == doctor.WARN
 
 
+def test_open_webui_stopped(stack):
+    s = stack(openwebui={"install": "container"})
+    probe = healthy(s, services="ollastack-firewall active\nollama active\nnginx active\nopen-webui inactive",
+                    webui="000", webuijournal="")
+    found = problems(s, probe)
+    assert set(found) == {"service open-webui", "port 8080 (Open WebUI)", "open webui health"}
+    assert "ollastack logs openwebui" in found["service open-webui"].fix
+    assert found["port 8080 (Open WebUI)"].detail == "nothing listens"
+    refused = healthy(s, services=probe["services"].replace("inactive", "active"), webui="200",
+                      listeners=SS + 'LISTEN 0 2048 127.0.0.1:8080 0.0.0.0:* users:(("python3",pid=55,fd=9))',
+                      cgroups=CGROUPS + "55 0::/system.slice/open-webui.service/libpod-payload-abc\n",
+                      webuijournal="ERROR | Connection error: Cannot connect to host 127.0.0.1:11434 "
+                                   "[Connection refused]")
+    assert set(problems(s, refused)) == {"journal openwebui: connection refused"}
+
+
 def test_journal_lines_come_with_counts_and_advice(stack):
     s = stack()
     probe = healthy(s, journal="CUDA error: out of memory\nCUDA error: out of memory\n"
