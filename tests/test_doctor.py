@@ -211,7 +211,10 @@ def test_gpu_checks(stack):
     smi = "Tesla T4, 570.172.08, 15360, 1200"
     loaded = {"models": [{"name": "llama3.2:1b", "size": 1_321_098_329, "size_vram": 0}]}
     found = problems(s, healthy(s, gpu=smi, pci="1", ps=json.dumps(loaded)))
-    assert set(found) == {"loaded llama3.2:1b"} and "CPU" in found["loaded llama3.2:1b"].detail
+    assert set(found) == {"loaded llama3.2:1b"} and found["loaded llama3.2:1b"].status == doctor.FAIL
+    assert found["loaded llama3.2:1b"].detail.startswith("size_vram 0: running on the CPU")
+    loaded["models"][0]["size_vram"] = 660_000_000
+    assert problems(s, healthy(s, gpu=smi, pci="1", ps=json.dumps(loaded)))["loaded llama3.2:1b"].status == doctor.WARN
     loaded["models"][0]["size_vram"] = 1_321_098_329
     assert problems(s, healthy(s, gpu=smi, pci="1", ps=json.dumps(loaded))) == {}
     lost = problems(s, healthy(s, pci="1"))
