@@ -232,7 +232,7 @@ def check_services(stack: Stack, probe: Probe) -> list[Check]:
         if state == "active":
             checks.append(Check(f"service {unit}", OK, "active"))
         else:
-            checks.append(Check(f"service {unit}", FAIL, f"{state}, not active",
+            checks.append(Check(f"service {unit}", FAIL, state,
                                 f"see why: `ollastack logs {name}`; then `systemctl restart {unit}` "
                                 "on the host, or `ollastack up`"))
     return checks
