@@ -29,13 +29,11 @@ pytestmark = pytest.mark.lab
 WAIT_S = 30
 
 
-class DoctorStack(LabStack):
-    name = "doctortest"
-    release = "bookworm"
+@pytest.fixture(scope="module", params=["bookworm", "trixie"])
+def stack(request, tmp_path_factory, keypair, archives):
+    class DoctorStack(LabStack):
+        name, release = f"doctortest-{request.param[:3]}", request.param
 
-
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory, keypair, archives):
     yield from lab_stack_fixture(lambda: DoctorStack(tmp_path_factory.mktemp("doctor"), keypair, archives))
 
 
