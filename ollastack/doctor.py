@@ -38,7 +38,8 @@ PROBE_TIMEOUT_S = 90
 SECTION = "@@doctor:"
 JOURNAL_LINES = 1000
 
-# Error lines of Ollama's journal: (text, status, advice). Matched case-insensitively.
+# Error lines of Ollama's journal (its unit's output, or anything logged as ``ollama``): (text, status,
+# advice). Matched case-insensitively.
 OLLAMA_ERRORS = (
     ("CUDA error: out of memory", FAIL,
      ("the model does not fit in the GPU memory left: pick a smaller model or quantization, lower "
@@ -86,7 +87,7 @@ s override; cat {OVERRIDE} 2>&1
 s liveenv; pid=$(systemctl show -p MainPID --value ollama)
 [ "${{pid:-0}}" -gt 0 ] && tr '\\0' '\\n' < "/proc/$pid/environ" | grep -E '^(OLLAMA_|HTTPS_PROXY=)'
 s journal; since=$(systemctl show -p ActiveEnterTimestamp --value ollama)
-[ -n "$since" ] && journalctl --no-pager -q -o cat --since "$since" -u ollama \\
+[ -n "$since" ] && journalctl --no-pager -q -o cat --since "$since" _SYSTEMD_UNIT=ollama.service + SYSLOG_IDENTIFIER=ollama \\
   | grep -iF {_grep(OLLAMA_ERRORS)} | tail -n {JOURNAL_LINES}
 s webuijournal; since=$(systemctl show -p ActiveEnterTimestamp --value open-webui)
 [ -n "$since" ] && journalctl --no-pager -q -o cat --since "$since" -u open-webui \\

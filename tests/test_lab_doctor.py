@@ -59,16 +59,15 @@ def on_host(host: dict, stack: LabStack, command: str) -> str:
 
 
 def as_ollama_logs(host: dict, stack: LabStack, line: str) -> None:
-    """Write ``line`` into ollama.service's journal as Ollama's own output would be (from the unit's cgroup)."""
-    # The shell joins the unit's cgroup in each hierarchy (cgroup v1 on the lab's nspawn, or v2), so journald
-    # files what its systemd-cat sends under _SYSTEMD_UNIT=ollama.service.
-    on_host(host, stack, "cg=$(systemctl show -p ControlGroup --value ollama); joined=no; "
-                         "for d in /sys/fs/cgroup/systemd /sys/fs/cgroup/unified /sys/fs/cgroup; do "
-                         "[ -f \"$d$cg/cgroup.procs\" ] && echo $$ > \"$d$cg/cgroup.procs\" && joined=yes; done; "
-                         f"[ $joined = yes ] && echo {shlex.quote(line)} | systemd-cat -t ollama")
+    """Log ``line`` as ``ollama`` (``systemd-cat -t ollama``), as Ollama's own lines are identified."""
+    on_host(host, stack, f"echo {shlex.quote(line)} | systemd-cat -t ollama")
+    wait_for_journal(host, stack, line, "-t ollama")
+
+
+def wait_for_journal(host: dict, stack: LabStack, text: str, match: str) -> None:
     deadline = time.monotonic() + WAIT_S
-    while line not in on_host(host, stack, "journalctl -u ollama -o cat --no-pager -n 50"):
-        assert time.monotonic() < deadline, f"{line!r} never reached the journal"
+    while text not in on_host(host, stack, f"journalctl {match} -o cat --no-pager -n 50"):
+        assert time.monotonic() < deadline, f"{text!r} never reached the journal"
         time.sleep(0.5)
 
 
@@ -242,8 +241,10 @@ def test_logs_follow_shows_a_new_line_and_stops_on_ctrl_c(stack, host):
     lines: queue.Queue = queue.Queue()
     threading.Thread(target=_reader, args=(cli.stdout, lines), daemon=True).start()
     try:
+        # Ollama logs every request with its path: the marker reaches the unit's own journal.
         marker = f"doctor-follow-marker-{time.time_ns()}"
-        as_ollama_logs(host, stack, marker)
+        on_host(host, stack, f"curl -s -o /dev/null 127.0.0.1:11434/{marker}")
+        wait_for_journal(host, stack, marker, "-u ollama")
         seen = []
         deadline = time.monotonic() + WAIT_S
         while not any(marker in line for line in seen) and time.monotonic() < deadline:
