@@ -158,10 +158,10 @@ def test_nginx_config_broken(stack, host):
 
 
 def test_known_error_lines_in_the_journal(stack, host):
-    as_ollama_logs(host, stack, "CUDA error: out of memory")
-    as_ollama_logs(host, stack, "CUDA error: out of memory")
-    as_ollama_logs(host, stack, "truncating input prompt limit=4096 prompt=5210 keep=4 new=4096")
     try:
+        as_ollama_logs(host, stack, "CUDA error: out of memory")
+        as_ollama_logs(host, stack, "CUDA error: out of memory")
+        as_ollama_logs(host, stack, "truncating input prompt limit=4096 prompt=5210 keep=4 new=4096")
         code, report = doctor(stack)
         strict_code, _ = doctor(stack, "--strict")
     finally:
@@ -179,8 +179,8 @@ def test_known_error_lines_in_the_journal(stack, host):
 
 
 def test_a_warning_alone_keeps_exit_0_unless_strict(stack, host):
-    as_ollama_logs(host, stack, "truncating input prompt limit=4096 prompt=5210 keep=4 new=4096")
     try:
+        as_ollama_logs(host, stack, "truncating input prompt limit=4096 prompt=5210 keep=4 new=4096")
         code, report = doctor(stack)
         strict_code, _ = doctor(stack, "--strict")
     finally:
