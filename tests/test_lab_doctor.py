@@ -230,6 +230,30 @@ def test_disk_nearly_full_under_the_models_directory(stack, host):
     assert "ollama rm" in problems["disk"]["fix"]
 
 
+FAKE_SMI = """#!/bin/sh
+# A T4 with the pinned driver as nvidia-smi reports it; no other process uses it.
+case "$*" in *--query-gpu=*) echo "Tesla T4, 570.124.06, 15360, 1024" ;; esac
+"""
+
+
+def test_loaded_model_on_the_cpu_of_a_gpu_host(stack, host):
+    """The "suddenly slow" case: the driver answers (a fake nvidia-smi), but the loaded model has size_vram 0."""
+    put_file(host, stack, "/usr/local/bin/nvidia-smi", FAKE_SMI.encode())
+    try:
+        on_host(host, stack, "chmod 755 /usr/local/bin/nvidia-smi && curl -fsS 127.0.0.1:11434/api/generate "
+                             "-d '{\"model\": \"llama3.2:1b\", \"prompt\": \"hi\", \"stream\": false}' >/dev/null")
+        code, report = doctor(stack)
+    finally:
+        on_host(host, stack, "rm -f /usr/local/bin/nvidia-smi")
+        restart_ollama(host, stack)
+    problems = not_ok(report)
+    assert code == 1 and set(problems) == {"loaded llama3.2:1b"}
+    assert problems["loaded llama3.2:1b"]["detail"].startswith("size_vram 0: running on the CPU")
+    assert "systemctl restart ollama" in problems["loaded llama3.2:1b"]["fix"]
+    checks = {c["name"]: c for c in report["hosts"][0]["checks"]}
+    assert checks["gpu Tesla T4"]["status"] == "ok" and "driver 570.124.06" in checks["gpu Tesla T4"]["detail"]
+
+
 def _reader(stream, lines: queue.Queue) -> None:
     for line in stream:
         lines.put(line)
