@@ -1,4 +1,5 @@
-"""The ``ollastack`` command: validate, up, down, status, admin-password, lab up/down/list, settings.
+"""The ``ollastack`` command: validate, up, down, status, doctor, logs, admin-password, lab up/down/list,
+settings.
 
 Exit codes mean something to pipelines: 0 ok, 1 a failure on a host or in the cloud, 2 bad input
 (nothing was touched). Progress goes to stderr, so ``--json`` output on stdout stays parseable.
@@ -14,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any, Iterator
 
-from ollastack import __version__, lab, orchestrate
+from ollastack import __version__, doctor, lab, logs, orchestrate
 from ollastack.cloud import CloudError
 from ollastack.config import CONFIG_ENV, ConfigError, Stack, config_path, iter_settings, load_stack
 from ollastack.progress import Progress
@@ -150,6 +151,25 @@ def cmd_status(args: argparse.Namespace, stack: Stack) -> int:
     return EXIT_OK if all(h["ok"] for h in report["hosts"]) else EXIT_FAILED
 
 
+def cmd_doctor(args: argparse.Namespace, stack: Stack) -> int:
+    report = doctor.run(stack)
+    _emit(args, report, doctor.render(report))
+    if not report["ok"] or (args.strict and report["warnings"]):
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+def cmd_logs(args: argparse.Namespace, stack: Stack) -> int:
+    return EXIT_OK if logs.show(stack, args.service, since=args.since, follow=args.follow) == 0 else EXIT_FAILED
+
+
+def _since(value: str) -> str:
+    try:
+        return logs.valid_since(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _global_options(default: Any) -> argparse.ArgumentParser:
     """``--config`` and ``--json``; subcommands get them with ``default`` SUPPRESS, so a value given
     before the subcommand survives and one given after it wins."""
@@ -200,6 +220,17 @@ COMMANDS = {
              "carries the stack's tag), or a lab stack's hosts, after asking (--yes: without asking;\n"
              "required when not on a terminal). Static hosts are left as they are. The stack file,\n"
              "ssl/ and the admin password stay."),
+    "doctor": ("check every host end to end and say how to fix what fails; changes nothing",
+               "Checks every host over SSH: services active, who holds ports 80, 443 and Ollama's and\n"
+               "Open WebUI's, Ollama's API and the configured models, nginx -t, Open WebUI /health,\n"
+               "known error lines in the journal since the last start, free disk under the models\n"
+               "directory, the GPU (driver, a loaded model's VRAM), the certificate's days left, and\n"
+               "Ollama's settings against the stack (drift). Each failure comes with its cause and fix.\n"
+               "Changes nothing. Warnings alone exit 0 unless --strict."),
+    "logs": ("the services' journal on every host, lines prefixed with the host's name",
+             "Prints the journal of ollama, openwebui, nginx, firewall or certbot (default: all that\n"
+             "the stack installs) from every host over SSH, each line prefixed with the host's name;\n"
+             "--follow keeps printing new lines until Ctrl-C. Reads only."),
     "status": ("hosts of the stack and whether HTTPS answers",
                "Lists the stack's hosts and, for each, whether HTTPS answers verified, /health is up\n"
                "and the admin signs in. Reads the state file and the hosts; changes nothing."),
@@ -235,6 +266,11 @@ def build_parser() -> argparse.ArgumentParser:
     commands = {name: _subcommand(sub, name, text, common) for name, text in COMMANDS.items()}
     commands["settings"].add_argument("--example", action="store_true", help="print a stack.example.toml instead")
     commands["down"].add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    commands["doctor"].add_argument("--strict", action="store_true", help="warnings fail too (exit 1)")
+    commands["logs"].add_argument("service", nargs="?", default="all", choices=[*logs.SERVICES, "all"],
+                                  help="whose journal (default: all the stack installs)")
+    commands["logs"].add_argument("--since", type=_since, help='from when: "2026-12-01 14:00", "2h ago", today, ...')
+    commands["logs"].add_argument("--follow", "-f", action="store_true", help="keep printing new lines until Ctrl-C")
     lab_sub = commands["lab"].add_subparsers(dest="lab_command", required=True, metavar="LAB_COMMAND")
     lab_commands = {name: _subcommand(lab_sub, name, text, common) for name, text in LAB_COMMANDS.items()}
     lab_commands["up"].add_argument("--hosts", type=int, help="how many (overrides lab.hosts)")
@@ -259,7 +295,7 @@ def main(argv: list[str] | None = None) -> int:
         for line in stack.warnings():
             print(line, file=sys.stderr)
     handlers = {"validate": cmd_validate, "up": cmd_up, "down": cmd_down, "status": cmd_status, "lab": cmd_lab,
-                "admin-password": cmd_admin_password}
+                "admin-password": cmd_admin_password, "doctor": cmd_doctor, "logs": cmd_logs}
     # Two commands changing one stack at once would race (two VPCs, two converges): one at a time.
     changes = args.command in ("up", "down") or (
         args.command == "lab" and args.lab_command in ("up", "down") and not getattr(args, "all", False))
