@@ -30,8 +30,9 @@ def admin_networks(admin_cidrs: list[str]) -> tuple[list[str], list[str]]:
     Example: ``admin_networks(["10.0.0.0/8", "10.1.0.0/16", "2001:db8::/32"]) == (["10.0.0.0/8"], ["2001:db8::/32"])``
     """
     networks = [ipaddress.ip_network(cidr) for cidr in admin_cidrs]
-    return tuple([str(n) for n in ipaddress.collapse_addresses(n for n in networks if n.version == version)]
-                 for version in (4, 6))
+    v4 = [n for n in networks if isinstance(n, ipaddress.IPv4Network)]
+    v6 = [n for n in networks if isinstance(n, ipaddress.IPv6Network)]
+    return [str(n) for n in ipaddress.collapse_addresses(v4)], [str(n) for n in ipaddress.collapse_addresses(v6)]
 
 
 def lockout_problem(admin_cidrs: list[str], client: str | None) -> str | None:

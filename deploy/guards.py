@@ -29,7 +29,9 @@ def plan_check(check: Callable[[], Any]) -> Callable[[], Any]:
     """Run ``check`` once for the current host; a later call returns its first result without asking the host again."""
     @functools.wraps(check)
     def once() -> Any:
-        current = host._get_module()
+        # The host object itself, not the context proxy: a later pyinfra state (another run in the same
+        # process) has new host objects and so runs its checks afresh.
+        current = host._get_module()  # type: ignore[attr-defined]
         results = _done.setdefault(current, {})
         if check not in results:
             results[check] = check()

@@ -197,7 +197,8 @@ def nvidia():
                            "nvidia\nnvidia_uvm\n"))
     # A driver that already answers on the branch needs nothing; a new or changed one needs the boot
     # that unloads nouveau (or the old module) and loads the new one.
-    reboot_needed = (lambda: not working or packages.did_change())
+    def reboot_needed() -> bool:
+        return not working or packages.did_change()
     reboot = server.reboot(name="Reboot to load the NVIDIA driver", delay=10, reboot_timeout=600, _if=reboot_needed)
     server.shell(name="NVIDIA driver answers", _if=reboot_needed, commands=[
         "modprobe nvidia && modprobe nvidia_uvm && nvidia-smi -L || { echo 'the NVIDIA driver did not load after "

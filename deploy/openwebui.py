@@ -25,6 +25,7 @@ from __future__ import annotations
 import shlex
 from io import StringIO
 from pathlib import Path
+from typing import Any
 
 from pyinfra import host
 from pyinfra.api import deploy
@@ -163,7 +164,7 @@ def install_pip(data, python: str):
     return server.shell(name=f"Install Open WebUI {data.ollastack_openwebui_version} with uv", commands=[script])
 
 
-def install_arguments(data, wheel_names: list[str], marker: str) -> dict[str, str]:
+def install_arguments(data, wheel_names: list[str], marker: str) -> dict[str, Any]:
     """Index options of the install script; torch comes from the wheelhouse when it holds one.
 
     Example: ``install_arguments(host.data, ["torch-2.13.0+cpu-cp311-....whl"], "open-webui==0.12.4")``

@@ -20,6 +20,7 @@ import re
 import tomllib
 import unicodedata
 import urllib.parse
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
@@ -235,11 +236,17 @@ def check_url(value: str, schemes: tuple[str, ...] = ("http", "https"), path: bo
     return value
 
 
-def Url(schemes: tuple[str, ...] = ("http", "https"), path: bool = True) -> Any:
-    """An optional URL setting ("" allowed), checked by ``check_url``: ``gpu.cuda_repo_url: Url() = ...``."""
+def _url_check(schemes: tuple[str, ...], path: bool) -> AfterValidator:
     def validate(value: str) -> str:
         return check_url(value, schemes, path) if value else value
-    return Annotated[str, AfterValidator(validate)]
+    return AfterValidator(validate)
+
+
+# Optional URL settings ("" allowed), checked by ``check_url``: ``gpu.cuda_repo_url: Url = ...``.
+Url = Annotated[str, _url_check(("http", "https"), path=True)]
+# scheme://host[:port] and nothing after it (an API endpoint, a proxy).
+OriginUrl = Annotated[str, _url_check(("http", "https"), path=False)]
+HttpsOriginUrl = Annotated[str, _url_check(("https",), path=False)]
 
 
 # The host paths a setting must never name: chown/chmod there breaks the system.
@@ -348,7 +355,7 @@ class AzureSection(Section):
                            pattern=r"^([a-z][a-z0-9-]{1,61}[a-z0-9])?$", examples=["mychat"])
     cloud: Literal["public", "china", "usgov"] = Field(
         "public", description="Azure cloud: picks the Resource Manager endpoint and the sign-in authority.")
-    resource_manager_url: Url(("https",), path=False) = Field(
+    resource_manager_url: HttpsOriginUrl = Field(
         "", description="Resource Manager URL overriding the cloud's (https; trust comes from REQUESTS_CA_BUNDLE).",
         examples=["https://management.azure.com"])
     resource_group: str = Field("", description="Resource group holding everything; empty: <stack name>-rg.",
@@ -383,7 +390,6 @@ class AzureSection(Section):
         return self.subscription_id or os.environ.get("AZURE_SUBSCRIPTION_ID", "")
 
 
-EndpointUrl = Url(path=False)
 
 
 class AlibabaSection(Section):
@@ -403,9 +409,9 @@ class AlibabaSection(Section):
     bandwidth_mbps: int = Field(10, ge=1, le=200, description="Public IP outbound bandwidth (pay by traffic); gives the instance its public address.")
     admin_username: str = Field("root", description="User pyinfra logs in as (Alibaba's Debian images allow only root with the key pair).",
                                 pattern=r"^[a-z_][a-z0-9_-]{0,31}$")
-    ecs_endpoint: EndpointUrl = Field("", description="ECS API URL (http:// allowed); empty: the SDK's endpoint for the region.",
+    ecs_endpoint: OriginUrl = Field("", description="ECS API URL (http:// allowed); empty: the SDK's endpoint for the region.",
                                       examples=["https://ecs.cn-hangzhou.aliyuncs.com"])
-    vpc_endpoint: EndpointUrl = Field("", description="VPC API URL (http:// allowed); empty: the SDK's endpoint for the region.",
+    vpc_endpoint: OriginUrl = Field("", description="VPC API URL (http:// allowed); empty: the SDK's endpoint for the region.",
                                       examples=["https://vpc.cn-hangzhou.aliyuncs.com"])
 
 
@@ -413,7 +419,7 @@ class OllamaSection(Section):
     version: str = Field("0.13.3", description="Pinned Ollama release.", pattern=r"^\d+\.\d+\.\d+$")
     sha256: str = Field("70a3d0f4cccd003641c5531d564a3494ed9a422e397c437d40f802ec1003c6eb",
                         description="sha256 of the release archive; checked before anything is replaced.")
-    url: Url() = Field("", description="Download URL of the archive; empty: the official GitHub release (amd64 .tgz).",
+    url: Url = Field("", description="Download URL of the archive; empty: the official GitHub release (amd64 .tgz).",
                        examples=["https://mirror.example.com/ollama/v0.13.3/ollama-linux-amd64.tgz"])
     archive: ExistingFile = Field("", description="Local archive (.tgz or .tar.zst) pushed from the control machine instead of a download.")
     host: HostPort = Field("127.0.0.1:11434", description="OLLAMA_HOST; keep it on loopback: Ollama has no authentication.")
@@ -428,7 +434,7 @@ class OllamaSection(Section):
     context_length: int = Field(4096, ge=256, le=1048576, description="OLLAMA_CONTEXT_LENGTH.")
     flash_attention: bool = Field(False, description="OLLAMA_FLASH_ATTENTION.")
     kv_cache_type: Literal["f16", "q8_0", "q4_0"] = Field("f16", description="OLLAMA_KV_CACHE_TYPE.")
-    https_proxy: Url(path=False) = Field("", description="HTTPS_PROXY for model pulls (http(s)://host:port, no password); empty: none.",
+    https_proxy: OriginUrl = Field("", description="HTTPS_PROXY for model pulls (http(s)://host:port, no password); empty: none.",
                                          examples=["http://proxy.example.com:3128"])
     pull_retries: int = Field(2, ge=0, le=10, description="Further tries of a model pull after a passing failure (connection lost, HTTP 5xx, stall, stream cut); an unknown model or another permanent error fails at once.")
     pull_idle_timeout: int = Field(120, ge=10, le=3600, description="Seconds a model pull may go without progress before that try is given up.")
@@ -487,9 +493,9 @@ class OpenWebUISection(Section):
     autoupdate: bool = Field(False, description="Container route: label the container and enable podman-auto-update.timer, which pulls whatever the tag points to daily and restarts on it; off by default so that only a converge changes the image. Needs a tag (podman auto-update refuses digests).")
     version: str = Field("0.12.4", description="pip route: pinned open-webui release from the package index.",
                          pattern=r"^\d+\.\d+\.\d+$")
-    index_url: Url() = Field("", description="pip route: package index (a mirror); empty: PyPI.",
+    index_url: Url = Field("", description="pip route: package index (a mirror); empty: PyPI.",
                              examples=["https://pypi.example.com/simple"])
-    torch_index_url: Url() = Field("https://download.pytorch.org/whl/cpu",
+    torch_index_url: Url = Field("https://download.pytorch.org/whl/cpu",
                                    description="pip route: where the CPU build of torch comes from when find_links has none.")
     find_links: ExistingDir = Field("", description="pip route: local wheel directory pushed to the host and searched first (air-gapped installs).")
     admin_email: str = Field("admin@example.com", description="Admin account created on first start.")
@@ -499,9 +505,9 @@ class OpenWebUISection(Section):
     enable_signup: bool = Field(False, description="Let visitors create accounts (they wait as default_user_role).")
     default_user_role: Literal["pending", "user", "admin"] = Field("pending", description="Role of new accounts.")
     offline: bool = Field(False, description="OFFLINE_MODE: no update checks or model downloads from the internet.")
-    openai_api_base_url: Url() = Field("", description="OpenAI-compatible API to offer besides Ollama; empty: ENABLE_OPENAI_API off.",
+    openai_api_base_url: Url = Field("", description="OpenAI-compatible API to offer besides Ollama; empty: ENABLE_OPENAI_API off.",
                                        examples=["https://api.example.com/v1"])
-    ollama_url: Url() = Field("", description="OLLAMA_BASE_URL; empty: the host's own Ollama (from ollama.host).",
+    ollama_url: Url = Field("", description="OLLAMA_BASE_URL; empty: the host's own Ollama (from ollama.host).",
                               examples=["http://10.0.0.5:11434"])
 
     @field_validator("image")
@@ -593,9 +599,9 @@ class GpuSection(Section):
         "auto", description="NVIDIA driver: auto (install when an NVIDIA GPU is present), off, or required (fail without one).")
     driver_branch: str = Field("570", description="Pinned NVIDIA driver branch (current Ollama needs 550 or newer).",
                                pattern=r"^\d{3}$")
-    cuda_repo_url: Url() = Field("", description="NVIDIA CUDA apt repository; empty: NVIDIA's for the host's Debian release (a mirror may be given).",
+    cuda_repo_url: Url = Field("", description="NVIDIA CUDA apt repository; empty: NVIDIA's for the host's Debian release (a mirror may be given).",
                                  examples=["https://mirror.example.com/cuda/repos/debian12/x86_64/"])
-    cuda_key_url: Url() = Field("", description="Signing key of the repository (ASCII armored); empty: <cuda_repo_url>3bf863cc.pub.",
+    cuda_key_url: Url = Field("", description="Signing key of the repository (ASCII armored); empty: <cuda_repo_url>3bf863cc.pub.",
                                 examples=["https://mirror.example.com/cuda/3bf863cc.pub"])
     cuda_key_fingerprint: Annotated[str, Permits(" ")] = Field(NVIDIA_CUDA_KEY_FINGERPRINT,
                                       description="Fingerprint the downloaded signing key must have; anything else is refused.")
@@ -751,7 +757,7 @@ def _allowed_keys(loc: tuple) -> list[str]:
     return sorted(model.model_fields)
 
 
-def _problem(err: dict) -> str:
+def _problem(err: Mapping[str, Any]) -> str:
     loc = tuple(err["loc"])
     # A key can hold a newline too: shown as repr, it stays on its line.
     where = ".".join(repr(str(p)) if control_characters(str(p)) else str(p) for p in loc) or "(top level)"

@@ -130,8 +130,9 @@ def package_index_hosts() -> list[str]:
     for line in out.splitlines():
         if "index-url" in line:
             for url in line.split("=", 1)[1].strip("'\" ").split():
-                if url.startswith("http"):
-                    hosts.append(urlparse(url).hostname)
+                hostname = urlparse(url).hostname if url.startswith("http") else None
+                if hostname:
+                    hosts.append(hostname)
     return hosts
 
 
@@ -144,7 +145,7 @@ def egress_hosts() -> dict[str, list[str]]:
             infos = socket.getaddrinfo(name, 443, socket.AF_INET, socket.SOCK_STREAM)
         except socket.gaierror:
             continue
-        resolved[name] = sorted({info[4][0] for info in infos})
+        resolved[name] = sorted({str(info[4][0]) for info in infos})
     return resolved
 
 
@@ -250,7 +251,7 @@ def _write_init(rootfs: Path) -> None:
 # --- the bridge and its egress rule ----------------------------------------------------------------
 
 def _network(subnet: str) -> tuple[ipaddress.IPv4Network, str]:
-    net = ipaddress.ip_network(subnet)
+    net = ipaddress.IPv4Network(subnet)
     return net, str(net.network_address + 1)
 
 
@@ -480,7 +481,7 @@ def _start(stack: Stack, progress: Progress) -> None:
 
 def _stop(host: dict[str, Any], timeout: float = 20) -> None:
     pid = host.get("pid")
-    if _alive(pid):
+    if pid is not None and _alive(pid):
         # nspawn turns SIGTERM into an orderly shutdown of the guest's systemd.
         os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout

@@ -120,6 +120,8 @@ def served_certificate(address: str, name: str) -> dict[str, Any]:
             der = tls.getpeercert(binary_form=True)
     except OSError as exc:
         return {"error": f"no TLS handshake: {exc}"}
+    if der is None:
+        return {"error": "the server sent no certificate"}
     with tempfile.NamedTemporaryFile("w", suffix=".pem") as pem:
         pem.write(ssl.DER_cert_to_PEM_cert(der))
         pem.flush()
@@ -178,7 +180,7 @@ def what_fits(smi_lines: list[str], tags: dict, models: list[str]) -> dict[str, 
         # {"gpus": [{"name": "Tesla T4", "memory_mib": 15360}], "vram_bytes": 16106127360,
         #  "models": [{"name": "llama3.2:1b", "size": 1321098329, "fits": True}], "warnings": []}
     """
-    gpus = []
+    gpus: list[dict[str, Any]] = []
     for line in smi_lines:
         name, _, memory = line.rpartition(",")
         if name and memory.strip().isdigit():

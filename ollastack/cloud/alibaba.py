@@ -162,7 +162,7 @@ class Api:
             if type(exc.inner_exception).__module__.startswith("alibabacloud_credentials"):
                 raise ApiError("no usable Alibaba Cloud credentials: set ALIBABA_CLOUD_ACCESS_KEY_ID and "
                                "ALIBABA_CLOUD_ACCESS_KEY_SECRET, or configure a profile with `aliyun configure`") from None
-            product = "ecs" if method.__self__ is self.ecs else "vpc"
+            product = "ecs" if getattr(method, "__self__", None) is self.ecs else "vpc"
             where = self.endpoints[product] or f"the {product.upper()} endpoint of {self.region}"
             raise ApiError(f"Alibaba Cloud {action}: cannot reach {where} ({one_line(exc.inner_exception)}); "
                            f"check the network or alibaba.{product}_endpoint, then run again") from None

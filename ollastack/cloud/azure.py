@@ -451,6 +451,8 @@ class _Session:
         kind, rid = entry["kind"], entry["id"]
         label = self.check_subscription(entry)
         m = ID_RE.match(rid)
+        if m is None:
+            raise CloudError(f"azure: {label}: {rid!r} in the state file is not an Azure resource id; remove that record")
         started = time.monotonic()
         try:
             if kind == "resource_group":
@@ -477,7 +479,7 @@ class _Session:
 
     def _refuse_if_shared(self, group: str, label: str) -> None:
         """Deleting a group deletes all it holds: refuse while it holds what this stack did not create."""
-        others = [r.name for r in self.resources.resources.list_by_resource_group(group)
+        others = [r.name or r.id or "?" for r in self.resources.resources.list_by_resource_group(group)
                   if (r.tags or {}).get(TAG) != self.stack.stack.name]
         if others:
             raise CloudError(f"azure: {label} was kept: it also holds {', '.join(sorted(others))}, not created by "

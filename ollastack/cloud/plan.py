@@ -21,6 +21,7 @@ Example::
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 import time
@@ -195,7 +196,7 @@ def teardown(tiers: Sequence[Sequence[str]], entries: list[dict[str, Any]], remo
             recorder.forget(entry["kind"], entry["name"])
             return result
 
-        results = _parallel([lambda e=e: one(e) for e in batch])
+        results = _parallel([functools.partial(one, e) for e in batch])
         removed += [r for r in results if r is not None]
         for entry in [r for r in recorder.state.resources if r["kind"] in tier]:
             recorder.forget(entry["kind"], entry["name"])
