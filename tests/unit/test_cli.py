@@ -19,7 +19,7 @@ from ollastack.cloud import CloudError
 from ollastack.config import iter_settings
 from ollastack.state import StackState
 from tests.support.controlkit import fake_host, fake_ssh, loopback_address
-from tests.integration.test_azure import arm, ca, keys  # noqa: F401 (fixtures: the ARM emulator, its CA, an SSH key pair)
+from tests.support.azure_fixtures import arm, ca, keys  # noqa: F401 (fixtures: the ARM emulator, its CA, an SSH key pair)
 
 PASSWORD = "Tr0ub4dor-and-3-horse-batteries"
 

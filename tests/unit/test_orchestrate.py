@@ -15,7 +15,7 @@ from ollastack.host import Host
 from ollastack.ssh import SshTimeout
 from ollastack.state import StackState, known_hosts_file
 from tests.support.controlkit import fake_host as serve_fake_host, fake_ssh, loopback_address
-from tests.integration.test_azure import arm, ca, keys  # noqa: F401 (fixtures: the ARM emulator, its CA, an SSH key pair)
+from tests.support.azure_fixtures import arm, ca, keys  # noqa: F401 (fixtures: the ARM emulator, its CA, an SSH key pair)
 
 SMI = ["Tesla T4, 15360"]
 AZURE = {"subscription_id": "00000000-0000-0000-0000-00000000c0de"}
