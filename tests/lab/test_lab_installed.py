@@ -1,5 +1,6 @@
 """ollastack as others get it: a wheel installed into a fresh venv, used from a directory holding only a
-stack file, and its deploys imported by a pyinfra project of someone else's.
+stack file, and its deploys imported by a pyinfra project of someone else's (its own inventory and deploy
+file, run with the plain ``pyinfra`` command).
 
 Nothing here runs from the checkout: the venv has no access to it (no PYTHONPATH, no editable install),
 so a file the wheel forgot fails these tests.
@@ -20,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from ollastack import lab
+from tests.support.labkit import changed_ops, ssh
 from tests.support.repo import REPO
 
 pytestmark = pytest.mark.lab
@@ -110,3 +112,68 @@ def test_up_status_down_from_a_directory_with_only_a_stack_file(venv, project):
     down = installed(venv, "down", "--yes", cwd=project, timeout=300)
     assert down.returncode == 0, down.stderr
     assert [h for h in lab.list_hosts() if h["stack"] == STACK] == []
+
+
+REUSE = "reusetest"
+
+INVENTORY = '''"""Someone else's inventory: one host, their own data beside ollastack's namespaced keys."""
+hosts = [({address!r}, {{
+    "ssh_user": "root", "ssh_key": {key!r}, "ssh_known_hosts_file": {known!r},
+    "ssh_strict_host_key_checking": "yes",
+    "ollastack_ollama_archive": {archive!r}, "ollastack_ollama_sha256": {sha!r}, "ollastack_ollama_models": [],
+    "role": "chat",
+}})]
+'''
+
+DEPLOY = '''"""Someone else's deploy: two ollastack components, then an operation of their own."""
+from io import StringIO
+
+from pyinfra import host
+from pyinfra.operations import files
+
+from ollastack.deploy.base import base
+from ollastack.deploy.ollama import ollama
+
+base()
+ollama()
+files.put(name="Our role file", src=StringIO(host.data.role + "\\n"), dest="/etc/our-role")
+'''
+
+
+@pytest.fixture(scope="module")
+def reuse_host(tmp_path_factory, keypair, venv) -> dict:
+    """A lab host booted by the installed CLI, to be converged by a project that is not ollastack."""
+    where = tmp_path_factory.mktemp("reuse-stack")
+    public, private = keypair
+    (where / "stack.toml").write_text(
+        f'[stack]\nname = "{REUSE}"\nprovider = "lab"\n\n[lab]\nrelease = "trixie"\n\n'
+        f'[access]\nssh_public_key = "{public}"\nssh_private_key = "{private}"\n')
+    up = installed(venv, "--json", "lab", "up", cwd=where, timeout=600)
+    assert up.returncode == 0, up.stderr
+    yield json.loads(up.stdout)[0]
+    installed(venv, "lab", "down", cwd=where, timeout=300)
+
+
+def converge_project(venv: Path, project: Path) -> dict:
+    result = subprocess.run([str(venv / "bin/pyinfra"), "-y", "--json", "inventory.py", "deploy.py"], cwd=project,
+                            env=clean_env(), capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return json.loads([line for line in result.stdout.splitlines() if line.startswith('{"plan"')][-1])
+
+
+def test_a_plain_pyinfra_project_imports_and_converges_two_components(tmp_path, venv, reuse_host, keypair,
+                                                                      archives):
+    archive, sha = archives["0.13.3"]
+    (tmp_path / "inventory.py").write_text(INVENTORY.format(
+        address=reuse_host["address"], key=str(keypair[1]), known=str(lab.known_hosts_path()),
+        archive=str(archive), sha=sha))
+    (tmp_path / "deploy.py").write_text(DEPLOY)
+
+    first = changed_ops(converge_project(venv, tmp_path))
+    assert {"Ollama | Ollama unit", "Ollama | Ollama settings (override.conf)", "Our role file"} <= set(first)
+    assert ssh(reuse_host["address"], "cat /etc/our-role", keypair).stdout == "chat\n"
+    version = ssh(reuse_host["address"], "ollama --version", keypair).stdout
+    assert "0.13.3" in version
+    assert ssh(reuse_host["address"], "systemctl is-active ollama", keypair).stdout.strip() == "active"
+
+    assert changed_ops(converge_project(venv, tmp_path)) == []
