@@ -1,4 +1,4 @@
-"""The ``ollastack`` command: validate, up, down, status, admin-password, lab up/down/list, settings.
+"""The ``ollastack`` command: validate, plan, up, down, status, admin-password, lab up/down/list, settings.
 
 Exit codes mean something to pipelines: 0 ok, 1 a failure on a host or in the cloud, 2 bad input
 (nothing was touched). Progress goes to stderr, so ``--json`` output on stdout stays parseable.
@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any, Iterator
 
-from ollastack import __version__, lab, orchestrate
+from ollastack import __version__, lab, orchestrate, planning
 from ollastack.cloud import CloudError
 from ollastack.config import CONFIG_ENV, ConfigError, Stack, config_path, iter_settings, load_stack
 from ollastack.progress import Progress
@@ -99,6 +99,12 @@ def cmd_up(args: argparse.Namespace, stack: Stack) -> int:
     _emit(args, result, f"ready:\n{urls}\ntrust the stack CA once: curl --cacert {result['ca']} {result['hosts'][0]['url']}"
           if result.get("ca") else f"ready:\n{urls}")
     return EXIT_OK
+
+
+def cmd_plan(args: argparse.Namespace, stack: Stack) -> int:
+    plan = planning.make(stack)
+    _emit(args, plan.to_json(), plan.render())
+    return EXIT_FAILED if plan.problems else EXIT_OK
 
 
 def cmd_down(args: argparse.Namespace, stack: Stack) -> int:
@@ -187,6 +193,14 @@ COMMANDS = {
     "settings": ("every setting with its default (markdown table)",
                  "Prints every setting of a stack description with its default and what it does; with\n"
                  "--example a complete stack.example.toml. Needs no stack file and touches nothing."),
+    "plan": ("what `up` would create, change and cost, and whether the size can be created; touches nothing",
+             "Cloud stacks: each resource `up` would create, update in place (e.g. the firewall rules\n"
+             "after an admin_cidrs change) or leave, from the state file and what the cloud holds by the\n"
+             "stack's tag; the price per hour and per 30-day month of the VM size, disk and public IP\n"
+             "(Azure Retail Prices API, Alibaba ECS DescribePrice), whether the size is offered and\n"
+             "within quota there (with sizes or zones that would work), and the permissions needed.\n"
+             "Lab and static stacks: the hosts. Only reads: no cloud write, no state file, no host.\n"
+             "Exit 1 when the size cannot be created; a price not found is a warning."),
     "up": ("create hosts (lab or cloud), converge them, verify HTTPS, print the URL",
            "Creates what the provider needs (cloud: resource group or VPC, network, firewall rules,\n"
            "VM; lab: local hosts), records each resource in the state file beside the stack file,\n"
@@ -254,10 +268,10 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(exc.render(), file=sys.stderr)
         return EXIT_BAD_INPUT
-    if args.command in ("validate", "up"):
+    if args.command in ("validate", "plan", "up"):
         for line in stack.warnings():
             print(line, file=sys.stderr)
-    handlers = {"validate": cmd_validate, "up": cmd_up, "down": cmd_down, "status": cmd_status, "lab": cmd_lab,
+    handlers = {"validate": cmd_validate, "plan": cmd_plan, "up": cmd_up, "down": cmd_down, "status": cmd_status, "lab": cmd_lab,
                 "admin-password": cmd_admin_password}
     # Two commands changing one stack at once would race (two VPCs, two converges): one at a time.
     changes = args.command in ("up", "down") or (

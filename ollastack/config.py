@@ -423,6 +423,13 @@ class AlibabaSection(Section):
                 "or Alibaba blocks HTTP(S) to it; pick a region outside the mainland (e.g. cn-hongkong) if it has none")
 
 
+class CloudSection(Section):
+    max_hourly_price: float = Field(
+        0.0, ge=0, description="azure/alibaba: `up` refuses before creating anything when the plan's hourly price "
+                               "(VM, disk, public IP; in the price source's currency, see `ollastack plan`) is higher, "
+                               "or cannot be found; 0: no limit.")
+
+
 class OllamaSection(Section):
     version: str = Field("0.13.3", description="Pinned Ollama release.", pattern=r"^\d+\.\d+\.\d+$")
     sha256: str = Field("70a3d0f4cccd003641c5531d564a3494ed9a422e397c437d40f802ec1003c6eb",
@@ -662,6 +669,7 @@ class Stack(Section):
     lab: LabSection = LabSection()
     azure: AzureSection = AzureSection()
     alibaba: AlibabaSection = AlibabaSection()
+    cloud: CloudSection = CloudSection()
     ollama: OllamaSection = OllamaSection()
     openwebui: OpenWebUISection = OpenWebUISection()
     tls: TLSSection = TLSSection()

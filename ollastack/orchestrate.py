@@ -24,7 +24,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from ollastack import certs, dnscheck, providers, ready, resources
+from ollastack import certs, dnscheck, planning, providers, ready, resources
 from ollastack.config import Stack
 from ollastack.host import Host
 from ollastack.ollama_names import client_address, tagged
@@ -139,6 +139,7 @@ def host_url_name(stack: Stack, host: Host) -> str:
 
 
 def up(stack: Stack, progress: Progress, config_path: str) -> dict[str, Any]:
+    planning.gate(stack, progress)
     hosts = provision(stack, progress)
     dns_preflight(stack, hosts)
     converge(stack, config_path, progress)
