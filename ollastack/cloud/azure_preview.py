@@ -66,7 +66,7 @@ def preview(stack: Stack, state: StackState) -> Plan:
     try:
         result.changes = changes(session, state)
     except azure.SDK_ERRORS as exc:
-        raise azure.cloud_error(exc, "reading the stack's resources") from None
+        raise azure.cloud_error(exc, f"reading resource group {session.group} and its resources") from None
     for change in result.changes:
         if change.action == CONFLICT:
             result.problems.append(change.detail)
