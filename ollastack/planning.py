@@ -50,6 +50,7 @@ class Plan:
     warnings: list[str] = field(default_factory=list)
     permissions: list[str] = field(default_factory=list)
     permissions_title: str = ""
+    gpu: list[str] = field(default_factory=list)
 
     def counts(self) -> dict[str, int]:
         return {action: sum(c.action == action for c in self.changes) for action in (CREATE, UPDATE, SAME)}
@@ -73,6 +74,9 @@ class Plan:
                 cost = ("no price found" if item.hourly is None else
                         f"{item.hourly:.4f} {self.price.currency}/hour, {item.monthly:.2f} {self.price.currency}/month")
                 lines.append(f"  {item.what}: {cost}" + (f"  ({item.note})" if item.note else ""))
+        if self.gpu:
+            lines.append("gpu (documented size table; model sizes estimated from their tags):")
+            lines += [f"  {g}" for g in self.gpu]
         if self.permissions:
             lines.append(f"{self.permissions_title}:")
             lines += [f"  {p}" for p in self.permissions]
@@ -85,7 +89,7 @@ class Plan:
         return {"stack": self.stack, "provider": self.provider, "ok": not self.problems,
                 "changes": [c.__dict__ for c in self.changes], "counts": self.counts(),
                 "price": self.price.to_json() if self.price else None, "problems": self.problems,
-                "warnings": self.warnings, "permissions": self.permissions}
+                "warnings": self.warnings, "permissions": self.permissions, "gpu": self.gpu}
 
 
 def make(stack: Stack) -> Plan:

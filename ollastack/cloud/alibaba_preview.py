@@ -20,6 +20,7 @@ from alibabacloud_vpc20160428 import models as vpc_models
 
 from ollastack.cloud import CloudError, Progress, alibaba
 from ollastack.config import Stack
+from ollastack.gpus import lines as gpu_lines
 from ollastack.planning import CONFLICT, CREATE, LOOKUP, SAME, UPDATE, Change, Plan
 from ollastack.pricing import Price, PriceLine
 from ollastack.state import StackState
@@ -68,6 +69,7 @@ def preview(stack: Stack, state: StackState) -> Plan:
         if change.action == CONFLICT:
             result.problems.append(change.detail)
     result.price = price(steps, zone)
+    result.gpu = gpu_lines(stack.alibaba.instance_type, stack.ollama.models)
     return result
 
 

@@ -19,6 +19,7 @@ from azure.core.exceptions import ResourceNotFoundError
 from ollastack import pricing
 from ollastack.cloud import azure, plan
 from ollastack.config import Stack
+from ollastack.gpus import lines as gpu_lines
 from ollastack.planning import CONFLICT, CREATE, SAME, UPDATE, Change, Plan
 from ollastack.state import StackState
 
@@ -78,6 +79,7 @@ def preview(stack: Stack, state: StackState) -> Plan:
             result.warnings.append(f"availability of {stack.azure.vm_size} not checked: "
                                    f"{azure.cloud_error(exc, 'listing compute SKUs and usages')}")
     result.price = pricing.azure_price(stack)
+    result.gpu = gpu_lines(stack.azure.vm_size, stack.ollama.models)
     return result
 
 

@@ -54,6 +54,7 @@ def test_plan_of_a_new_stack_creates_everything_and_prices_it(emu, keys):
     assert (stock["DestinationResource"], stock["InstanceChargeType"]) == ("InstanceType", "PostPaid")
     text = plan.render()
     assert f"{HOURLY:.4f} CNY/hour" in text and "ecs:RunInstances" in text
+    assert plan.gpu[0] == "ecs.gn7i-c8g1.2xlarge: NVIDIA A10, 24 GB GPU memory"
     assert writes(emu) == []
     assert not StackState.load("demo").path.exists()
 

@@ -53,6 +53,7 @@ def test_plan_of_a_new_stack_creates_everything_and_prices_it(arm, prices, make_
     text = plan.render()
     assert "create" in text and f"{HOURLY:.4f} USD/hour" in text and f"{HOURLY * 720:.2f} USD/month" in text
     assert "Microsoft.Compute/virtualMachines/write" in text
+    assert "Standard_NC4as_T4_v3: NVIDIA T4, 16 GB GPU memory" in text and "llama3.2:1b: about 0.6 GB" in text
     # Every query is filtered by service, region and pay-as-you-go; several pages were followed.
     assert all("armRegionName eq 'westeurope'" in f and "priceType eq 'Consumption'" in f for f in prices.filters)
     assert len(prices.filters) > 3
