@@ -234,7 +234,28 @@ class Steps:
         if not offering:
             raise CloudError(f"alibaba.instance_type {want} is not offered in any zone of {self.region}: "
                              "choose another instance_type or region")
-        return pinned or offering[0]
+        if pinned:
+            return pinned
+        # The zone ``plan`` names: the first with stock of the type, if any has.
+        stock = self.zones_with_stock(want)
+        return next((z for z in offering if want in stock.get(z, [])), offering[0])
+
+    def zones_with_stock(self, instance_type: str | None) -> dict[str, list[str]]:
+        """Zone -> the instance types with pay-as-you-go stock there (``DescribeAvailableResource``);
+        ``instance_type`` None: every type.
+
+        Example: ``steps.zones_with_stock("ecs.gn7i-c8g1.2xlarge")`` -> {"cn-hangzhou-j": ["ecs.gn7i-c8g1.2xlarge"]}
+        """
+        body = self.api.call(self.api.ecs.describe_available_resource, ecs_models.DescribeAvailableResourceRequest(
+            region_id=self.region, destination_resource="InstanceType", instance_charge_type="PostPaid",
+            instance_type=instance_type))
+        zones: dict[str, list[str]] = {}
+        for zone in body.get("AvailableZones", {}).get("AvailableZone", []):
+            for resource in zone.get("AvailableResources", {}).get("AvailableResource", []):
+                for offer in resource.get("SupportedResources", {}).get("SupportedResource", []):
+                    if offer.get("Status") == "Available":
+                        zones.setdefault(zone["ZoneId"], []).append(offer["Value"])
+        return zones
 
     def image(self) -> str:
         pinned, pattern = self.stack.alibaba.image_id, self.stack.alibaba.image_pattern

@@ -136,25 +136,11 @@ def _changes(steps: alibaba.Steps, found: dict[str, Any], recorded: set[str], zo
     return result
 
 
-def _zones_with_stock(steps: alibaba.Steps, instance_type: str | None) -> dict[str, list[str]]:
-    """Zone -> the instance types with stock there (pay-as-you-go), by ``DescribeAvailableResource``."""
-    body = steps.api.call(steps.api.ecs.describe_available_resource, ecs_models.DescribeAvailableResourceRequest(
-        region_id=steps.region, destination_resource="InstanceType", instance_charge_type="PostPaid",
-        instance_type=instance_type))
-    zones: dict[str, list[str]] = {}
-    for zone in body.get("AvailableZones", {}).get("AvailableZone", []):
-        for resource in zone.get("AvailableResources", {}).get("AvailableResource", []):
-            for offer in resource.get("SupportedResources", {}).get("SupportedResource", []):
-                if offer.get("Status") == "Available":
-                    zones.setdefault(zone["ZoneId"], []).append(offer["Value"])
-    return zones
-
-
 def availability(steps: alibaba.Steps, zone: str) -> tuple[str, list[str]]:
     """(the zone ``up`` would use, problems): the type must have stock in the pinned zone or in one of the region."""
     cfg = steps.stack.alibaba
     want, pinned = cfg.instance_type, zone or cfg.zone
-    zones = sorted(z for z, types in _zones_with_stock(steps, want).items() if want in types)
+    zones = sorted(z for z, types in steps.zones_with_stock(want).items() if want in types)
     if pinned:
         if pinned in zones:
             return pinned, []
@@ -164,7 +150,7 @@ def availability(steps: alibaba.Steps, zone: str) -> tuple[str, list[str]]:
     if zones:
         return zones[0], []
     family = want.split("-")[0].rsplit(".", 1)[-1][:2]          # ecs.gn7i-c8g1.2xlarge -> "gn"
-    offered = sorted({t for types in _zones_with_stock(steps, None).values() for t in types
+    offered = sorted({t for types in steps.zones_with_stock(None).values() for t in types
                       if t.split(".")[1].startswith(family)} - {want})
     others = f"types of the {family} family with stock there: {', '.join(offered[:ALTERNATIVES_MAX])}" if offered \
         else "try another alibaba.region"

@@ -162,3 +162,12 @@ def test_cli_plan_exit_codes(emu, keys, tmp_path):
     assert "Traceback" not in failed.stderr
     assert run('instance_type = "not a type"\n').returncode == 2
     assert writes(emu) == []
+
+
+def test_up_uses_the_zone_the_plan_names(emu, keys):
+    emu.sold_out.add(("cn-hangzhou-i", "ecs.gn7i-c8g1.2xlarge"))
+    stack = make_stack(emu, keys)
+    assert planning.make(stack).changes[0].name == "cn-hangzhou-j"
+    up(stack)
+    (run,) = emu.calls("RunInstances")
+    assert run["ZoneId"] == "cn-hangzhou-j"

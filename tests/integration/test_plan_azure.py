@@ -198,3 +198,16 @@ def test_cli_up_refuses_a_price_above_the_limit_before_any_write(arm, prices, ke
     assert "plan: 6 to create" in result.stderr
     assert "more than cloud.max_hourly_price 0.1" in result.stderr and "Traceback" not in result.stderr
     assert writes(arm) == []
+
+
+def test_a_limit_with_no_price_found_refuses_up(arm, prices, make_stack):
+    prices.fail(500, times=10)
+    stack = make_stack()
+    limited = stack.model_copy(update={"cloud": stack.cloud.model_copy(update={"max_hourly_price": 5})})
+    with pytest.raises(planning.PlanRefused, match="price could not be found"):
+        planning.gate(limited, [].append)
+    assert writes(arm) == []
+    # Without a limit the same failure is only a warning: up goes on.
+    lines: list[str] = []
+    assert planning.gate(stack, lines.append).problems == []
+    assert any(line.startswith("warning: price: Azure Retail Prices API") for line in lines)
