@@ -11,6 +11,8 @@ that ``ollastack.cloud.azure`` uses, over real HTTPS, to the real Azure SDK clie
 - virtual networks (+ subnets), network security groups (+ security rules), public IPs, NICs,
   virtual machines (+ their managed OS disk): PUT answers ``201``/``200`` with an
   ``Azure-AsyncOperation`` header, DELETE answers ``202`` with a ``Location`` header;
+- the compute resource SKUs of a location (``skus``: paged with ``nextLink``, location restrictions
+  such as ``NotAvailableForSubscription``) and its vCPU usages per family (``usages``), for ``plan``;
 - ``{"error": {"code", "message"}}`` envelopes, references checked on create, "in use" refusals on
   delete (so deleting in the wrong order fails as it does on Azure);
 - what ARM refuses, refused the same way: a missing or unknown ``api-version``, a token issued for
