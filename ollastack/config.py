@@ -358,6 +358,8 @@ class AzureSection(Section):
     os_disk_gb: int = Field(64, ge=30, le=4095, description="OS disk size in GiB (models live there).")
     admin_username: str = Field("ollastack", description="Admin user created on the VM (SSH key only).",
                                 pattern=r"^[a-z_][a-z0-9_-]{0,31}$")
+    price_currency: str = Field("USD", description="Currency of the Retail Prices API's list prices `plan` shows "
+                                                   "(e.g. EUR, GBP, JPY: your account's).", pattern=r"^[A-Z]{3}$")
 
     @field_validator("image")
     @classmethod

@@ -90,11 +90,15 @@ class PriceNotFound(Exception):
     """No usable price: the message is the warning line (it names the size and the source)."""
 
 
+class PriceApiError(PriceNotFound):
+    """The price API itself failed: asking it for the other lines would only fail again."""
+
+
 def azure_prices_url() -> str:
     return os.environ.get(AZURE_PRICES_ENV) or AZURE_PRICES_URL
 
 
-def retail_items(filters: dict[str, str], url: str | None = None) -> list[dict[str, Any]]:
+def retail_items(filters: dict[str, str], url: str | None = None, currency: str = "USD") -> list[dict[str, Any]]:
     """Every item of the Retail Prices API matching ``filters`` (``field eq 'value'`` each), all pages.
 
     Pages are followed through ``NextPageLink`` only while it stays on the API's own host. Raises
@@ -107,21 +111,21 @@ def retail_items(filters: dict[str, str], url: str | None = None) -> list[dict[s
     origin = urlsplit(base)[:2]
     items: list[dict[str, Any]] = []
     link: str | None = base
-    params: dict[str, str] | None = {"$filter": query}
+    params: dict[str, str] | None = {"currencyCode": f"'{currency}'", "$filter": query}
     for _ in range(AZURE_PAGES_MAX):
         if link is None:
             return items
         if urlsplit(link)[:2] != origin:
-            raise PriceNotFound(f"price: the Azure Retail Prices API sent a next page on another host ({link})")
+            raise PriceApiError(f"price: the Azure Retail Prices API sent a next page on another host ({link})")
         try:
             reply = requests.get(link, params=params, timeout=20)
             reply.raise_for_status()
             page = reply.json()
         except (requests.RequestException, ValueError) as exc:
-            raise PriceNotFound(f"price: Azure Retail Prices API ({base}) failed: {one_line(exc, 160)}") from None
+            raise PriceApiError(f"price: Azure Retail Prices API ({base}) failed: {one_line(exc, 160)}") from None
         items += page.get("Items", [])
         link, params = page.get("NextPageLink"), None
-    raise PriceNotFound(f"price: Azure Retail Prices API ({base}) sent more than {AZURE_PAGES_MAX} pages")
+    raise PriceApiError(f"price: Azure Retail Prices API ({base}) sent more than {AZURE_PAGES_MAX} pages")
 
 
 def _pay_as_you_go(items: list[dict[str, Any]], unit: str) -> dict[str, Any] | None:
@@ -145,7 +149,7 @@ def azure_price(stack: Stack) -> Price:
     """
     az = stack.azure
     base = azure_prices_url()
-    price = Price("USD", f"Azure Retail Prices API, {az.location}, list prices without discounts")
+    price = Price(az.price_currency, f"Azure Retail Prices API, {az.location}, list prices without discounts")
     tier = standard_ssd_tier(az.os_disk_gb)
     wanted = (
         (f"VM {az.vm_size}", "1 Hour", 1.0, {"serviceName": "Virtual Machines", "armSkuName": az.vm_size}),
@@ -154,17 +158,22 @@ def azure_price(stack: Stack) -> Price:
         ("public IP (Standard, static)", "1 Hour", 1.0,
          {"serviceName": "Virtual Network", "meterName": "Standard IPv4 Static Public IP"}),
     )
+    failed = False
     for what, unit, per_hour, filters in wanted:
+        if failed:
+            price.lines.append(PriceLine(what, None))
+            continue
         query = {"serviceName": filters.pop("serviceName"), "armRegionName": az.location, **filters,
                  "priceType": "Consumption"}
         try:
-            item = _pay_as_you_go(retail_items(query, base), unit)
+            item = _pay_as_you_go(retail_items(query, base, az.price_currency), unit)
             if item is None:
                 raise PriceNotFound(f"price: no Linux pay-as-you-go price for {what} in {az.location} "
                                     f"in the Azure Retail Prices API ({base})")
         except PriceNotFound as exc:
             price.warnings.append(str(exc))
             price.lines.append(PriceLine(what, None))
+            failed = isinstance(exc, PriceApiError)
             continue
         price.currency = item.get("currencyCode", price.currency)
         price.lines.append(PriceLine(what, float(item["retailPrice"]) * per_hour, item.get("meterName", "")))

@@ -144,13 +144,14 @@ def test_unknown_size_price_is_a_warning_and_the_resources_are_still_shown(arm, 
     assert "no price found" in plan.render()
 
 
-def test_price_api_error_is_one_warning_per_line_never_a_traceback(arm, prices, make_stack):
+def test_price_api_error_is_one_warning_line_never_a_traceback(arm, prices, make_stack):
     prices.fail(500, times=10)
     plan = planning.make(make_stack())
-    assert [c.kind for c in plan.changes] == KINDS
-    assert plan.price.hourly is None and plan.price.warnings
-    assert all("HTTP" in w or "500" in w for w in plan.price.warnings)
-    assert "no price found" in plan.summary()
+    assert [c.kind for c in plan.changes] == KINDS and plan.problems == []
+    [warning] = plan.price.warnings
+    assert warning.startswith("price: Azure Retail Prices API") and "500" in warning
+    assert len(prices.filters) == 1          # the other lines were not asked of a failing API
+    assert plan.price.hourly is None and "no price found" in plan.summary()
 
 
 def test_meters_other_than_linux_pay_as_you_go_are_skipped(prices):
@@ -211,3 +212,12 @@ def test_a_limit_with_no_price_found_refuses_up(arm, prices, make_stack):
     lines: list[str] = []
     assert planning.gate(stack, lines.append).problems == []
     assert any(line.startswith("warning: price: Azure Retail Prices API") for line in lines)
+
+
+def test_prices_come_in_the_configured_currency_on_every_page(arm, prices, make_stack):
+    plan = planning.make(make_stack(price_currency="EUR"))
+    assert plan.price.currency == "EUR" and plan.price.warnings == []
+    assert plan.price.hourly == pytest.approx(HOURLY * 0.9)
+    assert "EUR/hour" in plan.summary()
+    [warning, *_] = planning.make(make_stack(price_currency="XYZ")).price.warnings
+    assert "400" in warning

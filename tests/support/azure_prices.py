@@ -4,7 +4,8 @@ The real API's JSON shape: ``{"BillingCurrency", "CustomerEntityId", "CustomerEn
 "NextPageLink", "Count"}``, items with ``retailPrice``, ``unitOfMeasure``, ``armSkuName``, ``meterName``,
 ``productName``, ``skuName``, ``type``... ``$filter`` is honoured (``field eq 'value'`` clauses joined by
 ``and``; field names case-insensitive, values exact, an unknown field refused with 400), and answers are
-paged (``page_size`` items, ``NextPageLink`` with ``$skip``) so a client reading one page misses items.
+paged (``page_size`` items, ``NextPageLink`` with ``$skip``) so a client reading one page misses items;
+``currencyCode='EUR'`` converts (``RATES``), an unknown code is refused with 400.
 Its catalogue has what makes choosing a meter hard: Windows, Spot and Low Priority meters under the
 same ``armSkuName``, DevTest and Reservation prices, disk operation meters beside the disk meters.
 
@@ -38,6 +39,8 @@ VM_PRICES = [("Standard_NC4as_T4_v3", "NC4as T4 v3", "NCasT4_v3", 0.526),
              ("Standard_D2s_v5", "D2s v5", "Dsv5", 0.096)]
 DISK_PRICES = [("E4", 2.40), ("E6", 4.80), ("E10", 9.60)]     # Standard SSD LRS, per month
 PUBLIC_IP_HOURLY = 0.005
+# currencyCode values the stand-in converts to (the real API takes the ISO codes of its billing currencies).
+RATES = {"USD": 1.0, "EUR": 0.9, "GBP": 0.8, "JPY": 150.0}
 
 
 def _item(**fields: Any) -> dict[str, Any]:
@@ -164,9 +167,15 @@ class _Handler(BaseHTTPRequestHandler):
             found = prices.select(text)
         except ValueError as exc:
             return self._reply(400, {"Error": {"Code": "BadRequest", "Message": str(exc)}})
+        currency = query.get("currencyCode", ["'USD'"])[0].strip("'")
+        if currency not in RATES:
+            return self._reply(400, {"Error": {"Code": "BadRequest", "Message": f"Invalid currency code {currency}"}})
+        found = [{**i, "currencyCode": currency, "retailPrice": i["retailPrice"] * RATES[currency],
+                  "unitPrice": i["unitPrice"] * RATES[currency]} for i in found]
         skip = int(query.get("$skip", ["0"])[0])
         page = found[skip:skip + prices.page_size]
         more = skip + prices.page_size < len(found)
-        link = f"{prices.url}?$filter={quote(text)}&$skip={skip + prices.page_size}" if more else None
-        self._reply(200, {"BillingCurrency": "USD", "CustomerEntityId": "Default", "CustomerEntityType": "Retail",
+        link = (f"{prices.url}?currencyCode={quote(repr(currency))}&$filter={quote(text)}&$skip={skip + prices.page_size}"
+                if more else None)
+        self._reply(200, {"BillingCurrency": currency, "CustomerEntityId": "Default", "CustomerEntityType": "Retail",
                           "Items": page, "NextPageLink": link, "Count": len(page)})
