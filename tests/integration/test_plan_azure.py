@@ -221,3 +221,41 @@ def test_prices_come_in_the_configured_currency_on_every_page(arm, prices, make_
     assert "EUR/hour" in plan.summary()
     [warning, *_] = planning.make(make_stack(price_currency="XYZ")).price.warnings
     assert "400" in warning
+
+
+def role_action(request) -> str | None:
+    """The Azure role action an ARM request needs (None: sign-in and operation polling)."""
+    path, verb = request.path, {"GET": "read", "PUT": "write", "DELETE": "delete"}.get(request.method)
+    if verb is None or "/oauth2/" in path or "/.well-known/" in path or request.rtype == "operations":
+        return None
+    parts = path.strip("/").split("/")
+    if "providers" in parts and parts[2].lower() != "providers":
+        at = parts.index("providers")
+        types = parts[at + 2::2]                 # type, name, child type, name: the types
+        return f"{parts[at + 1]}/{'/'.join(types)}/{verb}"
+    if parts[2].lower() == "providers":          # subscription-wide Microsoft.Compute reads
+        return {"skus": "Microsoft.Compute/skus/read", "usages": "Microsoft.Compute/locations/usages/read"}[request.rtype]
+    if len(parts) == 3:                          # /subscriptions/s/resourcegroups or /resources
+        return f"Microsoft.Resources/subscriptions/{parts[2]}/{verb}"
+    if len(parts) == 5:                          # /subscriptions/s/resourceGroups/g/resources
+        return f"Microsoft.Resources/subscriptions/resourceGroups/resources/{verb}"
+    return f"Microsoft.Resources/subscriptions/resourceGroups/{verb}"
+
+
+def test_every_request_of_plan_up_and_down_is_in_the_role_actions(arm, prices, make_stack):
+    from ollastack.cloud import azure, azure_preview
+
+    planning.make(make_stack())
+    up(make_stack())
+    moved = make_stack(admin_cidrs=["203.0.113.0/24"])
+    planning.make(moved)
+    [nsg] = arm.find("networkSecurityGroups")
+    arm.resources[nsg["id"].lower()]["properties"]["securityRules"].append(
+        {"name": "allow-ollama", "properties": {**nsg["properties"]["securityRules"][0]["properties"], "priority": 200}})
+    up(moved)
+    azure.destroy(moved, StackState.load("demo"), [].append)
+    needed = {action.lower() for action in map(role_action, arm.requests) if action}
+    granted = {p.lower() for p in azure_preview.PERMISSIONS}
+    assert needed - granted == set()
+    assert {"microsoft.network/networksecuritygroups/securityrules/write",
+            "microsoft.network/networksecuritygroups/securityrules/delete", "microsoft.compute/skus/read"} <= needed
