@@ -1,6 +1,7 @@
 """pyinfra inventory of an Alibaba Cloud ECS stack: the instance ``ollastack up`` recorded in the state file.
 
-    pyinfra inventories/alibaba.py deploy/site.py
+    ollastack up                                       # creates the instance, issues its certificate
+    pyinfra inventories/alibaba.py deploy/site.py       # the converge step again, by hand
 """
 
 from ollastack.inventory import provider_inventory

@@ -1,7 +1,7 @@
 """A static inventory: existing Debian hosts, settings from ./stack.toml (or $OLLASTACK_CONFIG).
 
     cp inventories/hosts.example.py inventories/hosts.py   # edit the addresses
-    pyinfra -y inventories/hosts.py deploy/site.py
+    python -m ollastack.certs inventories/hosts.py && pyinfra -y inventories/hosts.py deploy/site.py
 """
 
 from ollastack.host import Host

@@ -1,6 +1,6 @@
 """pyinfra inventory of the stack's running lab hosts (``$OLLASTACK_CONFIG`` or ./stack.toml).
 
-    ollastack lab up && pyinfra -y inventories/lab.py deploy/site.py
+    ollastack lab up && pyinfra -y inventories/lab.py deploy/site.py   # lab up issues the certificates
 """
 
 from ollastack.inventory import provider_inventory

@@ -1,5 +1,6 @@
 """pyinfra inventory of existing hosts listed in the stack description (``provider = "static"``).
 
+    python -m ollastack.certs inventories/static.py    # issue the hosts' certificates (or: ollastack up)
     pyinfra inventories/static.py deploy/site.py
 """
 

@@ -1,5 +1,5 @@
-"""The ``ollastack`` command: validate, up, down, status, doctor, logs, admin-password, lab up/down/list,
-settings.
+"""The ``ollastack`` command: validate, plan, up, down, status, doctor, logs, admin-password, lab
+up/down/list, settings.
 
 Exit codes mean something to pipelines: 0 ok, 1 a failure on a host or in the cloud, 2 bad input
 (nothing was touched). Progress goes to stderr, so ``--json`` output on stdout stays parseable.
@@ -15,9 +15,10 @@ import sys
 from pathlib import Path
 from typing import Any, Iterator
 
-from ollastack import __version__, doctor, lab, logs, orchestrate
+from ollastack import __version__, doctor, lab, logs, orchestrate, planning
 from ollastack.cloud import CloudError
 from ollastack.config import CONFIG_ENV, ConfigError, Stack, config_path, iter_settings, load_stack
+from ollastack.host import Host
 from ollastack.progress import Progress
 from ollastack.state import StackBusy, admin_password_file, stack_lock
 
@@ -76,6 +77,7 @@ def cmd_lab(args: argparse.Namespace, stack: Stack) -> int:
     progress = Progress("lab: ")
     if args.lab_command == "up":
         hosts = lab.up(stack, progress)
+        orchestrate.issue_certificates(stack, [Host.from_record(h) for h in hosts])
         _emit(args, hosts, "\n".join(f"{h['name']}\t{h['address']}" for h in hosts))
     elif args.lab_command == "down":
         removed = lab.down(None if args.all else stack.stack.name, progress)
@@ -100,6 +102,12 @@ def cmd_up(args: argparse.Namespace, stack: Stack) -> int:
     _emit(args, result, f"ready:\n{urls}\ntrust the stack CA once: curl --cacert {result['ca']} {result['hosts'][0]['url']}"
           if result.get("ca") else f"ready:\n{urls}")
     return EXIT_OK
+
+
+def cmd_plan(args: argparse.Namespace, stack: Stack) -> int:
+    plan = planning.make(stack)
+    _emit(args, plan.to_json(), plan.render())
+    return EXIT_FAILED if plan.problems else EXIT_OK
 
 
 def cmd_down(args: argparse.Namespace, stack: Stack) -> int:
@@ -208,13 +216,23 @@ COMMANDS = {
     "settings": ("every setting with its default (markdown table)",
                  "Prints every setting of a stack description with its default and what it does; with\n"
                  "--example a complete stack.example.toml. Needs no stack file and touches nothing."),
+    "plan": ("what `up` would create, change and cost, and whether the size can be created; touches nothing",
+             "Cloud stacks: each resource `up` would create, update in place (e.g. the firewall rules\n"
+             "after an admin_cidrs change) or leave, from the state file and what the cloud holds by the\n"
+             "stack's tag; the price per hour and per 30-day month of the VM size, disk and public IP\n"
+             "(Azure Retail Prices API, Alibaba ECS DescribePrice), whether the size is offered and\n"
+             "within quota there (with sizes or zones that would work), and the permissions needed.\n"
+             "Lab and static stacks: the hosts. Only reads: no cloud write, no state file, no host.\n"
+             "Exit 1 when the size cannot be created; a price not found is a warning."),
     "up": ("create hosts (lab or cloud), converge them, verify HTTPS, print the URL",
            "Creates what the provider needs (cloud: resource group or VPC, network, firewall rules,\n"
            "VM; lab: local hosts), records each resource in the state file beside the stack file,\n"
            "keeps the stack CA and certificates in ssl/ beside it, converges every host over SSH\n"
            "with pyinfra "
            "(NVIDIA driver, Ollama, Podman, Open WebUI, nginx, firewall) and prints the HTTPS URL\n"
-           "once it answers verified and the admin signs in. Re-running changes only what differs."),
+           "once it answers verified and the admin signs in. Re-running changes only what differs.\n"
+           "First it prints the plan's one line (`ollastack plan`) and stops before creating anything\n"
+           "when the size cannot be created there or costs more than cloud.max_hourly_price."),
     "down": ("delete every resource this stack created",
              "Deletes every cloud resource this stack created (what the state file records, and what\n"
              "carries the stack's tag), or a lab stack's hosts, after asking (--yes: without asking;\n"
@@ -242,7 +260,9 @@ COMMANDS = {
             "machine: to try a stack, and for the tests. Images are cached in /var/lib/ollastack/lab."),
 }
 LAB_COMMANDS = {
-    "up": ("start the stack's lab hosts", "Boots lab.hosts hosts (--hosts overrides it), reusing running ones, and waits for SSH."),
+    "up": ("start the stack's lab hosts", "Boots lab.hosts hosts (--hosts overrides it), reusing running ones, waits for SSH\n"
+                                          "and issues their stack-CA certificates into ssl/ (so that a plain pyinfra run\n"
+                                          "of inventories/lab.py finds them)."),
     "down": ("remove the stack's lab hosts", "Stops and deletes the stack's lab hosts (--all: every lab host on this machine)."),
     "list": ("list the stack's lab hosts", "Lists the stack's lab hosts and their addresses (--all: of every stack)."),
 }
@@ -291,11 +311,11 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(exc.render(), file=sys.stderr)
         return EXIT_BAD_INPUT
-    if args.command in ("validate", "up"):
+    if args.command in ("validate", "plan", "up"):
         for line in stack.warnings():
             print(line, file=sys.stderr)
-    handlers = {"validate": cmd_validate, "up": cmd_up, "down": cmd_down, "status": cmd_status, "lab": cmd_lab,
-                "admin-password": cmd_admin_password, "doctor": cmd_doctor, "logs": cmd_logs}
+    handlers = {"validate": cmd_validate, "plan": cmd_plan, "up": cmd_up, "down": cmd_down, "status": cmd_status,
+                "lab": cmd_lab, "admin-password": cmd_admin_password, "doctor": cmd_doctor, "logs": cmd_logs}
     # Two commands changing one stack at once would race (two VPCs, two converges): one at a time.
     changes = args.command in ("up", "down") or (
         args.command == "lab" and args.lab_command in ("up", "down") and not getattr(args, "all", False))

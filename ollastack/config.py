@@ -365,6 +365,8 @@ class AzureSection(Section):
     os_disk_gb: int = Field(64, ge=30, le=4095, description="OS disk size in GiB (models live there).")
     admin_username: str = Field("ollastack", description="Admin user created on the VM (SSH key only).",
                                 pattern=r"^[a-z_][a-z0-9_-]{0,31}$")
+    price_currency: str = Field("USD", description="Currency of the Retail Prices API's list prices `plan` shows "
+                                                   "(e.g. EUR, GBP, JPY: your account's).", pattern=r"^[A-Z]{3}$")
 
     @field_validator("image")
     @classmethod
@@ -413,6 +415,13 @@ class AlibabaSection(Section):
                                       examples=["https://ecs.cn-hangzhou.aliyuncs.com"])
     vpc_endpoint: OriginUrl = Field("", description="VPC API URL (http:// allowed); empty: the SDK's endpoint for the region.",
                                       examples=["https://vpc.cn-hangzhou.aliyuncs.com"])
+
+
+class CloudSection(Section):
+    max_hourly_price: float = Field(
+        0.0, ge=0, description="azure/alibaba: `up` refuses before creating anything when the plan's hourly price "
+                               "(VM, disk, public IP; in the price source's currency, see `ollastack plan`) is higher, "
+                               "or cannot be found; 0: no limit.")
 
 
 class OllamaSection(Section):
@@ -633,6 +642,7 @@ class Stack(Section):
     lab: LabSection = LabSection()
     azure: AzureSection = AzureSection()
     alibaba: AlibabaSection = AlibabaSection()
+    cloud: CloudSection = CloudSection()
     ollama: OllamaSection = OllamaSection()
     openwebui: OpenWebUISection = OpenWebUISection()
     tls: TLSSection = TLSSection()

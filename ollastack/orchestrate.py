@@ -24,7 +24,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from ollastack import certs, dnscheck, providers, ready, resources
+from ollastack import certs, dnscheck, planning, providers, ready, resources
 from ollastack.config import Stack
 from ollastack.host import Host
 from ollastack.inventory import pyinfra_hosts
@@ -142,11 +142,21 @@ def host_url_name(stack: Stack, host: Host) -> str:
     return stack.tls.domain or host.url_name
 
 
+def issue_certificates(stack: Stack, hosts: list[Host]) -> None:
+    """Issue (or renew) the hosts' stack-CA certificates on the control machine, before any converge.
+
+    Control-machine work happens here, not in the deploys: a converge (``--dry`` included) only
+    uploads what exists. ``up`` and ``lab up`` call it, so that a plain ``pyinfra`` run after either
+    finds the certificates.
+    """
+    certs.issue_for_inventory(pyinfra_hosts(stack, hosts))
+
+
 def up(stack: Stack, progress: Progress, config_path: str) -> dict[str, Any]:
+    planning.gate(stack, progress)
     hosts = provision(stack, progress)
     dns_preflight(stack, hosts)
-    # Control-machine work happens here, not in the deploys: the converge only uploads what exists.
-    certs.issue_for_inventory(pyinfra_hosts(stack, hosts))
+    issue_certificates(stack, hosts)
     converge(stack, config_path, progress)
     report = []
     for host in hosts:

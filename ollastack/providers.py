@@ -14,6 +14,7 @@ Example::
 
 from __future__ import annotations
 
+import importlib
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
@@ -27,6 +28,7 @@ from ollastack.state import StackState, known_hosts_file
 
 if TYPE_CHECKING:
     from ollastack.config import Stack
+    from ollastack.planning import Plan
 
 # Key types Alibaba's ImportKeyPair accepts (its API reference: rsa, dsa and ecdsa, with their OpenSSH
 # certificate forms); ed25519 is refused, and no conversion from it to another type exists.
@@ -207,6 +209,11 @@ class CloudProvider:
 
     def hosts(self, stack: Stack) -> list[Host]:
         return StackState.load(stack.stack.name, self.name).saved_hosts()
+
+    def preview(self, stack: Stack) -> Plan:
+        """What ``create`` would do, cost and be refused for (``ollastack.cloud.<name>_preview``), reading only."""
+        module = importlib.import_module(f"ollastack.cloud.{self.name}_preview")
+        return module.preview(stack, StackState.load(stack.stack.name, self.name))
 
     def known_hosts(self, stack: Stack) -> Path:
         return known_hosts_file(stack.stack.name)

@@ -246,7 +246,28 @@ class Steps:
         if not offering:
             raise CloudError(f"alibaba.instance_type {want} is not offered in any zone of {self.region}: "
                              "choose another instance_type or region")
-        return pinned or offering[0]
+        if pinned:
+            return pinned
+        # The zone ``plan`` names: the first with stock of the type, if any has.
+        stock = self.zones_with_stock(want)
+        return next((z for z in offering if want in stock.get(z, [])), offering[0])
+
+    def zones_with_stock(self, instance_type: str | None) -> dict[str, list[str]]:
+        """Zone -> the instance types with pay-as-you-go stock there (``DescribeAvailableResource``);
+        ``instance_type`` None: every type.
+
+        Example: ``steps.zones_with_stock("ecs.gn7i-c8g1.2xlarge")`` -> {"cn-hangzhou-j": ["ecs.gn7i-c8g1.2xlarge"]}
+        """
+        body = self.api.call(self.api.ecs.describe_available_resource, ecs_models.DescribeAvailableResourceRequest(
+            region_id=self.region, destination_resource="InstanceType", instance_charge_type="PostPaid",
+            instance_type=instance_type))
+        zones: dict[str, list[str]] = {}
+        for zone in body.get("AvailableZones", {}).get("AvailableZone", []):
+            for resource in zone.get("AvailableResources", {}).get("AvailableResource", []):
+                for offer in resource.get("SupportedResources", {}).get("SupportedResource", []):
+                    if offer.get("Status") == "Available":
+                        zones.setdefault(zone["ZoneId"], []).append(offer["Value"])
+        return zones
 
     def image(self) -> str:
         pinned, pattern = self.stack.alibaba.image_id, self.stack.alibaba.image_pattern
@@ -337,13 +358,8 @@ class Steps:
 
     def _rules(self, sg_id: str) -> None:
         """Make the ingress rules exactly: 22 from each admin CIDR, 80 and 443 from anywhere."""
-        wanted = {("TCP", "22/22", cidr) for cidr in self.stack.access.admin_cidrs}
-        wanted |= {("TCP", "80/80", WORLD), ("TCP", "443/443", WORLD)}
-        body = self.api.call(self.api.ecs.describe_security_group_attribute, ecs_models.DescribeSecurityGroupAttributeRequest(
-            region_id=self.region, security_group_id=sg_id, direction="ingress"))
-        have = {(p["IpProtocol"].upper(), p["PortRange"], p.get("SourceCidrIp") or p.get("Ipv6SourceCidrIp", ""))
-                for p in body.get("Permissions", {}).get("Permission", []) if p.get("Policy", "Accept").lower() == "accept"}
-        if missing := sorted(wanted - have):
+        missing, extra = self.rule_changes(sg_id)
+        if missing:
             try:
                 self.api.call(self.api.ecs.authorize_security_group, ecs_models.AuthorizeSecurityGroupRequest(
                     region_id=self.region, security_group_id=sg_id,
@@ -352,11 +368,25 @@ class Steps:
                 if exc.code != "InvalidPermission.Duplicate":
                     raise
             self.progress(f"security group {sg_id}: allowed " + ", ".join(f"{p.split('/')[0]} from {s}" for _, p, s in missing))
-        if extra := sorted(have - wanted):
+        if extra:
             self.api.call(self.api.ecs.revoke_security_group, ecs_models.RevokeSecurityGroupRequest(
                 region_id=self.region, security_group_id=sg_id,
                 permissions=[_permission(ecs_models.RevokeSecurityGroupRequestPermissions, r) for r in extra]))
             self.progress(f"security group {sg_id}: removed " + ", ".join(f"{p} from {s}" for _, p, s in extra))
+
+    def rule_changes(self, sg_id: str) -> tuple[list[tuple[str, str, str]], list[tuple[str, str, str]]]:
+        """(ingress rules to allow, rules to revoke) to make the group's rules exactly ollastack's;
+        ``_rules`` applies them, ``plan`` reports them.
+
+        Example: ``steps.rule_changes("sg-1")`` -> ([("TCP", "22/22", "203.0.113.0/24")], [("TCP", "22/22", "198.51.100.7/32")])
+        """
+        wanted = {("TCP", "22/22", cidr) for cidr in self.stack.access.admin_cidrs}
+        wanted |= {("TCP", "80/80", WORLD), ("TCP", "443/443", WORLD)}
+        body = self.api.call(self.api.ecs.describe_security_group_attribute, ecs_models.DescribeSecurityGroupAttributeRequest(
+            region_id=self.region, security_group_id=sg_id, direction="ingress"))
+        have = {(p["IpProtocol"].upper(), p["PortRange"], p.get("SourceCidrIp") or p.get("Ipv6SourceCidrIp", ""))
+                for p in body.get("Permissions", {}).get("Permission", []) if p.get("Policy", "Accept").lower() == "accept"}
+        return sorted(wanted - have), sorted(have - wanted)
 
     def instance(self, vswitch: tuple[str, str], sg_id: str, key_pair: str, image_id: str) -> dict[str, Any]:
         vsw_id, zone = vswitch

@@ -326,15 +326,13 @@ class _Session:
     def _fix_rules(self, nsg: str, existing: dict, rules: dict[str, dict]) -> None:
         """Converge the group's rules to ours: update each that differs from the settings (e.g. new admin
         CIDRs) in place, and remove any other rule, which could open a port (Ollama's) to the internet."""
-        current = {r["name"]: r.get("properties", {}) for r in existing["properties"].get("securityRules", [])}
-        for name in sorted(set(current) - set(rules)):
+        extra, changed = rule_changes(existing, rules)
+        for name in extra:
             started = time.monotonic()
             self.network.security_rules.begin_delete(self.group, nsg, name).result()
             self.progress(f"security rule {nsg}/{name}: not one of ollastack's, removed ({_seconds(started)})")
-        for name, wanted in rules.items():
-            have = current.get(name, {})
-            if all(_same(have.get(k), v) for k, v in wanted.items()):
-                continue
+        for name in changed:
+            wanted = rules[name]
             started = time.monotonic()
             self.network.security_rules.begin_create_or_update(
                 self.group, nsg, name, {"properties": wanted}).result()
@@ -484,6 +482,18 @@ class _Session:
         if others:
             raise CloudError(f"azure: {label} was kept: it also holds {', '.join(sorted(others))}, not created by "
                              "ollastack; move or delete those, then run `ollastack down` again")
+
+
+def rule_changes(existing: dict, rules: dict[str, dict]) -> tuple[list[str], list[str]]:
+    """(rules of the group that are not ollastack's, ollastack's rules missing or differing): what
+    ``create`` removes and what it updates in place (``plan`` reports the same without doing it).
+
+    Example: ``rule_changes(nsg, session.security_rules())`` -> ([], ["allow-ssh-admin"]) after a CIDR change
+    """
+    current = {r["name"]: r.get("properties", {}) for r in existing["properties"].get("securityRules", [])}
+    changed = [name for name, wanted in rules.items()
+               if not all(_same(current.get(name, {}).get(k), v) for k, v in wanted.items())]
+    return sorted(set(current) - set(rules)), changed
 
 
 def _same(have: Any, wanted: Any) -> bool:

@@ -714,7 +714,7 @@ def test_unreachable_resource_manager_is_one_line_exit_1(arm, make_stack, tmp_pa
         probe.bind(("127.0.0.1", 0))
         closed = probe.getsockname()[1]            # nothing listens there once closed
     config = write_config(tmp_path, make_stack(), resource_manager_url=f"https://127.0.0.1:{closed}")
-    line = assert_one_line_error(cli(config, "up"), "error: azure: cannot reach Azure while creating resource group")
+    line = assert_one_line_error(cli(config, "up"), "error: azure: cannot reach Azure while reading resource group")
     assert "azure.resource_manager_url" in line
     assert StackState.load("demo").resources == []
 
@@ -722,7 +722,8 @@ def test_unreachable_resource_manager_is_one_line_exit_1(arm, make_stack, tmp_pa
 def test_no_credential_is_one_line_exit_1(arm, make_stack, tmp_path):
     config = write_config(tmp_path, make_stack())
     line = assert_one_line_error(cli(config, "up", drop=("AZURE_CLIENT_ID", "AZURE_CLIENT_SECRET")),
-                                 "error: azure: sign-in failed while creating resource group demo-rg (no credential found)")
+                                 "error: azure: sign-in failed while reading resource group demo-rg and its resources "
+                                 "(no credential found)")
     assert "AZURE_CLIENT_SECRET" in line and "az login" in line
     assert arm.seen("PUT") == [] and arm.seen("POST") == []
 

@@ -30,9 +30,11 @@ import trustme
 from ollastack import lab
 from ollastack.cloud import plan
 from ollastack.config import LabSection
+from ollastack.pricing import AZURE_PRICES_ENV
 from tests.support.repo import REPO
 from tests.support.alibaba_emulator import AlibabaEmulator
 from tests.support.azure_emulator import TAG, AzureEmulator
+from tests.support.azure_prices import RetailPrices
 from tests.support.labkit import ssh
 
 NETGUARD = REPO / "tests/support/netguard"
@@ -59,13 +61,18 @@ class AzureCloud:
     subscription = "00000000-0000-0000-0000-0000000e2e00"
 
     def __init__(self, address: str):
-        self.emulator = AzureEmulator(trustme.CA(), client_secret="e2e-secret", public_ip=address)
+        ca = trustme.CA()
+        self.emulator = AzureEmulator(ca, client_secret="e2e-secret", public_ip=address)
+        # `up` prices the stack first (its plan): the Retail Prices API's stand-in, trusted through the same CA.
+        self.prices = RetailPrices(ca)
 
     def __enter__(self) -> "AzureCloud":
         self.emulator.__enter__()
+        self.prices.__enter__()
         return self
 
     def __exit__(self, *exc) -> None:
+        self.prices.__exit__(*exc)
         self.emulator.__exit__(*exc)
 
     def settings(self) -> dict:
@@ -76,7 +83,7 @@ class AzureCloud:
         return {"REQUESTS_CA_BUNDLE": self.emulator.ca_bundle(), "AZURE_AUTHORITY_HOST": self.emulator.url,
                 "AZURE_TENANT_ID": "ollastack-e2e", "AZURE_CLIENT_ID": self.emulator.client_id,
                 "AZURE_CLIENT_SECRET": self.emulator.client_secret, "AZURE_TOKEN_CREDENTIALS": "EnvironmentCredential",
-                plan.POLL_ENV: "0"}
+                plan.POLL_ENV: "0", AZURE_PRICES_ENV: self.prices.url}
 
     def creates(self) -> list[str]:
         """Every write the emulator accepted, as "METHOD type"."""

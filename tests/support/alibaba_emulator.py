@@ -10,7 +10,8 @@ Like the real APIs, Describe* calls answer one page at a time (PageSize default 
 own maximum, ``TotalCount``/``PageNumber``), and the default image catalogue is long as real ones
 are: the Debian images come after more than two pages of other systems, so a client that reads
 only the first page finds none. Enum values the ECS API checks (system disk category, instance and
-internet charge types) are refused with ECS's error codes when unknown.
+internet charge types) are refused with ECS's error codes when unknown. ``DescribePrice`` answers from a
+price list (``prices``, CNY) and ``DescribeAvailableResource`` from the zones' types, less ``sold_out``.
 
 Example::
 
@@ -45,6 +46,14 @@ PAGE_MAX = {"DescribeImages": 100, "DescribeInstances": 100, "DescribeSecurityGr
 DISK_CATEGORIES = {"cloud", "cloud_efficiency", "cloud_ssd", "cloud_essd", "cloud_auto", "cloud_essd_entry"}
 INSTANCE_CHARGE_TYPES = {"PrePaid", "PostPaid"}
 INTERNET_CHARGE_TYPES = {"PayByBandwidth", "PayByTraffic"}
+PRICE_UNITS = {"Hour": 1, "Week": 168, "Month": 720, "Year": 8760}
+DESTINATION_RESOURCES = {"Zone", "IoOptimized", "InstanceType", "SystemDisk", "DataDisk", "Network", "ddh"}
+# Pay-as-you-go list prices (CNY): per hour of each instance type, per GiB-hour of each disk category,
+# per Mbps-hour of fixed bandwidth (pay by traffic bills each GB sent instead, outside DescribePrice).
+DEFAULT_PRICES = {"ecs.gn7i-c8g1.2xlarge": 11.58, "ecs.gn6i-c4g1.xlarge": 8.22, "ecs.g7.large": 0.53}
+DISK_PRICES = {"cloud_essd": 0.0014, "cloud_auto": 0.0012, "cloud_efficiency": 0.0005, "cloud_ssd": 0.0014,
+               "cloud": 0.0004, "cloud_essd_entry": 0.0009}
+BANDWIDTH_PRICE = 0.063
 LAB_NETWORKS = [ipaddress.ip_network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16")]
 
 DEFAULT_ZONES = {
@@ -146,6 +155,8 @@ class AlibabaEmulator:
         self.instance_start_s = instance_start_s
         self.instance_delete_s = instance_delete_s
         self.network_ready_s = network_ready_s
+        self.prices = dict(DEFAULT_PRICES)
+        self.sold_out: set[tuple[str, str]] = set()        # (zone, instance type) without stock
         self.lock = threading.RLock()
         self.resources: dict[str, dict[str, dict]] = {k: {} for k in ("vpc", "vswitch", "security_group", "key_pair", "instance")}
         self.requests: list[dict] = []
@@ -385,6 +396,54 @@ class AlibabaEmulator:
                  for z, types in self.zones.items()]
         return {"Zones": {"Zone": zones}}
 
+    def _do_DescribeAvailableResource(self, params: dict) -> dict:
+        """Per zone, the instance types on sale and whether they have stock (DestinationResource=InstanceType)."""
+        destination = params.get("DestinationResource")
+        if destination is None:
+            raise ApiError(400, "MissingParameter", "The input parameter DestinationResource is mandatory.")
+        self._check_enum(params, "DestinationResource", DESTINATION_RESOURCES, "InvalidParameter")
+        self._check_enum(params, "InstanceChargeType", INSTANCE_CHARGE_TYPES, "InvalidInstanceChargeType.ValueNotSupported")
+        if destination != "InstanceType":
+            raise ApiError(400, "InvalidParameter", f"DestinationResource {destination} is not emulated.")
+        zones = []
+        for zone, types in self.zones.items():
+            if params.get("ZoneId", zone) != zone:
+                continue
+            supported = [{"Value": t, "Status": "SoldOut" if (zone, t) in self.sold_out else "Available",
+                          "StatusCategory": "WithoutStock" if (zone, t) in self.sold_out else "WithStock"}
+                         for t in types if params.get("InstanceType", t) == t]
+            if supported:
+                zones.append({"RegionId": self.region, "ZoneId": zone, "Status": "Available",
+                              "StatusCategory": "WithStock", "AvailableResources": {"AvailableResource": [
+                                  {"Type": "InstanceType", "SupportedResources": {"SupportedResource": supported}}]}})
+        return {"AvailableZones": {"AvailableZone": zones}}
+
+    def _do_DescribePrice(self, params: dict) -> dict:
+        """The pay-as-you-go price of an instance with its system disk and bandwidth, per ``PriceUnit``."""
+        self._check_enum(params, "PriceUnit", set(PRICE_UNITS), "InvalidPriceUnit.ValueNotSupported")
+        self._check_enum(params, "InternetChargeType", INTERNET_CHARGE_TYPES, "InvalidInternetChargeType.ValueNotSupported")
+        self._check_enum(params, "SystemDisk.Category", DISK_CATEGORIES, "InvalidSystemDiskCategory.ValueNotSupported")
+        if params.get("ResourceType", "instance") != "instance":
+            raise ApiError(400, "InvalidParameter", "Only ResourceType instance is emulated.")
+        kind = params.get("InstanceType", "")
+        offered = any(kind in types for types in self.zones.values())
+        if kind not in self.prices or not offered:
+            raise ApiError(400, "InvalidInstanceType.ValueNotSupported",
+                           f"The specified InstanceType {kind!r} is not supported in {self.region}.")
+        hours = PRICE_UNITS[params.get("PriceUnit", "Hour")]
+        disk_gb = int(params.get("SystemDisk.Size", 40))
+        bandwidth = int(params.get("InternetMaxBandwidthOut", 0))
+        by_bandwidth = params.get("InternetChargeType", "PayByTraffic") == "PayByBandwidth"
+        details = [("instanceType", self.prices[kind]),
+                   ("systemDisk", DISK_PRICES[params.get("SystemDisk.Category", "cloud_efficiency")] * disk_gb),
+                   ("bandwidth", BANDWIDTH_PRICE * bandwidth if by_bandwidth else 0.0)]
+        infos = [{"Resource": r, "OriginalPrice": round(p * hours, 4), "DiscountPrice": 0.0,
+                  "TradePrice": round(p * hours, 4)} for r, p in details]
+        total = round(sum(i["TradePrice"] for i in infos), 4)
+        return {"PriceInfo": {"Price": {"OriginalPrice": total, "DiscountPrice": 0.0, "TradePrice": total,
+                                        "Currency": "CNY", "DetailInfos": {"DetailInfo": infos}},
+                              "Rules": {"Rule": []}}}
+
     def _do_DescribeImages(self, params: dict) -> dict:
         images = [i for i in self.images
                   if params.get("ImageOwnerAlias", "system") == i["ImageOwnerAlias"]
@@ -500,6 +559,8 @@ class AlibabaEmulator:
             raise ApiError(400, "InvalidVSwitchId.ZoneMismatch", "The vswitch is not in the specified zone.")
         if params.get("InstanceType") not in self.zones.get(zone, []):
             raise ApiError(403, "InvalidResourceType.NotSupported", "The instance type is not available in this zone.")
+        if (zone, params.get("InstanceType")) in self.sold_out:
+            raise ApiError(403, "OperationDenied.NoStock", "The requested resource is sold out in the specified zone.")
         if not any(i["ImageId"] == params.get("ImageId") for i in self.images):
             raise ApiError(404, "InvalidImageId.NotFound", "The specified ImageId does not exist.")
         key = params.get("KeyPairName")

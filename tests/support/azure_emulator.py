@@ -11,6 +11,8 @@ that ``ollastack.cloud.azure`` uses, over real HTTPS, to the real Azure SDK clie
 - virtual networks (+ subnets), network security groups (+ security rules), public IPs, NICs,
   virtual machines (+ their managed OS disk): PUT answers ``201``/``200`` with an
   ``Azure-AsyncOperation`` header, DELETE answers ``202`` with a ``Location`` header;
+- the compute resource SKUs of a location (``skus``: paged with ``nextLink``, location restrictions
+  such as ``NotAvailableForSubscription``) and its vCPU usages per family (``usages``), for ``plan``;
 - ``{"error": {"code", "message"}}`` envelopes, references checked on create, "in use" refusals on
   delete (so deleting in the wrong order fails as it does on Azure);
 - what ARM refuses, refused the same way: a missing or unknown ``api-version``, a token issued for
@@ -67,12 +69,29 @@ TAG_FILTER_RE = re.compile(r"^tagName eq '(?P<name>[^']*)' and tagValue eq '(?P<
 LIST_RE = re.compile(r"^/subscriptions/(?P<sub>[^/]+)/resourcegroups/(?P<rg>[^/]+)/resources$", re.IGNORECASE)
 OP_RE = re.compile(r"^/subscriptions/[^/]+" + OPS_PREFIX + r"/(asyncOperations|operationResults)/(?P<op>[^/]+)$",
                    re.IGNORECASE)
+SKUS_RE = re.compile(r"^/subscriptions/[^/]+/providers/Microsoft\.Compute/skus$", re.IGNORECASE)
+USAGES_RE = re.compile(r"^/subscriptions/[^/]+/providers/Microsoft\.Compute/locations/(?P<loc>[^/]+)/usages$",
+                       re.IGNORECASE)
+LOCATION_FILTER_RE = re.compile(r"^location eq '(?P<loc>[^']+)'$")
+# Compute SKUs of the location the tests use, as the Resource SKUs API lists them: GPU sizes, a
+# general-purpose one, and one the subscription may not use there.
+DEFAULT_SKUS = [
+    ("Standard_NC4as_T4_v3", "standardNCASv3_T4Family", 4, 1, []),
+    ("Standard_NC8as_T4_v3", "standardNCASv3_T4Family", 8, 1, []),
+    ("Standard_NC24ads_A100_v4", "StandardNCADSA100v4Family", 24, 1, ["NotAvailableForSubscription"]),
+    ("Standard_NV6ads_A10_v5", "StandardNVADSA10v5Family", 6, 1, []),
+    ("Standard_D2s_v5", "standardDSv5Family", 2, 0, []),
+]
+# (family, vCPUs in use, limit) of the location.
+DEFAULT_USAGES = [("standardNCASv3_T4Family", 0, 16), ("StandardNCADSA100v4Family", 0, 0),
+                  ("StandardNVADSA10v5Family", 0, 12), ("standardDSv5Family", 0, 10), ("cores", 0, 100)]
 CHILD_TYPES = {"subnets": "virtualNetworks", "securityrules": "networkSecurityGroups"}
 # What the SDK clients in use send (azure-mgmt-resource 26, -network 33, -compute 39) and ARM
 # accepts; the emulator's own operation URLs carry its version. Anything else is refused, as ARM
 # refuses a version a resource provider does not offer.
 API_VERSIONS = {"microsoft.resources": {"2025-04-01"}, "microsoft.network": {"2026-03-01"},
-                "microsoft.compute": {"2026-04-01"}, "microsoft.emulator": {"2025-01-01"}}
+                "microsoft.compute": {"2026-04-01"}, "microsoft.emulator": {"2025-01-01"},
+                "microsoft.compute/skus": {"2021-07-01"}}
 API_VERSION_RE = re.compile(r"^\d{4}-\d{2}-\d{2}(-preview)?$")
 # Audiences public-cloud ARM accepts in a token (``aud``), without the trailing slash.
 PUBLIC_AUDIENCES = ("https://management.azure.com", "https://management.core.windows.net")
@@ -162,6 +181,9 @@ class AzureEmulator:
         self.lro_delay = lro_delay
         self.retry_after = retry_after
         self.public_ip = public_ip
+        self.skus = [_sku(*sku, location="westeurope") for sku in DEFAULT_SKUS]
+        self.usages = {family: [used, limit] for family, used, limit in DEFAULT_USAGES}
+        self.sku_page_size = 2
         self.resources: dict[str, dict] = {}
         self.operations: dict[str, Operation] = {}
         self.requests: list[Request] = []
@@ -378,6 +400,16 @@ class AzureEmulator:
         return op
 
 
+def _sku(name: str, family: str, vcpus: int, gpus: int, reasons: list[str], location: str) -> dict:
+    """One virtual machine size as the Resource SKUs API lists it (``reasons``: its location restrictions)."""
+    return {"resourceType": "virtualMachines", "name": name, "tier": "Standard", "size": name.split("_", 1)[1],
+            "family": family, "locations": [location],
+            "locationInfo": [{"location": location, "zones": ["1", "2", "3"], "zoneDetails": []}],
+            "capabilities": [{"name": "vCPUs", "value": str(vcpus)}, {"name": "GPUs", "value": str(gpus)}],
+            "restrictions": [{"type": "Location", "values": [location], "reasonCode": reason,
+                              "restrictionInfo": {"locations": [location]}} for reason in reasons]}
+
+
 def _rsa_bits(blob: bytes) -> int:
     """Modulus size of an OpenSSH ``ssh-rsa`` key blob (string type, mpint e, mpint n)."""
     fields, at = [], 0
@@ -482,6 +514,10 @@ class _Handler(BaseHTTPRequestHandler):
             rtype = (match["child"] or match["type"] or "resourceGroups").lower()
         elif OP_RE.match(path):
             rtype = "operations"
+        elif SKUS_RE.match(path):
+            rtype = "skus"
+        elif USAGES_RE.match(path):
+            rtype = "usages"
         self._record = Request(method, path, rtype, body, time.monotonic())
         with emu.lock:
             emu.requests.append(self._record)
@@ -509,6 +545,10 @@ class _Handler(BaseHTTPRequestHandler):
             emu._advance()
             if rtype == "operations":
                 return self._poll(path)
+            if rtype == "skus" and method == "GET":
+                return self._skus()
+            if rtype == "usages" and method == "GET":
+                return self._usages(USAGES_RE.match(path)["loc"])
             listing = LIST_RE.match(path)
             if listing and method == "GET":
                 return self._list(listing)
@@ -553,6 +593,10 @@ class _Handler(BaseHTTPRequestHandler):
                     "The api-version query parameter (?api-version=) is required for all requests.")
         if OP_RE.match(path):
             namespace = "microsoft.emulator"
+        elif SKUS_RE.match(path):
+            namespace = "microsoft.compute/skus"
+        elif USAGES_RE.match(path):
+            namespace = "microsoft.compute"
         else:
             namespace = (match["ns"] if match and match["ns"] else "Microsoft.Resources").lower()
         supported = API_VERSIONS.get(namespace, set())
@@ -623,6 +667,29 @@ class _Handler(BaseHTTPRequestHandler):
         if op.status == "Failed":
             reply["error"] = op.error
         self._reply(200, reply)
+
+    def _skus(self) -> None:
+        """Compute SKUs, a page of ``sku_page_size`` at a time (``nextLink``), optionally for one location."""
+        query = parse_qs(urlsplit(self.path).query)
+        text = query.get("$filter", [""])[0]
+        wanted = LOCATION_FILTER_RE.match(text)
+        if text and wanted is None:
+            return self._error(400, "InvalidFilter", f"Only the location filter is supported, not {text!r}.")
+        found = [s for s in self.emulator.skus
+                 if wanted is None or wanted["loc"].lower() in [loc.lower() for loc in s["locations"]]]
+        start = int(query.get("$skiptoken", ["0"])[0])
+        size = self.emulator.sku_page_size
+        reply: dict[str, Any] = {"value": found[start:start + size]}
+        if start + size < len(found):
+            link = f"{self.emulator.url}{urlsplit(self.path).path}?api-version=2021-07-01&$skiptoken={start + size}"
+            reply["nextLink"] = link + (f"&$filter={text}" if text else "")
+        self._reply(200, reply)
+
+    def _usages(self, location: str) -> None:
+        self._reply(200, {"value": [
+            {"unit": "Count", "currentValue": used, "limit": limit,
+             "name": {"value": family, "localizedValue": family}}
+            for family, (used, limit) in self.emulator.usages.items()]})
 
     def _list(self, m: re.Match) -> None:
         prefix = f"/subscriptions/{m['sub']}/resourcegroups/{m['rg']}/".lower()
