@@ -1,7 +1,6 @@
 """pyinfra inventory of an Alibaba Cloud ECS stack: the instance ``ollastack up`` recorded in the state file.
 
-    ollastack up                                       # creates the instance, issues its certificate
-    pyinfra inventories/alibaba.py deploy/site.py       # the converge step again, by hand
+    pyinfra inventories/alibaba.py deploy/site.py    # after `ollastack up` made the instance and its certificate
 """
 
 from ollastack.inventory import provider_inventory

@@ -1,7 +1,6 @@
 """pyinfra inventory of an Azure stack: the VM ``ollastack up`` recorded in the stack's state file.
 
-    ollastack up                                       # creates the VM, issues its certificate
-    pyinfra inventories/azure.py deploy/site.py         # the converge step again, by hand
+    pyinfra inventories/azure.py deploy/site.py    # after `ollastack up` made the VM and its certificate
 """
 
 from ollastack.inventory import provider_inventory

@@ -1,7 +1,6 @@
 """pyinfra inventory of existing hosts listed in the stack description (``provider = "static"``).
 
-    python -m ollastack.certs inventories/static.py    # issue the hosts' certificates (or: ollastack up)
-    pyinfra inventories/static.py deploy/site.py
+    python -m ollastack.certs inventories/static.py && pyinfra inventories/static.py deploy/site.py
 """
 
 from ollastack.inventory import provider_inventory
