@@ -123,9 +123,11 @@ def ollama(gpu_changes=()):
                     group="ollama", mode="0755")
     installed = install_release(data)
     unit = files.template(name="Ollama unit", src=str(template("ollama.service.j2")),
-                          dest="/etc/systemd/system/ollama.service", **confinement(data.ollastack_ollama_models_dir))
+                          dest="/etc/systemd/system/ollama.service", mode="0644",
+                          **confinement(data.ollastack_ollama_models_dir))
+    # The mode is part of the file: whoever can write a unit or drop-in runs code as root.
     override = files.template(name="Ollama settings (override.conf)", src=str(template("ollama-override.conf.j2")),
-                              dest=OVERRIDE,
+                              dest=OVERRIDE, mode="0644",
                               environment={k: systemd_quoted(v) for k, v in environment(data).items()})
     after_driver = ollama_after_driver()
     unit_changes = [op for op in (unit, override, after_driver) if op is not None]
