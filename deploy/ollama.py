@@ -10,7 +10,7 @@ from pyinfra.api import deploy
 from pyinfra.operations import files, server
 
 from ollastack.deploy.defaults import DEFAULTS
-from ollastack.deploy.facts import FileText, OllamaModels
+from ollastack.deploy.facts import FileText, InstalledRelease, OllamaModels
 from ollastack.deploy.nvidia import check_gpu_offload, ollama_after_driver
 from ollastack.deploy.services import restart_when_changed
 from ollastack.deploy.units import systemd_quoted
@@ -21,6 +21,9 @@ RELEASE_URL = "https://github.com/ollama/ollama/releases/download/v{version}/oll
 CACHE = "/var/cache/ollastack"
 PULL_SCRIPT = "/usr/local/lib/ollastack/ollama-pull.py"
 OVERRIDE = "/etc/systemd/system/ollama.service.d/override.conf"
+# Written by the install script: the archive's sha256, and sha256sum's line for the binary it installed.
+STAMP = "/var/lib/ollastack/ollama.sha256"
+BINARY_SUMS = "/var/lib/ollastack/ollama.binary.sha256"
 HOME = "/usr/share/ollama"
 # Ollama keeps its key pair (made on first start) here, and by default its models.
 STATE_DIR = f"{HOME}/.ollama"
@@ -64,8 +67,8 @@ def _archive_source(data) -> tuple[str, str]:
 
 
 def install_release(data):
-    """Put the pinned archive on the host and swap it in, unless that exact release is installed."""
-    if host.get_fact(FileText, path="/var/lib/ollastack/ollama.sha256") == data.ollastack_ollama_sha256:
+    """Put the pinned archive on the host and swap it in, unless that exact release is installed, binary unchanged."""
+    if host.get_fact(InstalledRelease, stamp=STAMP, binary_sums=BINARY_SUMS) == data.ollastack_ollama_sha256:
         return None
     source, name = _archive_source(data)
     remote = posixpath.join(CACHE, name)
