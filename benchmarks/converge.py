@@ -1,68 +1,189 @@
-"""Converge timings on one fresh lab host: first converge, no-op re-converge, and pyinfra's floor.
+"""Converge timings on fresh lab hosts, as one table of figures measured in the same run, with their ratios.
 
-    python -m benchmarks.converge [--runs 3]
+    python -m benchmarks.converge [--runs 3] [--hosts 8]
 
-The floor is pyinfra running a single no-op command (``exec -- true``) on the same host: what any
-converge costs before doing anything (start-up, inventory, SSH connection). Needs root (lab hosts).
-Ollama is the test stand-in (tests/support/standin), installed from an archive like a release.
+- floor: pyinfra running a single no-op command (``exec -- true``) on the host: what any converge costs
+  before doing anything (start-up, inventory, SSH connection);
+- no-op: a re-converge of the converged host (the spine; Open WebUI off);
+- first converge of a fresh host, against the by-hand floor: one shell script on an identical fresh host
+  doing the same work by hand (``apt-get install`` of the same packages, unpack the same archive, write the
+  same files, start the same services, pull the same model);
+- 1 against ``--hosts`` hosts converged together, first and no-op;
+- the control machine's peak RSS and CPU time of each pyinfra run, next to its wall time: the rest of a
+  run is the lab hosts' own CPU and waiting, on the same cores.
+
+Needs root (lab hosts). Ollama is the test stand-in (tests/support/standin), installed from an archive
+like a release.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import shlex
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
-
+from ollastack import lab
+from ollastack.deploy.base import PACKAGES
 from tests.support.repo import REPO
 from tests.support.standin.build_archive import build_archive
 
-STACK = "bench"
+SSH_OPTS = ["-o", "BatchMode=yes", "-o", "ConnectTimeout=10"]
+# Everything the converge writes on a lab host (no GPU, no Open WebUI, self-signed TLS), copied from the
+# converged host so that the by-hand script writes exactly the same files.
+WRITTEN = ["etc/apt/apt.conf.d/90ollastack", "etc/ollastack", "etc/systemd/system/ollama.service",
+           "etc/systemd/system/ollama.service.d", "etc/systemd/system/ollastack-firewall.service",
+           "etc/nginx/sites-available/ollastack.conf", "usr/local/lib/ollastack", "var/www/ollastack-acme", "var/lib/ollastack"]
+BY_HAND = """set -eu
+export DEBIAN_FRONTEND=noninteractive
+tar -xzf /root/written.tgz -C /
+apt-get update -q >/dev/null
+apt-get install -y -q --no-install-recommends {packages} >/dev/null
+nft -c -f /etc/ollastack/firewall.nft && nft -f /etc/ollastack/firewall.nft
+useradd --system --home-dir /usr/share/ollama --create-home --shell /bin/false ollama
+install -d -o ollama -g ollama /usr/share/ollama/.ollama /usr/share/ollama/.ollama/models
+echo {sha256}'  /root/{archive}' | sha256sum -c --status
+stage=$(mktemp -d) && tar -xzf /root/{archive} -C "$stage"
+install -m 0755 "$stage/bin/ollama" /usr/local/bin/ollama
+ln -sf /etc/nginx/sites-available/ollastack.conf /etc/nginx/sites-enabled/ollastack.conf
+rm -f /etc/nginx/sites-enabled/default
+systemctl daemon-reload
+systemctl enable --now --quiet ollastack-firewall ollama
+nginx -t -q && systemctl reload nginx
+for i in $(seq 120); do curl -fsS --max-time 2 127.0.0.1:11434/api/version >/dev/null && break; sleep 0.5; done
+python3 /usr/local/lib/ollastack/ollama-pull.py 127.0.0.1:11434 llama3.2:1b
+"""
 
 
-def timed(cmd: list[str], env: dict) -> float:
+@dataclass
+class Run:
+    wall: float
+    cpu: float
+    rss_mib: float
+
+
+def measured(cmd: list[str], env: dict, stdin: str | None = None) -> Run:
+    """Run ``cmd`` to success; its wall time, its CPU time on this machine and its peak RSS (from wait4)."""
+    with tempfile.TemporaryFile() as out:
+        started = time.monotonic()
+        process = subprocess.Popen(cmd, cwd=REPO, env=env, stdin=subprocess.PIPE if stdin else None,
+                                   stdout=out, stderr=subprocess.STDOUT, text=True)
+        if stdin:
+            process.stdin.write(stdin)
+            process.stdin.close()
+        _, status, usage = os.wait4(process.pid, 0)
+        wall = time.monotonic() - started
+        process.returncode = os.waitstatus_to_exitcode(status)
+        if process.returncode != 0:
+            out.seek(0)
+            sys.exit(f"{shlex.join(cmd)} failed:\n{out.read().decode()[-4000:]}")
+    return Run(wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024)
+
+
+class Stack:
+    """One lab stack of the benchmark: its own stack file, hosts and certificates."""
+
+    def __init__(self, tmp: Path, name: str, key: Path, archive: Path, sha: str):
+        self.dir = tmp / name
+        self.dir.mkdir()
+        self.name, self.key = name, key
+        config = self.dir / "stack.toml"
+        config.write_text(f'[stack]\nname = "{name}"\nprovider = "lab"\n'
+                          f'[access]\nadmin_cidrs = ["198.51.100.0/24"]\n'
+                          f'ssh_public_key = "{key}.pub"\nssh_private_key = "{key}"\n'
+                          f'[ollama]\narchive = "{archive}"\nsha256 = "{sha}"\nmodels = ["llama3.2:1b"]\n'
+                          # The spine only: Open WebUI's install is measured by its own tests.
+                          '[openwebui]\ninstall = "none"\n')
+        self.env = dict(os.environ, OLLASTACK_CONFIG=str(config), OLLASTACK_SSL_DIR=str(self.dir / "ssl"),
+                        OLLASTACK_STATE_DIR=str(self.dir / "state"))
+
+    def up(self, hosts: int) -> list[dict]:
+        result = subprocess.run([sys.executable, "-m", "ollastack.cli", "--json", "lab", "up", "--hosts", str(hosts)],
+                                env=self.env, capture_output=True, text=True)
+        if result.returncode != 0:
+            sys.exit(f"lab up {self.name} failed:\n{result.stderr[-4000:]}")
+        # As `ollastack up` does before it converges (not part of the figures).
+        subprocess.run([sys.executable, "-m", "ollastack.certs", "inventories/lab.py"], cwd=REPO, env=self.env,
+                       check=True, capture_output=True)
+        return json.loads(result.stdout)
+
+    def pyinfra(self, *args: str) -> Run:
+        return measured([sys.executable, "-m", "pyinfra", "-y", "inventories/lab.py", *args], self.env)
+
+    def down(self) -> None:
+        subprocess.run([sys.executable, "-m", "ollastack.cli", "lab", "down"], env=self.env, capture_output=True)
+
+    def ssh(self, address: str) -> list[str]:
+        return ["ssh", "-i", str(self.key), *SSH_OPTS, "-o", f"UserKnownHostsFile={lab.known_hosts_path()}",
+                f"root@{address}"]
+
+
+def by_hand(stack: Stack, address: str, written: Path, archive: Path, sha: str) -> Run:
+    """The same work as the first converge, by hand: one upload, one shell script over one SSH session."""
+    ssh = stack.ssh(address)
+    scp = ["scp", "-q", "-i", str(stack.key), *SSH_OPTS, "-o", f"UserKnownHostsFile={lab.known_hosts_path()}"]
     started = time.monotonic()
-    result = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
-    if result.returncode != 0:
-        sys.exit(f"{' '.join(cmd)} failed:\n{result.stdout[-2000:]}\n{result.stderr[-2000:]}")
-    return time.monotonic() - started
+    upload = measured([*scp, str(written), str(archive), f"root@{address}:/root/"], stack.env)
+    script = BY_HAND.format(packages=" ".join([*PACKAGES, "nginx"]), sha256=shlex.quote(sha), archive=shlex.quote(archive.name))
+    run = measured([*ssh, "sh", "-s"], stack.env, stdin=script)
+    return Run(time.monotonic() - started, upload.cpu + run.cpu, max(upload.rss_mib, run.rss_mib))
+
+
+def median(runs: list[Run]) -> Run:
+    return Run(statistics.median(r.wall for r in runs), statistics.median(r.cpu for r in runs),
+               max(r.rss_mib for r in runs))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3, help="repetitions of the no-op and floor runs")
+    parser.add_argument("--hosts", type=int, default=8, help="hosts converged together for the scale figures")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp / "id")], check=True)
+        key = tmp / "id"
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
         archive, sha = build_archive(tmp, "0.13.3")
-        config = tmp / "stack.toml"
-        config.write_text(f'[stack]\nname = "{STACK}"\n[access]\nadmin_cidrs = ["198.51.100.0/24"]\n'
-                          f'ssh_public_key = "{tmp}/id.pub"\nssh_private_key = "{tmp}/id"\n'
-                          f'[ollama]\narchive = "{archive}"\nsha256 = "{sha}"\n'
-                          # The spine only: Open WebUI's install is measured by its own tests.
-                          '[openwebui]\ninstall = "none"\n')
-        env = dict(__import__("os").environ, OLLASTACK_CONFIG=str(config), OLLASTACK_SSL_DIR=str(tmp / "ssl"))
-        ollastack = [sys.executable, "-m", "ollastack.cli"]
-        pyinfra = [sys.executable, "-m", "pyinfra", "-y", "inventories/lab.py"]
+        one, hand, many = (Stack(tmp, name, key, archive, sha) for name in ("bench", "benchhand", "benchmany"))
+        rows: dict[str, Run] = {}
         try:
-            lab_up = timed([*ollastack, "lab", "up", "--hosts", "1"], env)
-            # As `ollastack up` does before it converges (not part of the converge figures).
-            subprocess.run([sys.executable, "-m", "ollastack.certs", "inventories/lab.py"], cwd=REPO, env=env,
-                           check=True, capture_output=True)
-            first = timed([*pyinfra, "deploy/site.py"], env)
-            noop = [timed([*pyinfra, "deploy/site.py"], env) for _ in range(args.runs)]
-            floor = [timed([*pyinfra, "exec", "--", "true"], env) for _ in range(args.runs)]
+            host = one.up(1)[0]
+            rows["first"] = one.pyinfra("deploy/site.py")
+            rows["noop"] = median([one.pyinfra("deploy/site.py") for _ in range(args.runs)])
+            rows["floor"] = median([one.pyinfra("exec", "--", "true") for _ in range(args.runs)])
+            written = tmp / "written.tgz"
+            with written.open("wb") as out:
+                subprocess.run([*one.ssh(host["address"]), "tar", "-czf", "-", "-C", "/", *WRITTEN], stdout=out,
+                               check=True)
+            one.down()
+            rows["hand"] = by_hand(hand, hand.up(1)[0]["address"], written, archive, sha)
+            hand.down()
+            many.up(args.hosts)
+            rows["first_n"] = many.pyinfra("deploy/site.py")
+            rows["noop_n"] = median([many.pyinfra("deploy/site.py") for _ in range(args.runs)])
         finally:
-            subprocess.run([*ollastack, "lab", "down"], env=env, capture_output=True)
-    print(f"lab host up (image cached):   {lab_up:6.1f} s")
-    print(f"first converge:               {first:6.1f} s")
-    print(f"no-op re-converge (median):   {statistics.median(noop):6.1f} s   runs: {', '.join(f'{t:.1f}' for t in noop)}")
-    print(f"floor, pyinfra exec true:     {statistics.median(floor):6.1f} s   runs: {', '.join(f'{t:.1f}' for t in floor)}")
+            for stack in (one, hand, many):
+                stack.down()
+    n = args.hosts
+    table = [
+        ("floor: pyinfra exec -- true", rows["floor"], ""),
+        ("no-op re-converge", rows["noop"], f"{rows['noop'].wall / rows['floor'].wall:.2f}x floor"),
+        ("by-hand floor (one script)", rows["hand"], ""),
+        ("first converge", rows["first"], f"{rows['first'].wall / rows['hand'].wall:.2f}x by hand"),
+        (f"first converge, {n} hosts", rows["first_n"], f"{rows['first_n'].wall / rows['first'].wall:.2f}x 1 host"),
+        (f"no-op re-converge, {n} hosts", rows["noop_n"], f"{rows['noop_n'].wall / rows['noop'].wall:.2f}x 1 host"),
+    ]
+    print(f"control machine: {os.cpu_count()} cores (shared with the lab hosts); median of {args.runs} runs for no-ops and floor")
+    print(f"{'':34} {'wall s':>7} {'ctl CPU s':>9} {'peak RSS MiB':>12}  ratio")
+    for label, run, ratio in table:
+        print(f"{label:34} {run.wall:7.1f} {run.cpu:9.1f} {run.rss_mib:12.0f}  {ratio}")
 
 
 if __name__ == "__main__":

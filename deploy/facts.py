@@ -23,6 +23,22 @@ class FileText(FactBase[str | None]):
         return text or None
 
 
+class InstalledRelease(FactBase[str | None]):
+    """The sha256 of the archive the installed Ollama came from, or None when none is installed or its binary
+    is no longer the one that archive installed (replaced or removed by hand): the stamp alone proves nothing.
+
+    Example: ``host.get_fact(InstalledRelease, stamp="/var/lib/ollastack/ollama.sha256",
+    binary_sums="/var/lib/ollastack/ollama.binary.sha256")``
+    """
+
+    def command(self, stamp: str, binary_sums: str) -> str:
+        return f"sha256sum --status -c {shlex.quote(binary_sums)} 2>/dev/null && cat {shlex.quote(stamp)} 2>/dev/null; true"
+
+    def process(self, output):
+        text = "\n".join(output).strip()
+        return text or None
+
+
 class OllamaModels(FactBase[list[str] | None]):
     """Model names Ollama has locally (``/api/tags``), or None when Ollama does not answer.
 

@@ -10,15 +10,17 @@ import posixpath
 from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.api.exceptions import DeployError
-from pyinfra.operations import files, server, systemd
+from pyinfra.operations import server, systemd
 from pyinfra.operations.util import any_changed
 
 from ollastack.deploy.defaults import DEFAULTS
 from ollastack.deploy.facts import FileText, NftTable, SshClientAddress, nft_list_command, normalized_nft
 from ollastack.deploy.guards import plan_check
+from ollastack.deploy.present import directory, host_state, service_running, templated
 from ollastack.resources import template
 
 RULES = "/etc/ollastack/firewall.nft"
+UNIT = "/etc/systemd/system/ollastack-firewall.service"
 TABLE = "inet ollastack"
 # What ``nft list table`` showed right after the last apply: what applying RULES produces.
 APPLIED = "/var/lib/ollastack/firewall.applied"
@@ -71,11 +73,12 @@ def firewall():
     cidrs = host.data.ollastack_access_admin_cidrs
     admin4, admin6 = admin_networks(cidrs)
     drifted = table_differs(host.get_fact(NftTable, table=TABLE), host.get_fact(FileText, path=APPLIED))
-    files.directory(name="ollastack config directory", path="/etc/ollastack", mode="0755")
-    rules = files.template(name="Firewall rules", src=str(template("firewall.nft.j2")), dest=RULES, mode="0600",
-                           admin4=admin4, admin6=admin6)
-    unit = files.template(name="Firewall unit", src=str(template("ollastack-firewall.service.j2")),
-                          dest="/etc/systemd/system/ollastack-firewall.service", rules=RULES)
+    present = host_state(paths=["/etc/ollastack", RULES, UNIT], services=["ollastack-firewall"])
+    directory(present, name="ollastack config directory", path="/etc/ollastack", mode="0755")
+    rules = templated(present, name="Firewall rules", src=str(template("firewall.nft.j2")), dest=RULES,
+                      mode="0600", admin4=admin4, admin6=admin6)
+    unit = templated(present, name="Firewall unit", src=str(template("ollastack-firewall.service.j2")),
+                     dest=UNIT, mode="0644", rules=RULES)
     systemd.daemon_reload(name="Reload systemd units", _if=unit.did_change)
     # Established connections are accepted first, so this SSH session survives the swap.
     server.shell(name="Apply firewall rules",
@@ -83,4 +86,4 @@ def firewall():
                            f"mkdir -p {posixpath.dirname(APPLIED)} && umask 077 && "
                            f"{nft_list_command(TABLE)} > {APPLIED}.new && mv {APPLIED}.new {APPLIED}"],
                  _if=lambda: drifted or any_changed(rules, unit)())
-    systemd.service(name="Firewall enabled at boot", service="ollastack-firewall", running=True, enabled=True)
+    service_running(present, name="Firewall enabled at boot", service="ollastack-firewall")

@@ -11,16 +11,19 @@ import ipaddress
 
 from pyinfra import host
 from pyinfra.api import deploy
-from pyinfra.operations import files, server, systemd
+from pyinfra.operations import server
 from pyinfra.operations.util import any_changed
 
 from ollastack.deploy.base import ensure_packages
 from ollastack.deploy.defaults import DEFAULTS
+from ollastack.deploy.present import NOTHING, directory, host_state, link, service_running, templated
 from ollastack.deploy.release import host_release
 from ollastack.deploy.tls import TLS_DIR, server_names
 from ollastack.resources import template
 
 SITE = "/etc/nginx/sites-available/ollastack.conf"
+ENABLED = "/etc/nginx/sites-enabled/ollastack.conf"
+DEFAULT_SITE = "/etc/nginx/sites-enabled/default"
 ACME_ROOT = "/var/www/ollastack-acme"
 #: Mozilla's "intermediate" TLS 1.2 suites without the three DHE-RSA ones (no dhparam to manage).
 #: Which half a handshake can use follows the certificate's key: ECDSA for ollastack's own CA.
@@ -60,15 +63,17 @@ def site_arguments(data) -> dict:
 def nginx(tls_changes=()):
     """Install and configure nginx; ``tls_changes`` are the operations that replaced certificate files."""
     data = host.data
-    ensure_packages(["nginx"], "Install nginx")
-    files.directory(name="ACME challenge directory", path=ACME_ROOT, mode="0755")
-    site = files.template(name="nginx site", src=str(template("nginx-site.conf.j2")), dest=SITE,
-                          tls_dir=TLS_DIR, upstream_port=data.ollastack_openwebui_port, acme_root=ACME_ROOT,
-                          http2_directive=host_release().nginx_http2_directive, **site_arguments(data))
-    enabled = files.link(name="nginx site enabled", path="/etc/nginx/sites-enabled/ollastack.conf", target=SITE)
-    default = files.link(name="Debian's default site disabled", path="/etc/nginx/sites-enabled/default",
-                         present=False)
-    systemd.service(name="nginx running and enabled", service="nginx", running=True, enabled=True)
+    present = host_state(paths=[ACME_ROOT, SITE, ENABLED, DEFAULT_SITE], services=["nginx"], packages=["nginx"])
+    ensure_packages(["nginx"], "Install nginx", present)
+    if not present.installed(["nginx"]):
+        present = NOTHING
+    directory(present, name="ACME challenge directory", path=ACME_ROOT, mode="0755")
+    site = templated(present, name="nginx site", src=str(template("nginx-site.conf.j2")), dest=SITE,
+                     tls_dir=TLS_DIR, upstream_port=data.ollastack_openwebui_port, acme_root=ACME_ROOT,
+                     http2_directive=host_release().nginx_http2_directive, **site_arguments(data))
+    enabled = link(present, name="nginx site enabled", path=ENABLED, target=SITE)
+    default = link(present, name="Debian's default site disabled", path=DEFAULT_SITE, present_=False)
+    service_running(present, name="nginx running and enabled", service="nginx")
     # nginx -t first: a broken config must never reach the running server.
     server.shell(name="Check and reload nginx", commands=["nginx -t -q", "systemctl reload nginx"],
                  _if=any_changed(site, enabled, default, *tls_changes))

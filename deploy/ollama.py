@@ -10,8 +10,9 @@ from pyinfra.api import deploy
 from pyinfra.operations import files, server
 
 from ollastack.deploy.defaults import DEFAULTS
-from ollastack.deploy.facts import FileText, OllamaModels
+from ollastack.deploy.facts import FileText, InstalledRelease, OllamaModels
 from ollastack.deploy.nvidia import check_gpu_offload, ollama_after_driver
+from ollastack.deploy.present import NOTHING, Present, directory, host_state, put, templated
 from ollastack.deploy.services import restart_when_changed
 from ollastack.deploy.units import systemd_quoted
 from ollastack.resources import deploy_file, template
@@ -20,7 +21,11 @@ from ollastack.ollama_names import client_address, tagged
 RELEASE_URL = "https://github.com/ollama/ollama/releases/download/v{version}/ollama-linux-amd64.tgz"
 CACHE = "/var/cache/ollastack"
 PULL_SCRIPT = "/usr/local/lib/ollastack/ollama-pull.py"
+UNIT = "/etc/systemd/system/ollama.service"
 OVERRIDE = "/etc/systemd/system/ollama.service.d/override.conf"
+# Written by the install script: the archive's sha256, and sha256sum's line for the binary it installed.
+STAMP = "/var/lib/ollastack/ollama.sha256"
+BINARY_SUMS = "/var/lib/ollastack/ollama.binary.sha256"
 HOME = "/usr/share/ollama"
 # Ollama keeps its key pair (made on first start) here, and by default its models.
 STATE_DIR = f"{HOME}/.ollama"
@@ -64,8 +69,8 @@ def _archive_source(data) -> tuple[str, str]:
 
 
 def install_release(data):
-    """Put the pinned archive on the host and swap it in, unless that exact release is installed."""
-    if host.get_fact(FileText, path="/var/lib/ollastack/ollama.sha256") == data.ollastack_ollama_sha256:
+    """Put the pinned archive on the host and swap it in, unless that exact release is installed, binary unchanged."""
+    if host.get_fact(InstalledRelease, stamp=STAMP, binary_sums=BINARY_SUMS) == data.ollastack_ollama_sha256:
         return None
     source, name = _archive_source(data)
     remote = posixpath.join(CACHE, name)
@@ -92,7 +97,7 @@ def models_may_have_moved(data, current: str | None) -> bool:
     return any(f'Environment="{key}={systemd_quoted(env[key])}"' not in lines for key in ("OLLAMA_MODELS", "OLLAMA_HOST"))
 
 
-def pull_models(data) -> None:
+def pull_models(data, on_host: Present = NOTHING) -> None:
     """Pull every configured model that ``/api/tags`` does not list yet.
 
     When the converge moves Ollama to another models directory or address, what it lists now cannot be
@@ -101,8 +106,7 @@ def pull_models(data) -> None:
     address = client_address(data.ollastack_ollama_host)
     present = set(host.get_fact(OllamaModels, address=address) or [])
     recheck = models_may_have_moved(data, host.get_fact(FileText, path=OVERRIDE))
-    files.put(name="Model pull helper", src=str(deploy_file("files/ollama-pull.py")),
-              dest=PULL_SCRIPT, mode="0755")
+    put(on_host, name="Model pull helper", src=str(deploy_file("files/ollama-pull.py")), dest=PULL_SCRIPT, mode="0755")
     for model in data.ollastack_ollama_models:
         if recheck or tagged(model) not in present:
             # The helper retries passing failures itself: pyinfra's _retries would retry an unknown model too.
@@ -118,20 +122,23 @@ def ollama(gpu_changes=()):
     data = host.data
     server.user(name="ollama system user", user="ollama", system=True, home=HOME,
                 shell="/bin/false", ensure_home=True, create_home=True)
-    files.directory(name="Ollama state directory", path=STATE_DIR, user="ollama", group="ollama", mode="0755")
-    files.directory(name="Ollama models directory", path=data.ollastack_ollama_models_dir, user="ollama",
-                    group="ollama", mode="0755")
+    present = host_state(paths=[STATE_DIR, data.ollastack_ollama_models_dir, UNIT, OVERRIDE, PULL_SCRIPT],
+                         services=["ollama"])
+    directory(present, name="Ollama state directory", path=STATE_DIR, user="ollama", group="ollama", mode="0755")
+    directory(present, name="Ollama models directory", path=data.ollastack_ollama_models_dir, user="ollama",
+              group="ollama", mode="0755")
     installed = install_release(data)
-    unit = files.template(name="Ollama unit", src=str(template("ollama.service.j2")),
-                          dest="/etc/systemd/system/ollama.service", **confinement(data.ollastack_ollama_models_dir))
-    override = files.template(name="Ollama settings (override.conf)", src=str(template("ollama-override.conf.j2")),
-                              dest=OVERRIDE,
-                              environment={k: systemd_quoted(v) for k, v in environment(data).items()})
+    unit = templated(present, name="Ollama unit", src=str(template("ollama.service.j2")), dest=UNIT, mode="0644",
+                     **confinement(data.ollastack_ollama_models_dir))
+    # The mode is part of the file: whoever can write a unit or drop-in runs code as root.
+    override = templated(present, name="Ollama settings (override.conf)", src=str(template("ollama-override.conf.j2")),
+                         dest=OVERRIDE, mode="0644",
+                         environment={k: systemd_quoted(v) for k, v in environment(data).items()})
     after_driver = ollama_after_driver()
     unit_changes = [op for op in (unit, override, after_driver) if op is not None]
     address = client_address(data.ollastack_ollama_host)
     changes = [op for op in (installed, *unit_changes) if op is not None]
     restart = restart_when_changed("Ollama", "ollama", changes=changes, unit_changes=unit_changes,
-                                   health_url=f"http://{address}/api/version", wait_s=60)
-    pull_models(data)
+                                   health_url=f"http://{address}/api/version", wait_s=60, present=present)
+    pull_models(data, present)
     check_gpu_offload(data, address, [restart, *gpu_changes])

@@ -14,20 +14,25 @@ import shlex
 from pyinfra.operations import server, systemd
 from pyinfra.operations.util import any_changed
 
+from ollastack.deploy.present import NOTHING, Present, service_running
+
 
 def restart_when_changed(title: str, service: str, changes: list, health_url: str, wait_s: int,
-                         unit_changes: list | None = None, enabled: bool | None = True):
+                         unit_changes: list | None = None, enabled: bool | None = True,
+                         present: Present | None = None):
     """Reload systemd when a unit file changed (``unit_changes``, default ``changes``), restart ``service``
     when anything in ``changes`` did, keep it running (and ``enabled``; None leaves that to a Quadlet's
     [Install]), and after a restart wait up to ``wait_s`` seconds for ``health_url`` to answer.
 
-    Nothing runs when nothing changed, so a re-run stays change-free. Returns the restart operation.
+    Nothing runs when nothing changed, so a re-run stays change-free. With ``present``
+    (``deploy.present.host_state(services=[service])``) a service that runs already is not asked again.
+    Returns the restart operation.
     """
     systemd.daemon_reload(name="Reload systemd units",
                           _if=any_changed(*(changes if unit_changes is None else unit_changes)))
     restart = systemd.service(name=f"Restart {title}", service=service, running=True, enabled=enabled,
                               restarted=True, _if=any_changed(*changes))
-    systemd.service(name=f"{title} running and enabled", service=service, running=True, enabled=enabled)
+    service_running(present or NOTHING, name=f"{title} running and enabled", service=service, enabled=enabled)
     silent = shlex.quote(f"{title} did not answer on {health_url} within {wait_s}s: journalctl -u {service}")
     server.shell(name=f"Wait for {title} to be healthy",
                  commands=[f"for i in $(seq {wait_s * 2}); do curl -fsS --max-time 2 {shlex.quote(health_url)} "

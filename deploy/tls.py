@@ -16,10 +16,10 @@ from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.api.exceptions import DeployError
 from pyinfra.facts.files import File
-from pyinfra.operations import files
 
 from ollastack.deploy.defaults import DEFAULTS
 from ollastack.deploy.guards import plan_check
+from ollastack.deploy.present import directory, host_state, put
 from ollastack import certs
 
 TLS_DIR = "/etc/ollastack/tls"
@@ -68,9 +68,10 @@ def tls():
     if not certificate_to_upload():
         return []
     ca_cert, paths = issued_files(host.data)
-    files.directory(name="TLS directory", path=TLS_DIR, mode="0755")
-    files.put(name="Stack CA certificate", src=str(ca_cert), dest=f"{TLS_DIR}/ca.pem", mode="0644")
-    chain = files.put(name="Server certificate chain", src=str(paths.fullchain), dest=f"{TLS_DIR}/fullchain.pem",
-                      mode="0644")
-    key = files.put(name="Server private key", src=str(paths.key), dest=f"{TLS_DIR}/privkey.pem", mode="0600")
+    present = host_state(paths=[TLS_DIR, *(f"{TLS_DIR}/{name}" for name in ("ca.pem", "fullchain.pem", "privkey.pem"))])
+    directory(present, name="TLS directory", path=TLS_DIR, mode="0755")
+    put(present, name="Stack CA certificate", src=str(ca_cert), dest=f"{TLS_DIR}/ca.pem", mode="0644")
+    chain = put(present, name="Server certificate chain", src=str(paths.fullchain), dest=f"{TLS_DIR}/fullchain.pem",
+                mode="0644")
+    key = put(present, name="Server private key", src=str(paths.key), dest=f"{TLS_DIR}/privkey.pem", mode="0600")
     return [chain, key]

@@ -19,7 +19,7 @@ from tests.support.repo import REPO
 
 # Every line of the input chain, in order: anything else accepted, or one of these missing, fails.
 INPUT_CHAIN = [
-    "type filter hook input priority filter; policy drop;",
+    "type filter hook input priority filter; policy accept;",
     "ct state established,related accept",
     "ct state invalid drop",
     'iif "lo" accept',
@@ -56,7 +56,7 @@ def expected(admin4: list[str], admin6: list[str]) -> str:
         lines.append("ip saddr @admin4 tcp dport 22 accept")
     if admin6:
         lines.append("ip6 saddr @admin6 tcp dport 22 accept")
-    lines += [WEB, "}", "}"]
+    lines += [WEB, "drop", "}", "}"]
     return "\n".join(lines)
 
 
