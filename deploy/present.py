@@ -17,6 +17,7 @@ Example::
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 import shlex
 from io import StringIO
 from pathlib import Path
@@ -42,7 +43,7 @@ class HostState(FactBase[dict]):
     Example: ``host.get_fact(HostState, paths=["/etc/ollastack"], services=["nginx"], packages=["nginx"])``
     """
 
-    def command(self, paths: list[str] = (), services: list[str] = (), packages: list[str] = ()) -> str:
+    def command(self, paths: Sequence[str] = (), services: Sequence[str] = (), packages: Sequence[str] = ()) -> str:
         parts = []
         if paths:
             parts.append(
@@ -127,7 +128,7 @@ class Present:
     def directory(self, path: str, mode=None, user=None, group=None) -> bool:
         return self._owned(path, "directory", mode, user, group) is not None
 
-    def link(self, path: str, target: str) -> bool:
+    def link(self, path: str, target: str | None) -> bool:
         entry = self.found["paths"].get(path)
         return entry is not None and entry["kind"] == "link" and entry["target"] == target
 
@@ -143,7 +144,7 @@ class Present:
 NOTHING = Present(HostState().default(), known=False)
 
 
-def host_state(paths: list[str] = (), services: list[str] = (), packages: list[str] = ()) -> Present:
+def host_state(paths: Sequence[str] = (), services: Sequence[str] = (), packages: Sequence[str] = ()) -> Present:
     """Read ``HostState`` for the current host now (at plan time, before this run's operations)."""
     return Present(host.get_fact(HostState, paths=list(paths), services=list(services), packages=list(packages)))
 
