@@ -17,8 +17,8 @@ Example::
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
 import shlex
+from collections.abc import Sequence
 from io import StringIO
 from pathlib import Path
 
