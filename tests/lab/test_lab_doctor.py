@@ -39,9 +39,7 @@ def stack(request, tmp_path_factory, keypair, archives):
 
 @pytest.fixture(scope="module")
 def host(stack) -> dict:
-    found = stack.up_one()
-    stack.pyinfra()
-    return found
+    return stack.converged_one()
 
 
 def doctor(stack: LabStack, *flags: str) -> tuple[int, dict]:

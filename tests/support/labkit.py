@@ -75,6 +75,13 @@ class LabStack:
         assert result.returncode == 0, result.stderr
         return json.loads(result.stdout)[0]
 
+    def converged_one(self) -> dict:
+        """The stack's single lab host after a first converge that ended without an error."""
+        host = self.up_one()
+        _, report = self.pyinfra()
+        assert report is not None and report["results"]["totals"]["error"] == 0
+        return host
+
     def ollastack(self, *args: str, timeout: int = 900) -> subprocess.CompletedProcess:
         return subprocess.run([sys.executable, "-m", "ollastack.cli", *args], env=self.env, capture_output=True,
                               text=True, timeout=timeout)
