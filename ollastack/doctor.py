@@ -32,6 +32,7 @@ from ollastack.host import Host
 from ollastack.logs import SERVICES, installed
 from ollastack.ollama_names import client_address, tagged
 from ollastack.remote import host_command
+from ollastack.state import admin_password_file
 
 OK, WARN, FAIL = "ok", "warn", "fail"
 OVERRIDE = "/etc/systemd/system/ollama.service.d/override.conf"
@@ -72,10 +73,13 @@ def _grep(errors: tuple) -> str:
     return " ".join(f"-e {shlex.quote(text)}" for text, _, _ in errors)
 
 
-# $1 Ollama's base URL, $2 the models directory, $3 Open WebUI's port, then the units to check.
+# $1 Ollama's base URL, $2 the models directory, $3 Open WebUI's port, then the units to check. The
+# first line of stdin is the admin's sign-in body ({"email", "password"} JSON; empty when ollastack did
+# not install Open WebUI): it and the session token reach curl on stdin, never as an argument.
 PROBE = f"""
 s() {{ printf '\\n{SECTION}%s\\n' "$1"; }}
 base=$1 models=$2 webui=$3; shift 3
+IFS= read -r signin || :
 s services; for u in "$@"; do printf '%s %s\\n' "$u" "$(systemctl is-active "$u" 2>/dev/null)"; done
 s listeners; ss -ltnpH 2>&1
 s cgroups; for p in $(ss -ltnpH | grep -o 'pid=[0-9]*' | cut -d= -f2 | sort -u); do
@@ -84,6 +88,13 @@ s tags; curl -fsS --max-time 10 "$base/api/tags" 2>&1
 s ps; curl -fsS --max-time 10 "$base/api/ps" 2>&1
 s nginx; nginx -t 2>&1; echo "exit=$?"
 s webui; curl -sS -o /dev/null -w '%{{http_code}}' --max-time 10 "http://127.0.0.1:$webui/health" 2>&1
+s webuiollama; [ -n "$signin" ] && {{
+  answer=$(printf '%s' "$signin" | curl -sS --max-time 10 -H 'Content-Type: application/json' --data-binary @- \\
+    -w '\\n%{{http_code}}' "http://127.0.0.1:$webui/api/v1/auths/signin" 2>&1)
+  printf 'signin=%s\\n' "$(printf '%s\\n' "$answer" | tail -n 1)"
+  token=$(printf '%s\\n' "$answer" | sed -n 's/.*"token": *"\\([^"]*\\)".*/\\1/p' | head -n 1)
+  [ -n "$token" ] && printf 'Authorization: Bearer %s\\n' "$token" \\
+    | curl -sS --max-time 30 -H @- -w '\\nstatus=%{{http_code}}' "http://127.0.0.1:$webui/ollama/api/version" 2>&1; }}
 s override; cat {OVERRIDE} 2>&1
 s liveenv; pid=$(systemctl show -p MainPID --value ollama)
 [ "${{pid:-0}}" -gt 0 ] && tr '\\0' '\\n' < "/proc/$pid/environ" | grep -E '^(OLLAMA_|HTTPS_PROXY=)'
@@ -314,6 +325,42 @@ def check_webui(stack: Stack, probe: Probe) -> list[Check]:
                   "`ollastack logs openwebui`")]
 
 
+def parse_webui_ollama(text: str) -> tuple[str, str, dict | None]:
+    """The ``webuiollama`` section as (sign-in status, ``/ollama/api/version`` status, its JSON body).
+
+    Example: ``parse_webui_ollama('signin=200\\n{"version": "0.13.3"}\\nstatus=200')``
+    -> ``("200", "200", {"version": "0.13.3"})``; a step not reached is ``""``.
+    """
+    lines = text.splitlines()
+    signin = next((line.removeprefix("signin=") for line in lines if line.startswith("signin=")), "")
+    status = next((line.removeprefix("status=") for line in lines if line.startswith("status=")), "")
+    body = "\n".join(line for line in lines if not line.startswith(("signin=", "status=")))
+    return signin, status, _json(body)
+
+
+def check_webui_ollama(stack: Stack, probe: Probe) -> list[Check]:
+    """Open WebUI's own view of Ollama: the admin signs in on the host's loopback and asks Open WebUI's
+    ``GET /ollama/api/version``, which Open WebUI answers by asking every Ollama URL it keeps (its
+    persistent config, which may differ from the stack's). Asked only when ``/health`` answers 200."""
+    if stack.openwebui.install == "none" or probe.get("webui", "").strip() != "200":
+        return []
+    signin, status, body = parse_webui_ollama(probe.get("webuiollama", ""))
+    name = "open webui -> ollama"
+    if signin != "200":
+        return [Check(name, WARN, f"not asked: the admin's sign-in answered {signin or 'nothing'}",
+                      "the admin password was changed in Open WebUI: put it in openwebui.admin_password "
+                      "(`ollastack admin-password` shows the one ollastack keeps)")]
+    if status == "200" and body and isinstance(body.get("version"), str):
+        return [Check(name, OK, f"Open WebUI reaches Ollama {body['version']}")]
+    if status == "200" and body and body.get("version") is False:
+        return [Check(name, FAIL, "Open WebUI has its Ollama connection turned off",
+                      "turn it on in Open WebUI: Admin Settings > Connections > Ollama API")]
+    detail = (body or {}).get("detail") or "no JSON answer"
+    return [Check(name, FAIL, f"/ollama/api/version answered {status or 'nothing'}: {str(detail)[:200]}",
+                  "Open WebUI cannot reach Ollama at the URL it keeps: check the ollama checks above, then "
+                  "the URL in Admin Settings > Connections (it seeds from openwebui.ollama_url only on first start)")]
+
+
 def check_drift(stack: Stack, probe: Probe) -> list[Check]:
     wanted = environment(SimpleNamespace(**host_data(stack)))
     written = parse_environment(probe.get("override", ""))
@@ -431,8 +478,17 @@ def check_certificate(stack: Stack, host: Host) -> list[Check]:
 
 
 HOST_CHECKS: tuple[Callable[[Stack, Probe], list[Check]], ...] = (
-    check_services, check_ports, check_ollama_api, check_nginx, check_webui, check_drift, check_journal,
-    check_disk, check_gpu)
+    check_services, check_ports, check_ollama_api, check_nginx, check_webui, check_webui_ollama, check_drift,
+    check_journal, check_disk, check_gpu)
+
+
+def signin_body(stack: Stack) -> str:
+    """The probe's stdin: Open WebUI's sign-in body for the stack's admin, or "" when ollastack did not
+    install Open WebUI (then there is no admin of ours to sign in as)."""
+    if stack.openwebui.install == "none":
+        return ""
+    password = admin_password_file(stack.stack.name, stack.openwebui.admin_password.get_secret_value())
+    return json.dumps({"email": stack.openwebui.admin_email, "password": password.read_text().strip()}) + "\n"
 
 
 def probe_host(stack: Stack, host: Host) -> Probe | Check:
@@ -441,7 +497,8 @@ def probe_host(stack: Stack, host: Host) -> Probe | Check:
     argv = host_command(stack, host, "sh", "-c", PROBE, "doctor", base, stack.ollama.models_dir,
                         str(stack.openwebui.port), *units(stack).values())
     try:
-        result = subprocess.run(argv, capture_output=True, text=True, timeout=PROBE_TIMEOUT_S, check=False)
+        result = subprocess.run(argv, input=signin_body(stack), capture_output=True, text=True,
+                                timeout=PROBE_TIMEOUT_S, check=False)
     except subprocess.TimeoutExpired:
         return Check("ssh", FAIL, f"no answer within {PROBE_TIMEOUT_S}s", "is the host up and not overloaded?")
     probe = sections(result.stdout)
