@@ -27,6 +27,7 @@ from typing import Any
 from ollastack import orchestrate, providers
 from ollastack.config import Stack, split_host_port
 from ollastack.deploy.ollama import environment
+from ollastack.gpus import estimated_gb
 from ollastack.hostdata import host_data
 from ollastack.host import Host
 from ollastack.logs import SERVICES, installed
@@ -401,19 +402,31 @@ def check_journal(stack: Stack, probe: Probe) -> list[Check]:
 
 
 def check_disk(stack: Stack, probe: Probe) -> list[Check]:
+    """Free space under the models directory against the configured models: those on the host by their
+    size in ``/api/tags``, those still to pull by ``gpus.estimated_gb`` of their tag."""
     lines = probe.get("disk", "").splitlines()
     fields = lines[-1].split() if len(lines) >= 2 else []
     if len(fields) < 4 or not fields[3].isdigit():
         return [Check("disk", FAIL, f"no free space figure for {stack.ollama.models_dir}: {' '.join(lines)[:200]}",
                       "the models directory is missing: `ollastack up` creates it")]
     free = int(fields[3])
-    sizes = [m.get("size", 0) for m in (_json(probe.get("tags", "")) or {}).get("models", [])
-             if isinstance(m, dict) and m.get("name") in {tagged(x) for x in stack.ollama.models}]
+    present = {m.get("name"): m.get("size", 0) for m in (_json(probe.get("tags", "")) or {}).get("models", [])
+               if isinstance(m, dict)}
+    sizes = [present[tagged(x)] for x in stack.ollama.models if tagged(x) in present]
     largest = max(sizes, default=0)
+    # A configured model not on the host is pulled by the next `ollastack up`: its size from its tag.
+    missing = {x: estimated_gb(x) for x in stack.ollama.models if tagged(x) not in present}
+    needed = int(sum(size or 0 for size in missing.values()) * 10**9)
     shown = f"{free / 2**30:.1f} GiB free under {stack.ollama.models_dir}"
     if free < 2**29:
         return [Check("disk", FAIL, shown, "Ollama cannot store models or logs: free space on that disk "
                       "(`ollama rm` unused models, `journalctl --vacuum-size=200M`) or grow it")]
+    if free < needed:
+        sizes_shown = ", ".join(f"{x} ~{size} GB" if size else f"{x} (size unknown)" for x, size in missing.items())
+        return [Check("disk", FAIL, f"{shown}, the configured models not pulled yet need about "
+                      f"{needed / 2**30:.1f} GiB: {sizes_shown}",
+                      "their pull would fail: free space on that disk (`ollama rm` unused models) or grow it, "
+                      "then `ollastack up`")]
     if free < largest:
         return [Check("disk", WARN, f"{shown}, less than the largest configured model ({largest / 2**30:.1f} GiB)",
                       "pulling that model again or an update of it would not fit: free space or grow the disk")]

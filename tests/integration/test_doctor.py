@@ -187,6 +187,23 @@ def test_each_fault_is_named_with_its_fix(stack):
     assert problems(s, tight)["disk"].status == doctor.WARN
 
 
+def df(free: int) -> str:
+    return f"Filesystem 1-blocks Used Available Capacity Mounted on\n/dev/loop0 {free * 2} {free} {free} 50% /srv/models"
+
+
+def test_disk_against_the_models_still_to_pull(stack):
+    s = stack(ollama={"models": ["llama3.2:1b", "qwen2.5:7b", "tinyllama"]})
+    short = problems(s, healthy(s, disk=df(3 * 10**9)))
+    assert set(short) == {"disk", "model qwen2.5:7b", "model tinyllama"}
+    assert short["disk"].status == doctor.FAIL and "ollastack up" in short["disk"].fix
+    assert "need about 3.9 GiB: qwen2.5:7b ~4.2 GB, tinyllama (size unknown)" in short["disk"].detail
+    assert set(problems(s, healthy(s, disk=df(5 * 10**9)))) == {"model qwen2.5:7b", "model tinyllama"}
+    # Pulled models count by their real size: less free space than the largest is a warning.
+    pulled = stack(ollama={"models": ["llama3.2:1b"]})
+    assert problems(pulled, healthy(pulled, disk=df(10**9)))["disk"].status == doctor.WARN
+    assert problems(pulled, healthy(pulled, disk=df(2 * 10**9))) == {}
+
+
 def test_open_webui_stopped(stack):
     s = stack(openwebui={"install": "container"})
     probe = healthy(s, services="ollastack-firewall active\nollama active\nnginx active\nopen-webui inactive",
