@@ -83,8 +83,11 @@ base=$1 models=$2 webui=$3; shift 3
 IFS= read -r signin || :
 s services; for u in "$@"; do printf '%s %s\\n' "$u" "$(systemctl is-active "$u" 2>/dev/null)"; done
 s listeners; ss -ltnpH 2>&1
-s cgroups; for p in $(ss -ltnpH | grep -o 'pid=[0-9]*' | cut -d= -f2 | sort -u); do
-  printf '%s %s\\n' "$p" "$(grep -E '^0::|name=systemd:' "/proc/$p/cgroup" 2>/dev/null | tail -n 1)"; done
+s cgroups; for p in $(ss -ltnpH | grep -o 'pid=[0-9]*' | cut -d= -f2 | sort -u); do for i in 1 2 3 4; do
+  c=$(grep -E '^0::|name=systemd:' "/proc/$p/cgroup" 2>/dev/null | tail -n 1); printf '%s %s\\n' "$p" "$c"
+  case $c in *.service*) break ;; *libpod-*) ;; *) break ;; esac
+  q=$(awk '/^PPid:/ {{print $2}}' "/proc/$p/status" 2>/dev/null); [ "${{q:-0}}" -gt 1 ] || break
+  printf '%s ppid=%s\\n' "$p" "$q"; p=$q; done; done
 s tags; curl -fsS --max-time 10 "$base/api/tags" 2>&1
 s ps; curl -fsS --max-time 10 "$base/api/ps" 2>&1
 s nginx; nginx -t 2>&1; echo "exit=$?"
@@ -164,18 +167,31 @@ USERS_RE = re.compile(r'\("([^"]*)",pid=(\d+),fd=\d+\)')
 def parse_listeners(ss_output: str, cgroups: str = "") -> list[Listener]:
     """``ss -ltnpH`` lines (and ``<pid> <cgroup line>`` lines) as Listeners.
 
+    A process in a container's own scope (``libpod-<id>.scope``: Podman outside a Quadlet unit) belongs
+    to the unit of its parent, conmon, given as ``<pid> ppid=<parent>`` lines.
+
     Example::
 
         parse_listeners('LISTEN 0 511 0.0.0.0:80 0.0.0.0:* users:(("nginx",pid=7,fd=6))',
                         "7 0::/system.slice/nginx.service")
         # [Listener("0.0.0.0", 80, (("nginx", 7),), "nginx.service")]
     """
-    units = {}
+    units, parents = {}, {}
     for line in cgroups.splitlines():
         pid, _, path = line.partition(" ")
         match = re.search(r"/([^/]+\.(?:service|scope))(?:/|$)", path)
-        if pid.isdigit() and match:
+        if pid.isdigit() and path.startswith("ppid=") and path[5:].isdigit():
+            parents[int(pid)] = int(path[5:])
+        elif pid.isdigit() and match:
             units[int(pid)] = match.group(1)
+
+    def unit_of(pid: int) -> str:
+        for _ in range(len(parents)):
+            if not units.get(pid, "").startswith("libpod-") or pid not in parents:
+                break
+            pid = parents[pid]
+        return units.get(pid, "")
+
     listeners = []
     for line in ss_output.splitlines():
         fields = line.split()
@@ -185,7 +201,7 @@ def parse_listeners(ss_output: str, cgroups: str = "") -> list[Listener]:
         if not port.isdigit():
             continue
         processes = tuple((name, int(pid)) for name, pid in USERS_RE.findall(line))
-        unit = next((units[pid] for _, pid in processes if pid in units), "")
+        unit = next((unit_of(pid) for _, pid in processes if pid in units), "")
         listeners.append(Listener(address.strip("[]"), int(port), processes, unit))
     return listeners
 

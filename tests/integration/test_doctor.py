@@ -105,6 +105,15 @@ def test_parse_listeners_reads_ss_and_the_units():
         "1234 0::/user.slice/user-0.slice/session-4.scope")[0]
     assert squatter.holder() == "python3 (pid 1234) in session-4.scope"
     assert doctor.parse_listeners("State Recv-Q\nnot a line\n", "") == []
+    # Podman 4.3's hand-written unit: the container has its own scope; its parent conmon is in the unit.
+    container = doctor.parse_listeners(
+        'LISTEN 0 2048 127.0.0.1:8080 0.0.0.0:* users:(("python3.11",pid=1409,fd=3))',
+        "1409 0::/machine.slice/libpod-91e3.scope/container\n1409 ppid=1398\n"
+        "1398 0::/system.slice/open-webui.service\n")[0]
+    assert container.unit == "open-webui.service"
+    assert doctor.parse_listeners(
+        'LISTEN 0 2048 127.0.0.1:8080 0.0.0.0:* users:(("python3.11",pid=1409,fd=3))',
+        "1409 0::/machine.slice/libpod-91e3.scope/container\n")[0].unit == "libpod-91e3.scope"
 
 
 def test_journal_findings_count_each_known_line():

@@ -38,7 +38,7 @@ def start_open_webui(host: dict, stack) -> None:
 
 def test_healthy_host_with_open_webui_every_check_ok(stack, host):
     code, report = doctor(stack)
-    assert code == 0 and not_ok(report) == {}
+    assert code == 0 and not_ok(report) == {}, not_ok(report)
     checks = {c["name"]: c for c in report["hosts"][0]["checks"]}
     assert {"service open-webui", "port 8080 (Open WebUI)", "open webui health", "journal openwebui"} <= set(checks)
     assert checks["port 8080 (Open WebUI)"]["detail"] == "open-webui listens"
