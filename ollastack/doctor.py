@@ -363,6 +363,9 @@ def check_webui_ollama(stack: Stack, probe: Probe) -> list[Check]:
         return []
     signin, status, body = parse_webui_ollama(probe.get("webuiollama", ""))
     name = "open webui -> ollama"
+    if signin == "429":
+        return [Check(name, WARN, "not asked: Open WebUI refused the admin's sign-in for now (429)",
+                      "Open WebUI allows 15 sign-ins per account in 3 minutes: run doctor again in a few minutes")]
     if signin != "200":
         return [Check(name, WARN, f"not asked: the admin's sign-in answered {signin or 'nothing'}",
                       "the admin password was changed in Open WebUI: put it in openwebui.admin_password "

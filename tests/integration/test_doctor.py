@@ -258,6 +258,7 @@ def test_open_webuis_view_of_ollama(stack):
     assert off.status == doctor.FAIL and "turned off" in off.detail
     refused = view("signin=400")["open webui -> ollama"]
     assert refused.status == doctor.WARN and "openwebui.admin_password" in refused.fix
+    assert "again in a few minutes" in view("signin=429")["open webui -> ollama"].fix
     # Open WebUI down: its health check says so; its view of Ollama is not asked.
     assert "open webui -> ollama" not in verdicts(s, healthy(s, services=up, webui="000", webuiollama=""))
     assert "open webui -> ollama" not in verdicts(stack(), healthy(stack(), webui="200"))
