@@ -27,11 +27,13 @@ from typing import Any
 from ollastack import orchestrate, providers
 from ollastack.config import Stack, split_host_port
 from ollastack.deploy.ollama import environment
+from ollastack.gpus import estimated_gb
 from ollastack.hostdata import host_data
 from ollastack.host import Host
 from ollastack.logs import SERVICES, installed
 from ollastack.ollama_names import client_address, tagged
 from ollastack.remote import host_command
+from ollastack.state import admin_password_file
 
 OK, WARN, FAIL = "ok", "warn", "fail"
 OVERRIDE = "/etc/systemd/system/ollama.service.d/override.conf"
@@ -72,18 +74,31 @@ def _grep(errors: tuple) -> str:
     return " ".join(f"-e {shlex.quote(text)}" for text, _, _ in errors)
 
 
-# $1 Ollama's base URL, $2 the models directory, $3 Open WebUI's port, then the units to check.
+# $1 Ollama's base URL, $2 the models directory, $3 Open WebUI's port, then the units to check. The
+# first line of stdin is the admin's sign-in body ({"email", "password"} JSON; empty when ollastack did
+# not install Open WebUI): it and the session token reach curl on stdin, never as an argument.
 PROBE = f"""
 s() {{ printf '\\n{SECTION}%s\\n' "$1"; }}
 base=$1 models=$2 webui=$3; shift 3
+IFS= read -r signin || :
 s services; for u in "$@"; do printf '%s %s\\n' "$u" "$(systemctl is-active "$u" 2>/dev/null)"; done
 s listeners; ss -ltnpH 2>&1
-s cgroups; for p in $(ss -ltnpH | grep -o 'pid=[0-9]*' | cut -d= -f2 | sort -u); do
-  printf '%s %s\\n' "$p" "$(grep -E '^0::|name=systemd:' "/proc/$p/cgroup" 2>/dev/null | tail -n 1)"; done
+s cgroups; for p in $(ss -ltnpH | grep -o 'pid=[0-9]*' | cut -d= -f2 | sort -u); do for i in 1 2 3 4; do
+  c=$(grep -E '^0::|name=systemd:' "/proc/$p/cgroup" 2>/dev/null | tail -n 1); printf '%s %s\\n' "$p" "$c"
+  case $c in *.service*) break ;; *libpod-*) ;; *) break ;; esac
+  q=$(awk '/^PPid:/ {{print $2}}' "/proc/$p/status" 2>/dev/null); [ "${{q:-0}}" -gt 1 ] || break
+  printf '%s ppid=%s\\n' "$p" "$q"; p=$q; done; done
 s tags; curl -fsS --max-time 10 "$base/api/tags" 2>&1
 s ps; curl -fsS --max-time 10 "$base/api/ps" 2>&1
 s nginx; nginx -t 2>&1; echo "exit=$?"
 s webui; curl -sS -o /dev/null -w '%{{http_code}}' --max-time 10 "http://127.0.0.1:$webui/health" 2>&1
+s webuiollama; [ -n "$signin" ] && {{
+  answer=$(printf '%s' "$signin" | curl -sS --max-time 10 -H 'Content-Type: application/json' --data-binary @- \\
+    -w '\\n%{{http_code}}' "http://127.0.0.1:$webui/api/v1/auths/signin" 2>&1)
+  printf 'signin=%s\\n' "$(printf '%s\\n' "$answer" | tail -n 1)"
+  token=$(printf '%s\\n' "$answer" | sed -n 's/.*"token": *"\\([^"]*\\)".*/\\1/p' | head -n 1)
+  [ -n "$token" ] && printf 'Authorization: Bearer %s\\n' "$token" \\
+    | curl -sS --max-time 30 -H @- -w '\\nstatus=%{{http_code}}' "http://127.0.0.1:$webui/ollama/api/version" 2>&1; }}
 s override; cat {OVERRIDE} 2>&1
 s liveenv; pid=$(systemctl show -p MainPID --value ollama)
 [ "${{pid:-0}}" -gt 0 ] && tr '\\0' '\\n' < "/proc/$pid/environ" | grep -E '^(OLLAMA_|HTTPS_PROXY=)'
@@ -152,18 +167,31 @@ USERS_RE = re.compile(r'\("([^"]*)",pid=(\d+),fd=\d+\)')
 def parse_listeners(ss_output: str, cgroups: str = "") -> list[Listener]:
     """``ss -ltnpH`` lines (and ``<pid> <cgroup line>`` lines) as Listeners.
 
+    A process in a container's own scope (``libpod-<id>.scope``: Podman outside a Quadlet unit) belongs
+    to the unit of its parent, conmon, given as ``<pid> ppid=<parent>`` lines.
+
     Example::
 
         parse_listeners('LISTEN 0 511 0.0.0.0:80 0.0.0.0:* users:(("nginx",pid=7,fd=6))',
                         "7 0::/system.slice/nginx.service")
         # [Listener("0.0.0.0", 80, (("nginx", 7),), "nginx.service")]
     """
-    units = {}
+    units, parents = {}, {}
     for line in cgroups.splitlines():
         pid, _, path = line.partition(" ")
         match = re.search(r"/([^/]+\.(?:service|scope))(?:/|$)", path)
-        if pid.isdigit() and match:
+        if pid.isdigit() and path.startswith("ppid=") and path[5:].isdigit():
+            parents[int(pid)] = int(path[5:])
+        elif pid.isdigit() and match:
             units[int(pid)] = match.group(1)
+
+    def unit_of(pid: int) -> str:
+        for _ in range(len(parents)):
+            if not units.get(pid, "").startswith("libpod-") or pid not in parents:
+                break
+            pid = parents[pid]
+        return units.get(pid, "")
+
     listeners = []
     for line in ss_output.splitlines():
         fields = line.split()
@@ -173,7 +201,7 @@ def parse_listeners(ss_output: str, cgroups: str = "") -> list[Listener]:
         if not port.isdigit():
             continue
         processes = tuple((name, int(pid)) for name, pid in USERS_RE.findall(line))
-        unit = next((units[pid] for _, pid in processes if pid in units), "")
+        unit = next((unit_of(pid) for _, pid in processes if pid in units), "")
         listeners.append(Listener(address.strip("[]"), int(port), processes, unit))
     return listeners
 
@@ -314,6 +342,45 @@ def check_webui(stack: Stack, probe: Probe) -> list[Check]:
                   "`ollastack logs openwebui`")]
 
 
+def parse_webui_ollama(text: str) -> tuple[str, str, dict | None]:
+    """The ``webuiollama`` section as (sign-in status, ``/ollama/api/version`` status, its JSON body).
+
+    Example: ``parse_webui_ollama('signin=200\\n{"version": "0.13.3"}\\nstatus=200')``
+    -> ``("200", "200", {"version": "0.13.3"})``; a step not reached is ``""``.
+    """
+    lines = text.splitlines()
+    signin = next((line.removeprefix("signin=") for line in lines if line.startswith("signin=")), "")
+    status = next((line.removeprefix("status=") for line in lines if line.startswith("status=")), "")
+    body = "\n".join(line for line in lines if not line.startswith(("signin=", "status=")))
+    return signin, status, _json(body)
+
+
+def check_webui_ollama(stack: Stack, probe: Probe) -> list[Check]:
+    """Open WebUI's own view of Ollama: the admin signs in on the host's loopback and asks Open WebUI's
+    ``GET /ollama/api/version``, which Open WebUI answers by asking every Ollama URL it keeps (its
+    persistent config, which may differ from the stack's). Asked only when ``/health`` answers 200."""
+    if stack.openwebui.install == "none" or probe.get("webui", "").strip() != "200":
+        return []
+    signin, status, body = parse_webui_ollama(probe.get("webuiollama", ""))
+    name = "open webui -> ollama"
+    if signin == "429":
+        return [Check(name, WARN, "not asked: Open WebUI refused the admin's sign-in for now (429)",
+                      "Open WebUI allows 15 sign-ins per account in 3 minutes: run doctor again in a few minutes")]
+    if signin != "200":
+        return [Check(name, WARN, f"not asked: the admin's sign-in answered {signin or 'nothing'}",
+                      "the admin password was changed in Open WebUI: put it in openwebui.admin_password "
+                      "(`ollastack admin-password` shows the one ollastack keeps)")]
+    if status == "200" and body and isinstance(body.get("version"), str):
+        return [Check(name, OK, f"Open WebUI reaches Ollama {body['version']}")]
+    if status == "200" and body and body.get("version") is False:
+        return [Check(name, FAIL, "Open WebUI has its Ollama connection turned off",
+                      "turn it on in Open WebUI: Admin Settings > Connections > Ollama API")]
+    detail = (body or {}).get("detail") or "no JSON answer"
+    return [Check(name, FAIL, f"/ollama/api/version answered {status or 'nothing'}: {str(detail)[:200]}",
+                  "Open WebUI cannot reach Ollama at the URL it keeps: check the ollama checks above, then "
+                  "the URL in Admin Settings > Connections (it seeds from openwebui.ollama_url only on first start)")]
+
+
 def check_drift(stack: Stack, probe: Probe) -> list[Check]:
     wanted = environment(SimpleNamespace(**host_data(stack)))
     written = parse_environment(probe.get("override", ""))
@@ -354,19 +421,31 @@ def check_journal(stack: Stack, probe: Probe) -> list[Check]:
 
 
 def check_disk(stack: Stack, probe: Probe) -> list[Check]:
+    """Free space under the models directory against the configured models: those on the host by their
+    size in ``/api/tags``, those still to pull by ``gpus.estimated_gb`` of their tag."""
     lines = probe.get("disk", "").splitlines()
     fields = lines[-1].split() if len(lines) >= 2 else []
     if len(fields) < 4 or not fields[3].isdigit():
         return [Check("disk", FAIL, f"no free space figure for {stack.ollama.models_dir}: {' '.join(lines)[:200]}",
                       "the models directory is missing: `ollastack up` creates it")]
     free = int(fields[3])
-    sizes = [m.get("size", 0) for m in (_json(probe.get("tags", "")) or {}).get("models", [])
-             if isinstance(m, dict) and m.get("name") in {tagged(x) for x in stack.ollama.models}]
+    present = {m.get("name"): m.get("size", 0) for m in (_json(probe.get("tags", "")) or {}).get("models", [])
+               if isinstance(m, dict)}
+    sizes = [present[tagged(x)] for x in stack.ollama.models if tagged(x) in present]
     largest = max(sizes, default=0)
+    # A configured model not on the host is pulled by the next `ollastack up`: its size from its tag.
+    missing = {x: estimated_gb(x) for x in stack.ollama.models if tagged(x) not in present}
+    needed = int(sum(size or 0 for size in missing.values()) * 10**9)
     shown = f"{free / 2**30:.1f} GiB free under {stack.ollama.models_dir}"
     if free < 2**29:
         return [Check("disk", FAIL, shown, "Ollama cannot store models or logs: free space on that disk "
                       "(`ollama rm` unused models, `journalctl --vacuum-size=200M`) or grow it")]
+    if free < needed:
+        sizes_shown = ", ".join(f"{x} ~{size} GB" if size else f"{x} (size unknown)" for x, size in missing.items())
+        return [Check("disk", FAIL, f"{shown}, the configured models not pulled yet need about "
+                      f"{needed / 2**30:.1f} GiB: {sizes_shown}",
+                      "their pull would fail: free space on that disk (`ollama rm` unused models) or grow it, "
+                      "then `ollastack up`")]
     if free < largest:
         return [Check("disk", WARN, f"{shown}, less than the largest configured model ({largest / 2**30:.1f} GiB)",
                       "pulling that model again or an update of it would not fit: free space or grow the disk")]
@@ -431,8 +510,17 @@ def check_certificate(stack: Stack, host: Host) -> list[Check]:
 
 
 HOST_CHECKS: tuple[Callable[[Stack, Probe], list[Check]], ...] = (
-    check_services, check_ports, check_ollama_api, check_nginx, check_webui, check_drift, check_journal,
-    check_disk, check_gpu)
+    check_services, check_ports, check_ollama_api, check_nginx, check_webui, check_webui_ollama, check_drift,
+    check_journal, check_disk, check_gpu)
+
+
+def signin_body(stack: Stack) -> str:
+    """The probe's stdin: Open WebUI's sign-in body for the stack's admin, or "" when ollastack did not
+    install Open WebUI (then there is no admin of ours to sign in as)."""
+    if stack.openwebui.install == "none":
+        return ""
+    password = admin_password_file(stack.stack.name, stack.openwebui.admin_password.get_secret_value())
+    return json.dumps({"email": stack.openwebui.admin_email, "password": password.read_text().strip()}) + "\n"
 
 
 def probe_host(stack: Stack, host: Host) -> Probe | Check:
@@ -441,7 +529,8 @@ def probe_host(stack: Stack, host: Host) -> Probe | Check:
     argv = host_command(stack, host, "sh", "-c", PROBE, "doctor", base, stack.ollama.models_dir,
                         str(stack.openwebui.port), *units(stack).values())
     try:
-        result = subprocess.run(argv, capture_output=True, text=True, timeout=PROBE_TIMEOUT_S, check=False)
+        result = subprocess.run(argv, input=signin_body(stack), capture_output=True, text=True,
+                                timeout=PROBE_TIMEOUT_S, check=False)
     except subprocess.TimeoutExpired:
         return Check("ssh", FAIL, f"no answer within {PROBE_TIMEOUT_S}s", "is the host up and not overloaded?")
     probe = sections(result.stdout)

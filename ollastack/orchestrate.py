@@ -30,7 +30,7 @@ from ollastack.host import Host
 from ollastack.inventory import pyinfra_hosts
 from ollastack.ollama_names import client_address, tagged
 from ollastack.progress import Progress
-from ollastack.ssh import ssh_command
+from ollastack.remote import host_command
 from ollastack.state import LOCK_FD_ENV, admin_password_file, held_lock, state_dir
 
 
@@ -214,12 +214,10 @@ def what_fits(smi_lines: list[str], tags: dict, models: list[str]) -> dict[str, 
 
 def gpu_report(stack: Stack, host: Host) -> dict[str, Any]:
     """GPU name and memory (nvidia-smi over SSH) and which configured models fit; {"error": ...} if unreachable."""
-    _, private_key = stack.key_paths()
-    known = providers.get(stack.stack.provider).known_hosts(stack)
     address = client_address(stack.ollama.host)
     # The probe is one shell script (it needs ";" and redirections): its only value is quoted.
-    cmd = [*ssh_command(host.address, host.user, private_key, known, port=host.port),
-           GPU_PROBE.format(tags_url=shlex.quote(f"http://{address}/api/tags"))]
+    cmd = host_command(stack, host, "sh", "-c",
+                       GPU_PROBE.format(tags_url=shlex.quote(f"http://{address}/api/tags")))
     try:
         result = subprocess.run(cmd, capture_output=True, text=True, timeout=SSH_PROBE_TIMEOUT_S)
     except subprocess.TimeoutExpired:

@@ -5,7 +5,12 @@ module tests/test_lab_doctor.py runs the same against a real host)."""
 from __future__ import annotations
 
 import json
+import os
 import shlex
+import subprocess
+import sys
+import time
+import urllib.request
 from types import SimpleNamespace
 
 import jinja2
@@ -18,6 +23,7 @@ from ollastack.deploy.units import systemd_quoted
 from ollastack.hostdata import host_data
 from tests.support.repo import REPO
 from tests.support.controlkit import fake_host, fake_ssh, loopback_address
+from tests.integration.test_standin import Ollama, free_port
 
 SS = """\
 LISTEN 0      511          0.0.0.0:80        0.0.0.0:*    users:(("nginx",pid=812,fd=6),("nginx",pid=811,fd=6))
@@ -67,7 +73,7 @@ def healthy(stack, **replace: str) -> dict[str, str]:
         "listeners": SS, "cgroups": CGROUPS, "tags": json.dumps(TAGS), "ps": json.dumps({"models": []}),
         "nginx": "nginx: the configuration file /etc/nginx/nginx.conf syntax is ok\n"
                  "nginx: configuration file /etc/nginx/nginx.conf test is successful\nexit=0",
-        "webui": "000", "override": override_text(stack),
+        "webui": "000", "webuiollama": 'signin=200\n{"version": "0.13.3"}\nstatus=200', "override": override_text(stack),
         "liveenv": "\n".join(f"{k}={v}" for k, v in env.items()), "journal": "", "webuijournal": "",
         "disk": "Filesystem 1-blocks Used Available Capacity Mounted on\n"
                 "/dev/vda 270553210880 25769803776 84825604096 24% /",
@@ -99,6 +105,15 @@ def test_parse_listeners_reads_ss_and_the_units():
         "1234 0::/user.slice/user-0.slice/session-4.scope")[0]
     assert squatter.holder() == "python3 (pid 1234) in session-4.scope"
     assert doctor.parse_listeners("State Recv-Q\nnot a line\n", "") == []
+    # Podman 4.3's hand-written unit: the container has its own scope; its parent conmon is in the unit.
+    container = doctor.parse_listeners(
+        'LISTEN 0 2048 127.0.0.1:8080 0.0.0.0:* users:(("python3.11",pid=1409,fd=3))',
+        "1409 0::/machine.slice/libpod-91e3.scope/container\n1409 ppid=1398\n"
+        "1398 0::/system.slice/open-webui.service\n")[0]
+    assert container.unit == "open-webui.service"
+    assert doctor.parse_listeners(
+        'LISTEN 0 2048 127.0.0.1:8080 0.0.0.0:* users:(("python3.11",pid=1409,fd=3))',
+        "1409 0::/machine.slice/libpod-91e3.scope/container\n")[0].unit == "libpod-91e3.scope"
 
 
 def test_journal_findings_count_each_known_line():
@@ -181,6 +196,23 @@ def test_each_fault_is_named_with_its_fix(stack):
     assert problems(s, tight)["disk"].status == doctor.WARN
 
 
+def df(free: int) -> str:
+    return f"Filesystem 1-blocks Used Available Capacity Mounted on\n/dev/loop0 {free * 2} {free} {free} 50% /srv/models"
+
+
+def test_disk_against_the_models_still_to_pull(stack):
+    s = stack(ollama={"models": ["llama3.2:1b", "qwen2.5:7b", "tinyllama"]})
+    short = problems(s, healthy(s, disk=df(3 * 10**9)))
+    assert set(short) == {"disk", "model qwen2.5:7b", "model tinyllama"}
+    assert short["disk"].status == doctor.FAIL and "ollastack up" in short["disk"].fix
+    assert "need about 3.9 GiB: qwen2.5:7b ~4.2 GB, tinyllama (size unknown)" in short["disk"].detail
+    assert set(problems(s, healthy(s, disk=df(5 * 10**9)))) == {"model qwen2.5:7b", "model tinyllama"}
+    # Pulled models count by their real size: less free space than the largest is a warning.
+    pulled = stack(ollama={"models": ["llama3.2:1b"]})
+    assert problems(pulled, healthy(pulled, disk=df(10**9)))["disk"].status == doctor.WARN
+    assert problems(pulled, healthy(pulled, disk=df(2 * 10**9))) == {}
+
+
 def test_open_webui_stopped(stack):
     s = stack(openwebui={"install": "container"})
     probe = healthy(s, services="ollastack-firewall active\nollama active\nnginx active\nopen-webui inactive",
@@ -195,6 +227,96 @@ def test_open_webui_stopped(stack):
                       webuijournal="ERROR | Connection error: Cannot connect to host 127.0.0.1:11434 "
                                    "[Connection refused]")
     assert set(problems(s, refused)) == {"journal openwebui: connection refused"}
+
+
+def test_parse_webui_ollama_reads_the_section():
+    assert doctor.parse_webui_ollama('signin=200\n{"version": "0.13.3"}\nstatus=200') == (
+        "200", "200", {"version": "0.13.3"})
+    assert doctor.parse_webui_ollama("signin=000") == ("000", "", None)
+    assert doctor.parse_webui_ollama("") == ("", "", None)
+    assert doctor.parse_webui_ollama('signin=200\ncurl: (28) timed out\nstatus=000') == ("200", "000", None)
+
+
+def test_open_webuis_view_of_ollama(stack):
+    s = stack(openwebui={"install": "container"})
+    up = "ollastack-firewall active\nollama active\nnginx active\nopen-webui active"
+    listeners = SS + 'LISTEN 0 2048 127.0.0.1:8080 0.0.0.0:* users:(("python3",pid=55,fd=9))'
+    cgroups = CGROUPS + "55 0::/system.slice/open-webui.service/libpod-payload-abc\n"
+
+    def view(section: str, webui: str = "200") -> dict[str, doctor.Check]:
+        return problems(s, healthy(s, services=up, listeners=listeners, cgroups=cgroups, webui=webui,
+                                   webuiollama=section))
+
+    assert view('signin=200\n{"version": "0.13.3"}\nstatus=200') == {}
+    assert verdicts(s, healthy(s, services=up, listeners=listeners, cgroups=cgroups, webui="200"))[
+        "open webui -> ollama"].detail == "Open WebUI reaches Ollama 0.13.3"
+    lost = view('signin=200\n{"detail": "WebUI could not connect to Ollama"}\nstatus=500')
+    assert set(lost) == {"open webui -> ollama"} and lost["open webui -> ollama"].status == doctor.FAIL
+    assert "WebUI could not connect to Ollama" in lost["open webui -> ollama"].detail
+    assert "Admin Settings > Connections" in lost["open webui -> ollama"].fix
+    off = view('signin=200\n{"version": false}\nstatus=200')["open webui -> ollama"]
+    assert off.status == doctor.FAIL and "turned off" in off.detail
+    refused = view("signin=400")["open webui -> ollama"]
+    assert refused.status == doctor.WARN and "openwebui.admin_password" in refused.fix
+    assert "again in a few minutes" in view("signin=429")["open webui -> ollama"].fix
+    # Open WebUI down: its health check says so; its view of Ollama is not asked.
+    assert "open webui -> ollama" not in verdicts(s, healthy(s, services=up, webui="000", webuiollama=""))
+    assert "open webui -> ollama" not in verdicts(stack(), healthy(stack(), webui="200"))
+
+
+def test_probe_asks_open_webui_about_ollama_with_the_admin_on_stdin(stack, binary, tmp_path):
+    """The probe's script itself, run here against the Open WebUI and Ollama stand-ins on loopback."""
+    ollama = Ollama(binary, tmp_path / "models", tmp_path / "ollama.log").start()
+    port, password = free_port(), "Doctor-Admin-Pass-1"
+    env = dict(os.environ, HOST="127.0.0.1", PORT=str(port), DATA_DIR=str(tmp_path / "webui"),
+               WEBUI_SECRET_KEY="k" * 64, WEBUI_ADMIN_EMAIL="owner@example.org", WEBUI_ADMIN_PASSWORD=password,
+               OLLAMA_BASE_URL=ollama.url)
+    webui = subprocess.Popen([sys.executable, str(REPO / "tests/support/webui_standin/app.py")], env=env)
+    s = stack(openwebui={"install": "container", "port": port, "admin_email": "owner@example.org",
+                         "admin_password": password})
+
+    def probe() -> dict[str, doctor.Check]:
+        result = subprocess.run(["sh", "-c", doctor.PROBE, "doctor", ollama.url, str(tmp_path), str(port)],
+                                input=doctor.signin_body(s), capture_output=True, text=True, timeout=120)
+        sections = doctor.sections(result.stdout)
+        assert password not in result.stdout + result.stderr
+        return {c.name: c for c in doctor.check_webui(s, sections) + doctor.check_webui_ollama(s, sections)}
+
+    try:
+        for _ in range(100):
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.1)
+        seen = probe()
+        assert seen["open webui health"].status == doctor.OK
+        assert seen["open webui -> ollama"].status == doctor.OK, seen
+        ollama.stop()
+        seen = probe()
+        assert seen["open webui health"].status == doctor.OK
+        assert seen["open webui -> ollama"].status == doctor.FAIL
+        assert "500: WebUI could not connect to Ollama" in seen["open webui -> ollama"].detail
+    finally:
+        webui.terminate()
+        webui.wait(timeout=10)
+        if ollama.proc.poll() is None:
+            ollama.stop()
+
+
+def test_the_admin_password_goes_to_the_host_on_stdin_only(stack, monkeypatch):
+    s = stack(openwebui={"install": "container", "admin_password": "Doctor-Admin-Pass-1"})
+    seen = {}
+
+    def fake_run(argv, **kwargs):
+        seen.update(argv=argv, **kwargs)
+        return subprocess.CompletedProcess(argv, 255, "", "refused")
+
+    monkeypatch.setattr(doctor.subprocess, "run", fake_run)
+    doctor.probe_host(s, doctor.providers.get("static").hosts(s)[0])
+    assert "Doctor-Admin-Pass-1" not in " ".join(seen["argv"])
+    assert json.loads(seen["input"]) == {"email": "admin@example.com", "password": "Doctor-Admin-Pass-1"}
+    assert doctor.signin_body(stack()) == ""
 
 
 def test_journal_lines_come_with_counts_and_advice(stack):

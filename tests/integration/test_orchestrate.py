@@ -107,7 +107,9 @@ def test_gpu_report_uses_the_static_user_and_survives_bad_json(control):
     stack = control(static={"hosts": ["192.0.2.9"], "user": "debian"})
     [host] = orchestrate.hosts_of(stack)
     report = orchestrate.gpu_report(stack, host)
-    assert "debian@192.0.2.9" in (control.bin / "ssh.args").read_text().splitlines()
+    args = (control.bin / "ssh.args").read_text().splitlines()
+    # nvidia-smi and curl need no root, but every host command runs one way (remote.host_command).
+    assert "debian@192.0.2.9" in args and args[-1].startswith("sudo -n sh -c ")
     assert report["models"] == [{"name": "llama3.2:1b", "size": None, "fits": None}]
     assert "llama3.2:1b is not pulled on the host (not in /api/tags)" in report["warnings"]
 

@@ -98,3 +98,29 @@ def test_echoes_forwarding_headers(standin):
     with urllib.request.urlopen(req, timeout=10) as response:
         seen = json.loads(response.read())
     assert seen["x_forwarded_for"] == ["1.2.3.4"] and seen["client"] == "127.0.0.1"
+
+
+def version_via_webui(base: str, token: str = "") -> tuple[int, dict]:
+    req = urllib.request.Request(f"{base}/ollama/api/version", headers={"Authorization": f"Bearer {token}"})
+    try:
+        with urllib.request.urlopen(req, timeout=20) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def test_ollama_version_through_open_webui_like_its_router(standin, binary, tmp_path):
+    """``/ollama/api/version`` asks the Ollama stand-in it was started with, as Open WebUI 0.12.4 does."""
+    from tests.integration.test_standin import Ollama
+
+    ollama = Ollama(binary, tmp_path / "models", tmp_path / "ollama.log").start()
+    try:
+        base = standin(OLLAMA_BASE_URL=ollama.url)
+        _, session, _ = post(f"{base}/api/v1/auths/signin", ADMIN)
+        assert version_via_webui(base)[0] == 401
+        with urllib.request.urlopen(f"{ollama.url}/api/version", timeout=10) as answer:
+            direct = json.loads(answer.read())
+        assert version_via_webui(base, session["token"]) == (200, {"version": direct["version"]})
+    finally:
+        ollama.stop()
+    assert version_via_webui(base, session["token"]) == (500, {"detail": "WebUI could not connect to Ollama"})

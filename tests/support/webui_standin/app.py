@@ -9,7 +9,9 @@ It honours what the container route relies on: ``HOST``/``PORT`` (the image's st
 directory); sign-in and sign-up set the ``token`` cookie like Open WebUI's auths router (HttpOnly,
 SameSite from ``WEBUI_AUTH_COOKIE_SAME_SITE``, Secure from ``WEBUI_AUTH_COOKIE_SECURE``, which
 defaults to ``WEBUI_SESSION_COOKIE_SECURE``). ``/api/config`` reports the ``OLLAMA_BASE_URL`` it
-was started with; ``/standin/request`` echoes the client address and the Host and forwarding
+was started with; ``GET /ollama/api/version`` (signed-in users) asks that Ollama's ``/api/version``
+and answers as Open WebUI 0.12.4's ollama router does: ``{"version": ...}``, or 500
+``{"detail": "WebUI could not connect to Ollama"}``; ``/standin/request`` echoes the client address and the Host and forwarding
 headers it received. Python standard library only.
 
 Faults for tests of ollastack's verdicts: ``standin-faults.json`` in the data directory maps a path
@@ -28,6 +30,7 @@ import os
 import signal
 import sys
 import threading
+import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -74,6 +77,16 @@ def fault(path: str) -> int | None:
         return None
 
 
+def ollama_version() -> tuple[int, dict]:
+    """Open WebUI's ``/ollama/api/version``: Ollama's version, or the router's 500 when it does not answer."""
+    url = os.environ.get("OLLAMA_BASE_URL", "http://localhost:11434").rstrip("/") + "/api/version"
+    try:
+        with urllib.request.urlopen(url, timeout=10) as answer:
+            return 200, {"version": json.loads(answer.read())["version"]}
+    except (OSError, ValueError, KeyError):
+        return 500, {"detail": "WebUI could not connect to Ollama"}
+
+
 class Handler(BaseHTTPRequestHandler):
     def reply(self, code: int, body: dict | str, cookie: str = "") -> None:
         data = body.encode() if isinstance(body, str) else json.dumps(body).encode()
@@ -100,6 +113,10 @@ class Handler(BaseHTTPRequestHandler):
             if not email:
                 return self.reply(401, {"detail": "invalid token"})
             return self.reply(200, {"email": email, "role": users().get(email, {}).get("role", "admin")})
+        if self.path == "/ollama/api/version":
+            if not verify(self.headers.get("Authorization", "").removeprefix("Bearer ")):
+                return self.reply(401, {"detail": "Not authenticated"})
+            return self.reply(*ollama_version())
         if self.path == "/standin/request":
             return self.reply(200, {"client": self.client_address[0], "host": self.headers.get("Host"),
                                     "x_forwarded_for": self.headers.get_all("X-Forwarded-For") or [],
