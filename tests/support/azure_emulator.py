@@ -58,7 +58,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from tests.support.tls_server import TLSServer, ca_context, serve_tls
+from tests.support.serve import Server, ca_context, serve_tls
 
 TAG = "ollastack-stack"
 OPS_PREFIX = "/providers/Microsoft.Emulator"
@@ -194,7 +194,7 @@ class AzureEmulator:
         self.tokens: dict[str, str] = {}          # access token -> the audience it was issued for
         self.lock = threading.RLock()
         self._addresses = (f"127.0.0.{n}" for n in itertools.count(10))
-        self._server: TLSServer | None = None
+        self._server: Server | None = None
         self._tmp = tempfile.TemporaryDirectory(prefix="azure-emulator-")
 
     # -- life cycle -----------------------------------------------------------------------------

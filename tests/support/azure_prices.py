@@ -26,7 +26,7 @@ from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, quote, urlsplit
 
-from tests.support.tls_server import TLSServer, ca_context, serve_tls
+from tests.support.serve import Server, ca_context, serve_tls
 
 CLAUSE_RE = re.compile(r"^\s*(?P<field>[A-Za-z]+) eq '(?P<value>[^']*)'\s*$")
 FIELDS = ("currencyCode", "tierMinimumUnits", "retailPrice", "unitPrice", "armRegionName", "location",
@@ -101,7 +101,7 @@ class RetailPrices:
         self.filters: list[str] = []
         self.failures: list[int] = []
         self.lock = threading.Lock()
-        self._server: TLSServer | None = None
+        self._server: Server | None = None
 
     def __enter__(self) -> "RetailPrices":
         self._server = serve_tls(type("Handler", (_Handler,), {"prices": self}), ca_context(self.ca))

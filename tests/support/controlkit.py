@@ -17,7 +17,7 @@ import stat
 from pathlib import Path
 
 from ollastack import certs
-from tests.support.tls_server import serve_tls
+from tests.support.serve import serve_tls
 from tests.support.webui_standin import app
 
 

@@ -28,7 +28,7 @@ from urllib.parse import urlsplit
 
 from ollastack.ollama_release import SUMS, archive_name
 from tests.support.standin.build_archive import build_archive
-from tests.support.tls_server import ca_context, serve_tls
+from tests.support.serve import ca_context, serve_http, serve_tls
 
 ASSETS = "/assets"
 
@@ -86,14 +86,11 @@ class Releases:
     @contextlib.contextmanager
     def serve(self, address: str) -> Iterator[str]:
         """Serve over plain HTTP on ``address`` (a free port), e.g. the lab bridge's; yields the base URL."""
-        server = http.server.ThreadingHTTPServer((address, 0), functools.partial(self._handler(), directory=str(self.root)))
-        server.daemon_threads = True
-        threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
+        server = serve_http(functools.partial(self._handler(), directory=str(self.root)), address)
         try:
-            yield f"http://{address}:{server.server_address[1]}"
+            yield server.url
         finally:
-            server.shutdown()
-            server.server_close()
+            server.stop()
 
     @contextlib.contextmanager
     def serve_tls(self, ca) -> Iterator[str]:
