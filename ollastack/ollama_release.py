@@ -16,7 +16,7 @@ import re
 RELEASES = "https://github.com/ollama/ollama/releases/download"
 # Every host ollastack makes is x86_64: the clouds pick x64 images, lab hosts run this machine's.
 ARCH = "amd64"
-# From v0.14.0 on, the Linux releases ship `.tar.zst` archives only; older ones only `.tgz`.
+# From v0.14.0 on, the Linux releases ship `.tar.zst` archives only; every older one has a `.tgz`.
 ZSTD_SINCE = (0, 14, 0)
 SUMS = "sha256sum.txt"
 # sha256sum's own output: the digest, a space, a space or `*` (binary mode), the file name.
