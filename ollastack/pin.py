@@ -57,12 +57,22 @@ def releases_base() -> str:
     return os.environ.get(RELEASES_ENV) or RELEASES
 
 
+class _StayOnHTTPS(urllib.request.HTTPRedirectHandler):
+    """Follow redirects (GitHub sends downloads to its asset host), never from HTTPS to plain HTTP: the
+    checksums are what every later download is trusted by."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        if req.full_url.startswith("https:") and not newurl.startswith("https:"):
+            raise PinError(f"{req.full_url} redirects off HTTPS (to {newurl}); nothing was pinned")
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
 def read_sums(version: str, base: str) -> tuple[str, str]:
     """(URL, text) of release ``version``'s ``sha256sum.txt``; PinError naming the URL when it cannot be had."""
     url = release_url(version, SUMS, base)
     request = urllib.request.Request(url, headers={"User-Agent": f"ollastack/{__version__}"})
     try:
-        with urllib.request.urlopen(request, timeout=TIMEOUT_S) as response:
+        with urllib.request.build_opener(_StayOnHTTPS).open(request, timeout=TIMEOUT_S) as response:
             body = response.read(MAX_SUMS_BYTES + 1)
     except urllib.error.HTTPError as exc:
         if exc.code == 404:

@@ -162,6 +162,22 @@ def test_network_errors_pin_nothing(server, stack_file, capsys, monkeypatch):
     assert stack_file.read_text() == before
 
 
+def test_a_redirect_off_https_is_not_followed(server, releases, stack_file, capsys):
+    """The checksums are what every later download is trusted by: they never come over plain HTTP."""
+    before = stack_file.read_text()
+    with releases.serve("127.0.0.1") as plain:
+        releases.asset_host = plain
+        try:
+            code, _, err = pin(capsys, "0.14.0")
+        finally:
+            releases.asset_host = None
+    assert code == 1
+    assert err.strip() == (f"error: {server}/v0.14.0/sha256sum.txt redirects off HTTPS (to {plain}/assets/v0.14.0/"
+                           "sha256sum.txt); nothing was pinned")
+    assert releases.requests == ["/v0.14.0/sha256sum.txt"]
+    assert stack_file.read_text() == before
+
+
 def test_a_stack_without_an_ollama_table_gets_one(server, releases, stack_file, capsys):
     text = stack_file.read_text()
     start = text.index("[ollama]")

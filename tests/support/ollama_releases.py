@@ -38,6 +38,8 @@ class Releases:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         self.requests: list[str] = []
+        # Where downloads are redirected to (GitHub: its asset host); None: this server itself.
+        self.asset_host: str | None = None
         self._lock = threading.Lock()
 
     def publish(self, version: str, sums: str | None = None) -> tuple[Path, str]:
@@ -69,7 +71,7 @@ class Releases:
                 parts = path.strip("/").split("/")
                 if len(parts) == 2 and (releases.root / parts[0] / parts[1]).is_file():
                     self.send_response(302)
-                    self.send_header("Location", f"{ASSETS}{path}")
+                    self.send_header("Location", f"{releases.asset_host or ''}{ASSETS}{path}")
                     self.send_header("Content-Length", "0")
                     self.end_headers()
                     return None
