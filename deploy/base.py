@@ -10,7 +10,7 @@ from pyinfra.operations import apt
 from ollastack.deploy.defaults import DEFAULTS
 from ollastack.deploy.present import Present, host_state, put
 
-PACKAGES = ["curl", "ca-certificates", "zstd", "htop", "nftables", "python3", "tar"]
+PACKAGES = ["curl", "ca-certificates", "htop", "nftables", "python3", "tar"]
 APT_CONF_PATH = "/etc/apt/apt.conf.d/90ollastack"
 APT_CONF = """// Managed by ollastack: wait for a running dpkg (cloud-init, unattended-upgrades) instead of failing.
 DPkg::Lock::Timeout "300";

@@ -9,6 +9,7 @@ from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.operations import files, server
 
+from ollastack.deploy.base import ensure_packages
 from ollastack.deploy.defaults import DEFAULTS
 from ollastack.deploy.facts import FileText, InstalledRelease, OllamaModels
 from ollastack.deploy.nvidia import check_gpu_offload, ollama_after_driver
@@ -17,8 +18,8 @@ from ollastack.deploy.services import restart_when_changed
 from ollastack.deploy.units import systemd_quoted
 from ollastack.resources import deploy_file, template
 from ollastack.ollama_names import client_address, tagged
+from ollastack.ollama_release import archive_url
 
-RELEASE_URL = "https://github.com/ollama/ollama/releases/download/v{version}/ollama-linux-amd64.tgz"
 CACHE = "/var/cache/ollastack"
 PULL_SCRIPT = "/usr/local/lib/ollastack/ollama-pull.py"
 UNIT = "/etc/systemd/system/ollama.service"
@@ -63,7 +64,7 @@ def environment(data) -> dict[str, str]:
 
 def _archive_source(data) -> tuple[str, str]:
     """(source, file name on the host) of the release archive: a local file or a URL."""
-    source = data.ollastack_ollama_archive or data.ollastack_ollama_url or RELEASE_URL.format(version=data.ollastack_ollama_version)
+    source = data.ollastack_ollama_archive or data.ollastack_ollama_url or archive_url(data.ollastack_ollama_version)
     suffix = ".tar.zst" if source.endswith(".tar.zst") else ".tgz"
     return source, f"ollama-{data.ollastack_ollama_version}-{data.ollastack_ollama_sha256[:16]}{suffix}"
 
@@ -74,6 +75,9 @@ def install_release(data):
         return None
     source, name = _archive_source(data)
     remote = posixpath.join(CACHE, name)
+    if name.endswith(".tar.zst"):
+        # Only .tar.zst releases (0.14.0 on) need zstd: the install script's tar --zstd runs it.
+        ensure_packages(["zstd"], "Install zstd to unpack the Ollama archive", host_state(packages=["zstd"]))
     files.directory(name="Ollama download cache", path=CACHE, mode="0755")
     if data.ollastack_ollama_archive:
         files.put(name=f"Push Ollama {data.ollastack_ollama_version} archive", src=source, dest=remote)

@@ -1,5 +1,5 @@
 """The ``ollastack`` command: validate, plan, up, down, status, doctor, logs, admin-password, lab
-up/down/list, settings.
+up/down/list, settings, pin ollama.
 
 Exit codes mean something to pipelines: 0 ok, 1 a failure on a host or in the cloud, 2 bad input
 (nothing was touched). Progress goes to stderr, so ``--json`` output on stdout stays parseable.
@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any, Iterator
 
-from ollastack import __version__, doctor, lab, logs, orchestrate, planning
+from ollastack import __version__, doctor, lab, logs, orchestrate, pin, planning
 from ollastack.cloud import CloudError
 from ollastack.config import CONFIG_ENV, ConfigError, Stack, config_path, iter_settings, load_stack
 from ollastack.host import Host
@@ -171,6 +171,30 @@ def cmd_logs(args: argparse.Namespace, stack: Stack) -> int:
     return EXIT_OK if logs.show(stack, args.service, since=args.since, follow=args.follow) == 0 else EXIT_FAILED
 
 
+def cmd_pin(args: argparse.Namespace, stack: Stack) -> int:
+    try:
+        pinned = pin.pin_ollama(args.config_path, args.version)
+    except pin.PinError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT if exc.bad_input else EXIT_FAILED
+    # An explicit source is installed instead of the release: it must be the pinned archive too.
+    for setting, value in (("ollama.archive", stack.ollama.archive), ("ollama.url", stack.ollama.url)):
+        if value:
+            print(f"warning: {setting} is set and is installed instead of the release: make sure {value} is "
+                  f"{pinned['archive']} of v{pinned['version']}, or the sha256 check stops the converge", file=sys.stderr)
+    _emit(args, {"config": str(args.config_path), **pinned},
+          f"{args.config_path}: ollama.version = {pinned['version']}, ollama.sha256 = {pinned['sha256']} "
+          f"({pinned['archive']}, from {pinned['sums_url']})")
+    return EXIT_OK
+
+
+def _pin_version(value: str) -> str:
+    try:
+        return pin.release_version(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _since(value: str) -> str:
     try:
         return logs.valid_since(value)
@@ -258,6 +282,13 @@ COMMANDS = {
     "lab": ("local Debian hosts (systemd-nspawn) to try the stack",
             "Local Debian 12/13 hosts booted with systemd-nspawn on a private bridge, as root on this\n"
             "machine: to try a stack, and for the tests. Images are cached in /var/lib/ollastack/lab."),
+    "pin": ("pin an Ollama release: write its version and published sha256 into the stack file",
+            "`pin ollama VERSION` reads that release's sha256sum.txt (GitHub, or\n"
+            "$OLLASTACK_OLLAMA_RELEASES_URL), takes the line of the archive the hosts install\n"
+            "(ollama-linux-amd64: .tgz before 0.14.0, .tar.zst from then on) and writes ollama.version\n"
+            "and ollama.sha256 into the stack file; comments, order and every other setting stay as\n"
+            "they are. Touches no host: the next `up` installs the release. Exit 2 when there is no such\n"
+            "release, 1 when it cannot be read or does not list the archive; then nothing is written."),
 }
 LAB_COMMANDS = {
     "up": ("start the stack's lab hosts", "Boots lab.hosts hosts (--hosts overrides it), reusing running ones, waits for SSH\n"
@@ -296,6 +327,8 @@ def build_parser() -> argparse.ArgumentParser:
     lab_commands["up"].add_argument("--hosts", type=int, help="how many (overrides lab.hosts)")
     for name in ("down", "list"):
         lab_commands[name].add_argument("--all", action="store_true", help="every lab host on this machine, of any stack")
+    commands["pin"].add_argument("component", choices=["ollama"], help="what to pin")
+    commands["pin"].add_argument("version", type=_pin_version, help="the release, e.g. 0.14.0 (or v0.14.0)")
     return parser
 
 
@@ -315,7 +348,8 @@ def main(argv: list[str] | None = None) -> int:
         for line in stack.warnings():
             print(line, file=sys.stderr)
     handlers = {"validate": cmd_validate, "plan": cmd_plan, "up": cmd_up, "down": cmd_down, "status": cmd_status,
-                "lab": cmd_lab, "admin-password": cmd_admin_password, "doctor": cmd_doctor, "logs": cmd_logs}
+                "lab": cmd_lab, "admin-password": cmd_admin_password, "doctor": cmd_doctor, "logs": cmd_logs,
+                "pin": cmd_pin}
     # Two commands changing one stack at once would race (two VPCs, two converges): one at a time.
     changes = args.command in ("up", "down") or (
         args.command == "lab" and args.lab_command in ("up", "down") and not getattr(args, "all", False))

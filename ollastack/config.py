@@ -425,10 +425,10 @@ class CloudSection(Section):
 
 
 class OllamaSection(Section):
-    version: str = Field("0.13.3", description="Pinned Ollama release.", pattern=r"^\d+\.\d+\.\d+$")
+    version: str = Field("0.13.3", description="Pinned Ollama release; `ollastack pin ollama VERSION` sets it and its sha256.", pattern=r"^\d+\.\d+\.\d+$")
     sha256: str = Field("70a3d0f4cccd003641c5531d564a3494ed9a422e397c437d40f802ec1003c6eb",
                         description="sha256 of the release archive; checked before anything is replaced.")
-    url: Url = Field("", description="Download URL of the archive; empty: the official GitHub release (amd64 .tgz).",
+    url: Url = Field("", description="Download URL of the archive; empty: the official GitHub release (ollama-linux-amd64: .tgz before 0.14.0, .tar.zst from 0.14.0 on).",
                        examples=["https://mirror.example.com/ollama/v0.13.3/ollama-linux-amd64.tgz"])
     archive: ExistingFile = Field("", description="Local archive (.tgz or .tar.zst) pushed from the control machine instead of a download.")
     host: HostPort = Field("127.0.0.1:11434", description="OLLAMA_HOST; keep it on loopback: Ollama has no authentication.")

@@ -544,15 +544,38 @@ def down(stack_name: str | None, progress: Progress) -> list[str]:
         return _remove(stack_name, progress)
 
 
+def _remove_tree(path: Path) -> str | None:
+    """Remove ``path`` with everything under it; when some of it stays, what and why.
+
+    Example: ``_remove_tree(Path("/var/lib/ollastack/lab/hosts/demo-1")) is None`` once it is gone.
+    """
+    try:
+        shutil.rmtree(path)
+        return None
+    except OSError as exc:
+        # Take away all that can go (rmtree stops at its first error), then say what stayed.
+        shutil.rmtree(path, ignore_errors=True)
+        if not path.exists():
+            return None
+        # rmtree names what it could not remove relative to its directory: find it again, whole.
+        leaves = [p for p in sorted(path.rglob("*")) if p.is_symlink() or not p.is_dir() or not any(p.iterdir())]
+        more = f" and {len(leaves) - 1} more" if len(leaves) > 1 else ""
+        return f"{path} ({leaves[0] if leaves else path}{more} stayed: {exc.strerror or exc})"
+
+
 def _remove(stack_name: str | None, progress: Progress) -> list[str]:
-    removed = []
+    removed, stayed = [], []
     for host in list_hosts(stack_name):
         _stop(host)
         host_dir = _hosts_dir() / host["name"]
         _unmount_under(host_dir)
-        shutil.rmtree(host_dir, ignore_errors=True)
+        left = _remove_tree(host_dir)
         # A stale neighbour entry would delay the next host given this address by ~20 s.
         subprocess.run(["ip", "neigh", "flush", "to", host["address"], "dev", BRIDGE], capture_output=True)
+        if left:
+            stayed.append(left)
+            progress(f"{host['name']}: stopped, but not removed: {left}")
+            continue
         removed.append(f"host {host['name']} ({host['address']})")
         progress(f"{host['name']}: stopped and removed")
     if not list_hosts():
@@ -560,5 +583,8 @@ def _remove(stack_name: str | None, progress: Progress) -> list[str]:
         for d in _cgroup_roots():
             _remove_cgroup(d)
     _write_known_hosts()
+    if stayed:
+        raise LabError(f"could not remove {'; '.join(stayed)}: delete it as root (`lsattr -R` and `findmnt -R` "
+                       "show what holds it), then run `ollastack lab down` again")
     return removed
 

@@ -53,10 +53,12 @@ import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
+
+from tests.support.serve import Server, ca_context, serve_tls
 
 TAG = "ollastack-stack"
 OPS_PREFIX = "/providers/Microsoft.Emulator"
@@ -192,31 +194,23 @@ class AzureEmulator:
         self.tokens: dict[str, str] = {}          # access token -> the audience it was issued for
         self.lock = threading.RLock()
         self._addresses = (f"127.0.0.{n}" for n in itertools.count(10))
-        self._server: ThreadingHTTPServer | None = None
+        self._server: Server | None = None
         self._tmp = tempfile.TemporaryDirectory(prefix="azure-emulator-")
 
     # -- life cycle -----------------------------------------------------------------------------
     def __enter__(self) -> "AzureEmulator":
-        cert = self.ca.issue_cert("127.0.0.1", "localhost")
-        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        cert.configure_cert(ctx)
-        handler = type("Handler", (_Handler,), {"emulator": self})
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        self._server.daemon_threads = True
-        self._server.socket = ctx.wrap_socket(self._server.socket, server_side=True)
-        threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True).start()
+        self._server = serve_tls(type("Handler", (_Handler,), {"emulator": self}), ca_context(self.ca))
         return self
 
     def __exit__(self, *exc) -> None:
         for fault in self.faults:
             fault.released.set()
-        self._server.shutdown()
-        self._server.server_close()
+        self._server.stop()
         self._tmp.cleanup()
 
     @property
     def url(self) -> str:
-        return f"https://127.0.0.1:{self._server.server_address[1]}"
+        return self._server.url
 
     def ca_bundle(self) -> str:
         """Path of a PEM file with the test CA, for ``REQUESTS_CA_BUNDLE``."""

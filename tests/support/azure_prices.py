@@ -21,11 +21,12 @@ from __future__ import annotations
 
 import json
 import re
-import ssl
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, quote, urlsplit
+
+from tests.support.serve import Server, ca_context, serve_tls
 
 CLAUSE_RE = re.compile(r"^\s*(?P<field>[A-Za-z]+) eq '(?P<value>[^']*)'\s*$")
 FIELDS = ("currencyCode", "tierMinimumUnits", "retailPrice", "unitPrice", "armRegionName", "location",
@@ -100,25 +101,18 @@ class RetailPrices:
         self.filters: list[str] = []
         self.failures: list[int] = []
         self.lock = threading.Lock()
-        self._server: ThreadingHTTPServer | None = None
+        self._server: Server | None = None
 
     def __enter__(self) -> "RetailPrices":
-        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        self.ca.issue_cert("127.0.0.1", "localhost").configure_cert(ctx)
-        handler = type("Handler", (_Handler,), {"prices": self})
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        self._server.daemon_threads = True
-        self._server.socket = ctx.wrap_socket(self._server.socket, server_side=True)
-        threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True).start()
+        self._server = serve_tls(type("Handler", (_Handler,), {"prices": self}), ca_context(self.ca))
         return self
 
     def __exit__(self, *exc) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        self._server.stop()
 
     @property
     def url(self) -> str:
-        return f"https://127.0.0.1:{self._server.server_address[1]}/api/retail/prices"
+        return f"{self._server.url}/api/retail/prices"
 
     def fail(self, status: int = 500, times: int = 1) -> None:
         with self.lock:

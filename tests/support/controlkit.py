@@ -14,11 +14,10 @@ import json
 import os
 import ssl
 import stat
-import threading
-from http.server import ThreadingHTTPServer
 from pathlib import Path
 
 from ollastack import certs
+from tests.support.serve import serve_tls
 from tests.support.webui_standin import app
 
 
@@ -38,14 +37,11 @@ class TLSWebUI:
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.load_cert_chain(str(cert), str(key))
         self.data = data
-        self.server = ThreadingHTTPServer((address, port), app.Handler)
-        self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
+        self.server = serve_tls(app.Handler, context, address, port)
         self.address, self.port = self.server.server_address[:2]
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self.server.stop()
 
     def fail(self, **paths: int) -> None:
         """Answer ``health=503`` / ``signin=401`` ... instead of the normal reply."""
