@@ -661,7 +661,7 @@ class CustomPreset(Section):
 
     @field_validator("*", mode="before")
     @classmethod
-    def _no_control_characters(cls, value: Any, info: ValidationInfo) -> Any:
+    def _no_control_characters(cls, value: Any, info: ValidationInfo) -> Any:  # type: ignore[override]
         if info.field_name == "system" and isinstance(value, str):
             found = [c for c in control_characters(value) if c not in SYSTEM_PROMPT_CONTROLS]
             if found:
@@ -696,6 +696,8 @@ class CustomPreset(Section):
                                   for e in exc.errors())
                 raise ValueError(f"modelfile {self.modelfile}: {shown}") from None
             self.base, self.system, self.parameters = parsed.base, parsed.system, parsed.parameters
+        if not self.base:
+            raise ValueError("base: a preset needs the model it is made from (base), or a modelfile")
         if not MODEL_RE.fullmatch(self.base):
             raise ValueError(f"base: {self.base!r} is not a model reference like llama3.2:1b")
         return self
