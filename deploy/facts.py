@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import shlex
+from collections.abc import Sequence
 
 from pyinfra.api import FactBase
 
@@ -275,3 +276,29 @@ class LetsEncryptCertificate(FactBase[dict]):
         servers = [line.removeprefix("server=") for line in lines if line.startswith("server=")]
         return {"exists": "exists" in lines, "due": "due" in lines, "installed": "installed" in lines,
                 "server": servers[0] if servers else ""}
+
+
+class OllamaShown(FactBase[dict]):
+    """``/api/show`` of each named model (its ``modelfile``, ``parameters``, ``system``) by its index in
+    ``names``; one Ollama does not have (or every one, when Ollama does not answer) is left out.
+
+    Example: ``host.get_fact(OllamaShown, address="127.0.0.1:11434", names=["factual", "llama3.2:1b"]).get(0)``
+    """
+
+    def command(self, address: str, names: Sequence[str]) -> str:
+        url = shlex.quote(f"http://{address}/api/show")
+        # "<index> <reply>" per line: Ollama writes compact JSON, and every reply gets its newline.
+        return "; ".join([*(f"printf '%d ' {i}; curl -sS --max-time 10 -d {shlex.quote(json.dumps({'model': n}))} "
+                            f"{url} 2>/dev/null; echo" for i, n in enumerate(names)), "true"])
+
+    def process(self, output):
+        replies: dict[int, dict] = {}
+        for line in output:
+            index, _, text = line.strip().partition(" ")
+            try:
+                reply = json.loads(text)
+            except ValueError:
+                continue
+            if index.isdigit() and isinstance(reply, dict) and "error" not in reply:
+                replies[int(index)] = reply
+        return replies

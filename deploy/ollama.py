@@ -13,6 +13,7 @@ from ollastack.deploy.base import ensure_packages
 from ollastack.deploy.defaults import DEFAULTS
 from ollastack.deploy.facts import FileText, InstalledRelease, OllamaModels
 from ollastack.deploy.nvidia import check_gpu_offload, ollama_after_driver
+from ollastack.deploy.presets import create_presets
 from ollastack.deploy.present import NOTHING, Present, directory, host_state, put, templated
 from ollastack.deploy.services import restart_when_changed
 from ollastack.deploy.units import systemd_quoted
@@ -145,4 +146,5 @@ def ollama(gpu_changes=()):
     restart = restart_when_changed("Ollama", "ollama", changes=changes, unit_changes=unit_changes,
                                    health_url=f"http://{address}/api/version", wait_s=60, present=present)
     pull_models(data, present)
+    create_presets(data, models_may_have_moved(data, host.get_fact(FileText, path=OVERRIDE)))
     check_gpu_offload(data, address, [restart, *gpu_changes])

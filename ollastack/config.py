@@ -31,9 +31,12 @@ from pydantic import (
     Field,
     SecretStr,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
+
+from ollastack.presets import BUILTINS, ModelfileError, parse_modelfile
 
 if TYPE_CHECKING:
     from ollastack.providers import Provider
@@ -633,6 +636,91 @@ class GpuSection(Section):
         return value
 
 
+PRESET_NAME_RE = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
+# What a system prompt may hold beyond printable text: it travels in a JSON body, never through a shell.
+SYSTEM_PROMPT_CONTROLS = ("U+000A", "U+0009")
+
+
+class PresetParameters(Section):
+    temperature: float | None = Field(None, ge=0, le=2, description="Sampling temperature; unset: the base model's.")
+    top_p: float | None = Field(None, gt=0, le=1, description="Nucleus sampling threshold; unset: the base model's.")
+    top_k: int | None = Field(None, ge=1, le=1000, description="Sample from the k likeliest tokens; unset: the base model's.")
+    repeat_penalty: float | None = Field(None, ge=0, le=2, description="Penalty on repeated tokens; unset: the base model's.")
+    num_predict: int | None = Field(None, ge=-1, le=131072, description="Most new tokens per answer (-1: no limit); unset: the base model's.")
+    num_ctx: int | None = Field(None, ge=256, le=1048576, description="Context length in tokens; unset: the base model's (else ollama.context_length).")
+
+
+class CustomPreset(Section):
+    """One ``[[presets.custom]]`` table: either base/system/parameters, or a Modelfile holding them."""
+
+    name: str = Field(description="Ollama model name of the preset (lower case letters, digits, ._-), listed as NAME:latest.")
+    base: str = Field("", description="Model the preset is made from (`from`); one of ollama.models, so it is pulled first.")
+    system: Annotated[str, Permits()] = Field("", description="System prompt; any text, newlines included (sent as JSON, never through a shell).")
+    parameters: PresetParameters = Field(default_factory=PresetParameters, description="Generation parameters.")
+    modelfile: ExistingFile = Field("", description="Modelfile (FROM, PARAMETER, SYSTEM) instead of base/system/parameters.")
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_control_characters(cls, value: Any, info: ValidationInfo) -> Any:  # type: ignore[override]
+        if info.field_name == "system" and isinstance(value, str):
+            found = [c for c in control_characters(value) if c not in SYSTEM_PROMPT_CONTROLS]
+            if found:
+                raise ValueError(f"control characters other than newline and tab are not allowed ({', '.join(found)})")
+            return value
+        return Section._no_control_characters.__func__(cls, value)  # type: ignore[attr-defined]
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not PRESET_NAME_RE.fullmatch(value):
+            raise ValueError("expected an Ollama model name of lower case letters, digits and ._- (up to 64), "
+                             "e.g. support-bot")
+        return value
+
+    @model_validator(mode="after")
+    def _from_modelfile(self) -> "CustomPreset":
+        if self.modelfile:
+            if self.base or self.system or self.parameters.model_dump(exclude_none=True):
+                raise ValueError("modelfile: give either a Modelfile or base/system/parameters, not both")
+            try:
+                found = parse_modelfile(_expand(self.modelfile).read_text(encoding="utf-8"))
+            except (OSError, UnicodeDecodeError) as exc:
+                raise ValueError(f"modelfile: cannot read {self.modelfile}: {exc}") from None
+            except ModelfileError as exc:
+                raise ValueError(f"modelfile {self.modelfile}: {exc}") from None
+            try:
+                parsed = CustomPreset(name=self.name, base=found["base"], system=found["system"],
+                                      parameters=PresetParameters(**found["parameters"]))
+            except ValidationError as exc:
+                shown = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg'].removeprefix('Value error, ')}"
+                                  for e in exc.errors())
+                raise ValueError(f"modelfile {self.modelfile}: {shown}") from None
+            self.base, self.system, self.parameters = parsed.base, parsed.system, parsed.parameters
+        if not self.base:
+            raise ValueError("base: a preset needs the model it is made from (base), or a modelfile")
+        if not MODEL_RE.fullmatch(self.base):
+            raise ValueError(f"base: {self.base!r} is not a model reference like llama3.2:1b")
+        return self
+
+
+class PresetsSection(Section):
+    use: list[Literal[tuple(BUILTINS)]] = Field(  # type: ignore[valid-type]
+        [], description="Built-in presets to create on the hosts: " + ", ".join(BUILTINS) + " (see the README for their values).",
+        examples=[["factual", "concise"]])
+    base: str = Field("", description="Model the built-in presets are made from; empty: the first of ollama.models.",
+                      examples=["llama3.2:1b"])
+    custom: list[CustomPreset] = Field(
+        [], description="Own presets, as [[presets.custom]] tables: name, base, system, parameters "
+                        "(temperature, top_p, top_k, repeat_penalty, num_predict, num_ctx), or modelfile instead.")
+
+    @field_validator("base")
+    @classmethod
+    def _base(cls, value: str) -> str:
+        if value and not MODEL_RE.fullmatch(value):
+            raise ValueError("expected a model reference like llama3.2:1b")
+        return value
+
+
 class Stack(Section):
     """A whole stack description. Sections mirror the TOML tables."""
 
@@ -647,6 +735,7 @@ class Stack(Section):
     openwebui: OpenWebUISection = OpenWebUISection()
     tls: TLSSection = TLSSection()
     gpu: GpuSection = GpuSection()
+    presets: PresetsSection = PresetsSection()
 
     @model_validator(mode="before")
     @classmethod
@@ -725,6 +814,29 @@ class Stack(Section):
 
     def key_paths(self) -> tuple[Path, Path]:
         return _expand(self.access.ssh_public_key), _expand(self.access.ssh_private_key)
+
+    @model_validator(mode="after")
+    def _presets_fit(self) -> "Stack":
+        """Presets are made from pulled models and never take a pulled model's or another preset's name."""
+        from ollastack.ollama_names import tagged
+
+        pulled = {tagged(m) for m in self.ollama.models}
+        if self.presets.use and not (self.presets.base or self.ollama.models):
+            raise ValueError("presets.base: the built-in presets need a model to be made from; "
+                             "set presets.base or list one in ollama.models")
+        bases = [("presets.base", self.presets.base)] if self.presets.use else []
+        bases += [(f"presets.custom.{i}.base", p.base) for i, p in enumerate(self.presets.custom)]
+        for where, base in bases:
+            if base and tagged(base) not in pulled:
+                raise ValueError(f"{where}: {base} is not in ollama.models; add it there so it is pulled "
+                                 "before the preset is made from it")
+        names = [*self.presets.use, *(p.name for p in self.presets.custom)]
+        for name in names:
+            if names.count(name) > 1:
+                raise ValueError(f"presets: {name} is named twice (built-in presets are {', '.join(BUILTINS)})")
+            if tagged(name) in pulled:
+                raise ValueError(f"presets: {name} is a model in ollama.models; the preset would replace it")
+        return self
 
 
 # Settings that never travel in host data or output.

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from ollastack.ollama_names import tagged
+from ollastack.presets import BUILTINS, create_request, differences
 from tests.support.standin.build_archive import build_archive, unpack
 
 VERSION = "0.13.3"
@@ -379,3 +380,62 @@ def test_names_ollama_treats_as_one_model_are_listed_once(ollama):
     assert ollama.post_lines("/api/pull", {"model": "user/tinyllama"})[-1] == {"status": "success"}
     assert (ollama.models / "manifests/registry.ollama.ai/user/tinyllama/latest").is_file()
     assert sorted(m["name"] for m in ollama.get("/api/tags")["models"]) == ["tinyllama:latest", "user/tinyllama:latest"]
+
+
+def test_create_from_a_local_model_streams_statuses_and_lists_the_new_model(ollama):
+    ollama.post_lines("/api/pull", {"model": "llama3.2:1b"})
+    lines = ollama.post_lines("/api/create", {"model": "factual", "from": "llama3.2:1b", "system": "Be exact.\nAlways.",
+                                              "parameters": {"temperature": 0.3, "top_k": 40}})
+    statuses = [line["status"] for line in lines]
+    assert statuses[-2:] == ["writing manifest", "success"]
+    assert all(s.startswith(("using existing layer sha256:", "creating new layer sha256:")) for s in statuses[:-2])
+    assert sorted(m["name"] for m in ollama.get("/api/tags")["models"]) == ["factual:latest", "llama3.2:1b"]
+    status, _, body = ollama.request("POST", "/api/show", {"model": "factual"})
+    shown = json.loads(body)
+    assert status == 200 and shown["system"] == "Be exact.\nAlways."
+    # Go's "%-30s %#v" per parameter, as Ollama writes it.
+    assert sorted(shown["parameters"].splitlines()) == [f"{'temperature':<30} 0.3", f"{'top_k':<30} 40"]
+    base = json.loads(ollama.request("POST", "/api/show", {"model": "llama3.2:1b"})[2])
+    assert "system" not in base and base["parameters"] == ""
+    from_line = [line for line in shown["modelfile"].splitlines() if line.startswith("FROM ")]
+    assert from_line == [line for line in base["modelfile"].splitlines() if line.startswith("FROM ")]
+
+
+def test_create_without_stream_merges_parameters_over_the_base_and_fails_on_an_unknown_base(ollama):
+    ollama.post_lines("/api/pull", {"model": "llama3.2:1b"})
+    ollama.post_lines("/api/create", {"model": "a", "from": "llama3.2:1b", "parameters": {"top_k": 40, "top_p": 0.9}})
+    status, _, body = ollama.request("POST", "/api/create", {"model": "b", "from": "a", "parameters": {"top_k": 7},
+                                                             "stream": False})
+    assert (status, json.loads(body)) == (200, {"status": "success"})
+    shown = json.loads(ollama.request("POST", "/api/show", {"model": "b"})[2])
+    assert sorted(shown["parameters"].split()) == sorted(["top_k", "7", "top_p", "0.9"])
+    status, _, body = ollama.request("POST", "/api/create", {"model": "c", "from": "nothing-here", "stream": False})
+    assert (status, json.loads(body)) == (500, {"error": "model 'nothing-here' not found"})
+    assert ollama.request("POST", "/api/create", {"model": "d"})[0] == 400
+
+
+def test_chat_log_has_the_models_parameters_under_the_requests_options(ollama):
+    ollama.post_lines("/api/pull", {"model": "llama3.2:1b"})
+    ollama.post_lines("/api/create", {"model": "p", "from": "llama3.2:1b", "system": "Model's own.",
+                                      "parameters": {"temperature": 0.3, "num_ctx": 8192}})
+    chat = {"model": "p", "messages": [{"role": "user", "content": "hi"}], "stream": False}
+    assert ollama.request("POST", "/api/chat", chat)[0] == 200
+    asked = dict(chat, options={"num_ctx": 2048}, messages=[{"role": "system", "content": "Asked."}, *chat["messages"]])
+    assert ollama.request("POST", "/api/chat", asked)[0] == 200
+    logged = [json.loads(line) for line in (ollama.models / "standin-chats.jsonl").read_text().splitlines()]
+    assert logged == [{"model": "p:latest", "options": {"temperature": 0.3, "num_ctx": 8192}, "system": "Model's own."},
+                      {"model": "p:latest", "options": {"temperature": 0.3, "num_ctx": 2048}, "system": "Asked."}]
+
+
+def test_a_preset_the_stand_in_holds_is_up_to_date_for_the_deploy(ollama):
+    """The deploy's comparison reads the stand-in's /api/show as it reads Ollama's."""
+    ollama.post_lines("/api/pull", {"model": "llama3.2:1b"})
+    preset = {"name": "factual", "base": "llama3.2:1b", "system": "", "parameters": dict(BUILTINS["factual"])}
+    body = create_request(preset)
+    assert ollama.request("POST", "/api/create", body)[0] == 200
+
+    def show(name):
+        return json.loads(ollama.request("POST", "/api/show", {"model": name})[2])
+    assert differences(preset, show("factual"), show("llama3.2:1b")) == []
+    assert differences(dict(preset, parameters=dict(BUILTINS["factual"], top_k=41)), show("factual"),
+                       show("llama3.2:1b")) == ["top_k"]

@@ -24,6 +24,9 @@ Faults of a pull, by name (tests of the pull helper): ``busy*`` answers its firs
 HTTP 503 (Ollama's queue full) and succeeds after; ``cut*`` drops the connection mid-stream; ``ended*``
 ends the stream cleanly before ``success``; ``stall*`` repeats one progress line (as Ollama does while a
 download stalls) and ``hang*`` goes silent, both for OLLAMA_STANDIN_STALL_SECONDS (default 3600).
+``/api/create`` makes a model ``from`` a local one with a system prompt and parameters (kept in real
+params/system blobs, shown by ``/api/show``); each ``/api/chat`` appends the options and system prompt it
+runs with to ``<OLLAMA_MODELS>/standin-chats.jsonl``, for tests to read on the host.
 
 Example::
 
@@ -64,6 +67,10 @@ CATALOGUE = {
 }
 FLAKY_MODEL = ("llama", "15M", "Q8_0", 52_428_800)
 FAULTY = ("flaky", "busy", "cut", "ended", "stall", "hang")
+WEIGHTS, PARAMS, SYSTEM = ("application/vnd.ollama.image.model", "application/vnd.ollama.image.params",
+                           "application/vnd.ollama.image.system")
+# The options a chat uses, written one JSON line per /api/chat to <OLLAMA_MODELS>/standin-chats.jsonl.
+CHAT_LOG = "standin-chats.jsonl"
 SMALL_LAYERS = (
     ("application/vnd.ollama.image.template", 1_429),
     ("application/vnd.ollama.image.license", 7_711),
@@ -191,7 +198,7 @@ class ModelStore:
                              "model_type": params, "file_type": quant, "architecture": "amd64",
                              "os": "linux"}).encode()
         small = sum(s for _, s in SMALL_LAYERS)
-        layers = [("application/vnd.ollama.image.model", size - small - len(config)), *SMALL_LAYERS]
+        layers = [(WEIGHTS, size - small - len(config)), *SMALL_LAYERS]
         return config, [{"mediaType": kind, "size": n,
                          "digest": "sha256:" + hashlib.sha256(f"{display_name(name)} {kind}".encode()).hexdigest()}
                         for kind, n in layers]
@@ -226,6 +233,63 @@ class ModelStore:
                 "details": {"parent_model": "", "format": config["model_format"],
                             "family": config["model_family"], "families": config["model_families"],
                             "parameter_size": config["model_type"], "quantization_level": config["file_type"]}}
+
+    def manifest(self, name: str) -> dict | None:
+        try:
+            return json.loads(self.manifest_path(name).read_bytes())
+        except (OSError, ValueError):
+            return None
+
+    def blob(self, digest: str) -> bytes | None:
+        try:
+            return (self.root / "blobs" / f"sha256-{digest.split(':', 1)[1]}").read_bytes()
+        except OSError:
+            return None
+
+    def put_blob(self, data: bytes, kind: str) -> dict:
+        digest = hashlib.sha256(data).hexdigest()
+        (self.root / "blobs" / f"sha256-{digest}").write_bytes(data)
+        return {"mediaType": kind, "digest": f"sha256:{digest}", "size": len(data)}
+
+    def settings(self, name: str) -> tuple[dict, str, str]:
+        """A local model's parameters, system prompt and model blob path, from its layers as Ollama keeps them.
+
+        A pulled model's small layers have no content here: no parameters, no system prompt.
+        """
+        params, system, weights = {}, "", ""
+        for layer in (self.manifest(name) or {}).get("layers", []):
+            data = self.blob(layer["digest"])
+            if layer["mediaType"] == PARAMS and data:
+                params = json.loads(data)
+            elif layer["mediaType"] == SYSTEM and data is not None:
+                system = data.decode()
+            elif layer["mediaType"] == WEIGHTS:
+                weights = str(self.root / "blobs" / layer["digest"].replace(":", "-"))
+        return params, system, weights
+
+    def create(self, name: str, base: str, system: str | None, parameters: dict):
+        """Yield the NDJSON objects of ``/api/create`` from a local model: its layers are reused, the request's
+        parameters merged over the base's and its system prompt (if any) replacing the base's, as in Ollama."""
+        manifest = self.manifest(base)
+        if manifest is None:
+            yield {"error": f"model '{base}' not found"}
+            return
+        base_params, _, _ = self.settings(base)
+        replaced = {PARAMS} | ({SYSTEM} if system else set())
+        layers = [layer for layer in manifest["layers"] if layer["mediaType"] not in replaced]
+        for layer in layers:
+            yield {"status": f"using existing layer {layer['digest']}"}
+        new = []
+        if system:
+            new.append(self.put_blob(system.encode(), SYSTEM))
+        merged = dict(base_params, **parameters)
+        if merged:
+            new.append(self.put_blob(dumps(merged).encode(), PARAMS))
+        for layer in new:
+            yield {"status": f"creating new layer {layer['digest']}"}
+        yield {"status": "writing manifest"}
+        self.save(name, self.blob(manifest["config"]["digest"]) or b"{}", layers + new)
+        yield {"status": "success"}
 
     def local_models(self) -> list[dict]:
         manifests = self.root / "manifests"
@@ -328,6 +392,15 @@ def openai_error(message: str) -> dict:
     return {"error": {"message": message, "type": "api_error", "param": None, "code": None}}
 
 
+def go_value(value: object) -> str:
+    """A parameter value as Go's ``%#v`` prints it: ``go_value(0.3) == "0.3"``, ``go_value("x") == '"x"'``."""
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
 def words(text: str) -> list[str]:
     return re.findall(r"\S+\s*", text) or [""]
 
@@ -365,7 +438,8 @@ class Handler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         self.route({"/api/pull": self.pull, "/api/chat": self.chat, "/api/generate": self.generate,
-                    "/api/show": self.show, "/v1/chat/completions": self.openai_chat})
+                    "/api/show": self.show, "/v1/chat/completions": self.openai_chat,
+                    "/api/create": self.create})
 
     def do_DELETE(self) -> None:
         self.route({"/api/delete": self.delete})
@@ -511,6 +585,7 @@ class Handler(BaseHTTPRequestHandler):
             self.unload_or_load(model, request, base, {"message": {"role": "assistant", "content": ""}})
             return
         prompt = " ".join(str(m.get("content", "")) for m in messages if m.get("role") == "user")
+        self.record_chat(model["name"], request, messages)
         chunks, counts = self.answer(model, request, prompt)
         final = dict(base, message={"role": "assistant", "content": ""}, done_reason="stop", done=True, **counts)
         if request.get("stream", True):
@@ -519,6 +594,16 @@ class Handler(BaseHTTPRequestHandler):
         else:
             final["message"]["content"] = "".join(chunks)
             self.reply_json(200, final)
+
+    def record_chat(self, name: str, request: dict, messages: list) -> None:
+        """Append what this chat runs with: the model's parameters under the request's options, and the system
+        prompt (the request's own system message, else the model's), as Ollama applies them."""
+        params, system, _ = self.store.settings(name)
+        options = dict(params, **(request.get("options") or {}))
+        asked = [str(m.get("content", "")) for m in messages if m.get("role") == "system"]
+        line = dumps({"model": name, "options": options, "system": asked[0] if asked else system}) + "\n"
+        with self.store.lock, open(self.store.root / CHAT_LOG, "a", encoding="utf-8") as log_file:
+            log_file.write(line)
 
     def generate(self) -> None:
         found = self.requested_model()
@@ -552,11 +637,48 @@ class Handler(BaseHTTPRequestHandler):
             return
         request, model = found
         details = model["details"]
-        self.reply_json(200, {"modelfile": f"FROM {model['name']}\n", "parameters": "", "template": "{{ .Prompt }}",
-                              "details": details, "modified_at": model["modified_at"],
-                              "model_info": {"general.architecture": details["family"],
-                                             f"{details['family']}.context_length": 131072},
-                              "capabilities": ["completion"]})
+        params, system, weights = self.store.settings(model["name"])
+        # Ollama writes each value with Go's "%-30s %#v", one line per list item (stop words).
+        lines = [f"{key:<30} {go_value(item)}" for key, value in params.items()
+                 for item in (value if isinstance(value, list) else [value])]
+        modelfile = (f"# Modelfile generated by \"ollama show\"\n# To build a new Modelfile based on this, replace FROM with:\n"
+                     f"# FROM {model['name']}\n\nFROM {weights}\nTEMPLATE {{{{ .Prompt }}}}\n"
+                     + (f'SYSTEM """{system}"""\n' if system else "")
+                     + "".join(f"PARAMETER {line.split(None, 1)[0]} {line.split(None, 1)[1]}\n" for line in lines))
+        reply = {"modelfile": modelfile, "parameters": "\n".join(lines), "template": "{{ .Prompt }}",
+                 "details": details, "modified_at": model["modified_at"],
+                 "model_info": {"general.architecture": details["family"],
+                                f"{details['family']}.context_length": 131072},
+                 "capabilities": ["completion"]}
+        if system:
+            reply["system"] = system
+        self.reply_json(200, reply)
+
+    def create(self) -> None:
+        request = self.request_json()
+        if request is None:
+            return
+        name, base = request.get("model") or request.get("name"), request.get("from")
+        if not name or not NAME_RE.match(str(name)):
+            self.reply_json(400, {"error": "invalid model name"})
+            return
+        if not base:
+            self.reply_json(400, {"error": "neither 'from' or 'files' was specified"})
+            return
+        parameters = request.get("parameters") or {}
+        if not isinstance(parameters, dict):
+            self.reply_json(400, {"error": "json: cannot unmarshal parameters into Go struct field"})
+            return
+        events = self.store.create(str(name), str(base), request.get("system") or None, parameters)
+        if request.get("stream", True):
+            self.stream(events)
+            return
+        last = {}
+        for last in events:
+            if "error" in last:
+                self.reply_json(500, last)
+                return
+        self.reply_json(200, last)
 
     def delete(self) -> None:
         found = self.requested_model()
