@@ -103,13 +103,21 @@ def _default_models(group: dict) -> list[str]:
     return ((group.get("data") or {}).get("config") or {}).get("default_models") or []
 
 
-def may_hold_api_key(stack: Stack, user: str) -> bool:
-    """Whether the stack lets account ``user`` hold an API key: an admin, or ``features.api_keys``
-    granted by everyone's permissions or one of the user's groups."""
+def api_key_refusal(stack: Stack, user: str | None) -> str | None:
+    """Why the stack does not let account ``user`` (None: the admin) hold an API key, or None when it does:
+    an admin may; anyone else needs ``features.api_keys`` from everyone's permissions or one of its groups."""
     accounts = stack.accounts
+    if user is None:
+        return None
+    if user not in accounts.users:
+        return f"{user!r} is not in accounts.users of the stack"
     settings = accounts.users[user]
-    return (settings.role == "admin" or accounts.permissions.get("features", {}).get("api_keys", False)
-            or any(API_KEYS in accounts.groups[g].permissions for g in settings.groups))
+    if (settings.role == "admin" or accounts.permissions.get("features", {}).get("api_keys", False)
+            or any(API_KEYS in accounts.groups[g].permissions for g in settings.groups)):
+        return None
+    return (f"{user} may not hold an API key: add \"{API_KEYS}\" to the permissions of one of its groups "
+            "(accounts.groups.NAME.permissions) or set accounts.permissions.features.api_keys = true, "
+            "then run `ollastack up`")
 
 
 def api_keys_wanted(stack: Stack) -> bool:
@@ -279,10 +287,8 @@ def api_key(stack: Stack, target: ready.Target, admin_password: str, user: str |
     Turns ENABLE_API_KEYS on first. A non-admin needs ``features.api_keys`` from the stack (everyone's
     permissions or a group's): a permission set here alone would be undone by the next converge.
     """
-    if user is not None and not may_hold_api_key(stack, user):
-        raise AccountsError(f"{user} may not hold an API key: add \"{API_KEYS}\" to accounts.groups.NAME.permissions "
-                            f"of one of its groups (or set accounts.permissions.features.api_keys = true) and run "
-                            "`ollastack up`")
+    if refusal := api_key_refusal(stack, user):
+        raise AccountsError(refusal)
     admin = _admin(stack, target, admin_password)
     try:
         if not admin.get("/api/v1/configs/export").get("auth.enable_api_keys"):

@@ -144,8 +144,8 @@ def cmd_password(args: argparse.Namespace, stack: Stack) -> int:
 
 def cmd_api_key(args: argparse.Namespace, stack: Stack) -> int:
     """Print the Open WebUI API key of the admin or of accounts.users.NAME, turning API keys on first."""
-    if args.user is not None and args.user not in stack.accounts.users:
-        print(f"error: {args.user!r} is not in accounts.users of the stack", file=sys.stderr)
+    if refusal := accounts.api_key_refusal(stack, args.user):
+        print(f"error: {refusal}", file=sys.stderr)
         return EXIT_BAD_INPUT
     if stack.openwebui.install == "none":
         print("error: openwebui.install = \"none\": the web UI is not ollastack's", file=sys.stderr)
