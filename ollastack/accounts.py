@@ -26,11 +26,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ollastack import ready
-from ollastack.config import Stack
+from ollastack.config import AccountsSection, Stack
 from ollastack.ollama_names import tagged
 from ollastack.state import user_password_file
 from ollastack.webui_api import ApiError, Session, signin
-from ollastack.webui_permissions import DEFAULTS
+from ollastack.webui_permissions import DEFAULTS, ENV
 
 API_KEYS = "features.api_keys"
 
@@ -108,7 +108,8 @@ def api_key_refusal(stack: Stack, user: str | None) -> str | None:
     an admin may; anyone else needs ``features.api_keys`` from everyone's permissions or one of its groups."""
     accounts = stack.accounts
     if user is None:
-        return None
+        return None if api_keys_on(accounts) else (
+            "API keys are off for this stack: set accounts.api_keys = true and run `ollastack up`")
     if user not in accounts.users:
         return f"{user!r} is not in accounts.users of the stack"
     settings = accounts.users[user]
@@ -120,11 +121,27 @@ def api_key_refusal(stack: Stack, user: str | None) -> str | None:
             "then run `ollastack up`")
 
 
-def api_keys_wanted(stack: Stack) -> bool:
-    """Whether anyone but the admin may hold an API key by the stack (then ENABLE_API_KEYS is turned on)."""
-    accounts = stack.accounts
-    return bool(accounts.permissions.get("features", {}).get("api_keys")) or any(
+def api_keys_on(accounts: AccountsSection) -> bool:
+    """ENABLE_API_KEYS by the stack: ``accounts.api_keys``, or ``features.api_keys`` granted to anyone."""
+    return accounts.api_keys or bool(accounts.permissions.get("features", {}).get("api_keys")) or any(
         API_KEYS in g.permissions for g in accounts.groups.values())
+
+
+def environment(accounts: AccountsSection) -> dict[str, str]:
+    """What Open WebUI reads from its environment of ``accounts``: DEFAULT_MODELS, everyone's permissions
+    (``USER_PERMISSIONS_*``) and ENABLE_API_KEYS, only those the stack sets.
+
+    The deploy puts them in the unit: with ENABLE_PERSISTENT_CONFIG=false a setting changed through the
+    API lasts only until the next restart, the environment is what Open WebUI comes back to.
+    Example: ``environment(stack.accounts) == {"DEFAULT_MODELS": "tinyllama:latest", "ENABLE_API_KEYS": "true"}``
+    """
+    env = {ENV[f"{section}.{name}"]: "true" if value else "false"
+           for section, names in accounts.permissions.items() for name, value in names.items()}
+    if accounts.default_models:
+        env["DEFAULT_MODELS"] = ",".join(tagged(m) for m in accounts.default_models)
+    if api_keys_on(accounts):
+        env["ENABLE_API_KEYS"] = "true"
+    return env
 
 
 def plan_groups(stack: Stack, current: Current) -> list[Change]:
@@ -216,19 +233,17 @@ def plan_grants(stack: Stack, current: Current) -> list[Change]:
 
 
 def plan_config(stack: Stack, current: Current) -> list[Change]:
-    """Signup, default models, everyone's permissions and ENABLE_API_KEYS, in one import of what differs.
-
-    ENABLE_API_KEYS is only ever turned on (when the stack grants API keys): ``ollastack api-key`` turns
-    it on for the admin too, and a converge must not take that key away again.
-    """
+    """Signup, default models, everyone's permissions and ENABLE_API_KEYS as the running Open WebUI has
+    them, in one import of what differs (they start from the unit's environment, ``environment``; this
+    undoes a change made in the admin panel since)."""
     accounts = stack.accounts
     wanted: dict[str, Any] = {"ui.enable_signup": stack.openwebui.enable_signup}
     if accounts.default_models:
         wanted["ui.default_models"] = ",".join(tagged(m) for m in accounts.default_models)
     if accounts.permissions:
         wanted["user.permissions"] = everyone(accounts.permissions)
-    if api_keys_wanted(stack):
-        wanted["auth.enable_api_keys"] = True
+    if accounts.managed:
+        wanted["auth.enable_api_keys"] = api_keys_on(accounts)
     have = dict(current.config, **{"user.permissions": _filled(current.config.get("user.permissions"))})
     changed = {key: value for key, value in wanted.items() if have.get(key) != value}
     if not changed:
@@ -284,15 +299,16 @@ def unlisted(stack: Stack, target: ready.Target, admin_password: str) -> list[st
 def api_key(stack: Stack, target: ready.Target, admin_password: str, user: str | None = None) -> str:
     """The API key of the admin (``user`` None) or of account ``user``, created when it has none.
 
-    Turns ENABLE_API_KEYS on first. A non-admin needs ``features.api_keys`` from the stack (everyone's
-    permissions or a group's): a permission set here alone would be undone by the next converge.
+    The stack turns API keys on (``api_keys_on``) and grants ``features.api_keys``: what were switched
+    on here alone would be gone at the next restart or converge. So this refuses (``api_key_refusal``)
+    what the stack does not allow, and asks for ``up`` when the host does not have it yet.
     """
     if refusal := api_key_refusal(stack, user):
         raise AccountsError(refusal)
     admin = _admin(stack, target, admin_password)
     try:
         if not admin.get("/api/v1/configs/export").get("auth.enable_api_keys"):
-            admin.post("/api/v1/configs/import", {"config": {"auth.enable_api_keys": True}})
+            raise AccountsError("API keys are not on in this Open WebUI yet: run `ollastack up`")
         if user is None:
             session = admin
         else:

@@ -671,7 +671,7 @@ def table_doc(model: type[BaseModel]) -> str:
     parts = []
     for name, field in model.model_fields.items():
         default = "required" if field.is_required() else f"default {json.dumps(field.get_default())}"
-        parts.append(f"`{name}` ({default}): {field.description}")
+        parts.append(f"`{name}` ({default}): {(field.description or '').rstrip('.')}")
     return "; ".join(parts)
 
 
@@ -686,7 +686,7 @@ class GroupSettings(Section):
                         "each must be among its models.")
     permissions: Annotated[list[str], AfterValidator(_permission_names)] = Field(
         [], description="Open WebUI permissions it grants on top of everyone's (accounts.permissions), as section.name: "
-                        "workspace.models, chat.controls, features.api_keys (for `ollastack api-key`), ...")
+                        "e.g. workspace.models, chat.controls or features.api_keys (for `ollastack api-key`).")
 
 
 class UserSettings(Section):
@@ -716,6 +716,9 @@ class AccountsSection(Section):
     permissions: dict[str, dict[str, bool]] = Field(
         {}, description="Everyone's permissions where they differ from Open WebUI's defaults, e.g. "
                         "`permissions.chat.controls = false` (a group can only grant more); empty: left as they are.")
+    api_keys: bool = Field(
+        False, description="ENABLE_API_KEYS, for the admin's key (`ollastack api-key`); on by itself when a group or "
+                           "accounts.permissions grants features.api_keys.")
     groups: dict[AccountName, GroupSettings] = Field(
         {}, description="Open WebUI groups by name, `[accounts.groups.NAME]`, reconciled on every `up`: "
                         + table_doc(GroupSettings) + ". Groups the stack does not list are left alone.")
@@ -734,7 +737,7 @@ class AccountsSection(Section):
     @property
     def managed(self) -> bool:
         """Whether the stack says anything about accounts (only then does `up` reconcile them)."""
-        return bool(self.default_models or self.permissions or self.groups or self.users)
+        return bool(self.default_models or self.permissions or self.api_keys or self.groups or self.users)
 
 
 class Stack(Section):
