@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.lab.test_lab_openwebui import reachable_ports, request, signin
-from tests.support.labkit import LabStack, lab_stack_fixture, port_open
+from tests.support.labkit import LabStack, lab_stack_fixture, port_open, ssh
 
 pytestmark = pytest.mark.lab
 
@@ -123,7 +123,6 @@ def test_first_up_creates_groups_users_grants_and_settings(first_up, stack):
     assert {"group staff: created", "group guests: created", "user alice (alice@example.org): created as user",
             "user bob (bob@example.org): created as user", "group staff: alice added", "group guests: bob added",
             "model qwen2.5:0.5b: used by staff", "model tinyllama:latest: used by guests, staff"} <= set(changed), changed
-    assert any(line.startswith("settings: ") and "ui.default_models" in line for line in changed), changed
     for user in ("alice", "bob"):
         assert (stack.dir / "state" / f"accountstest.openwebui-user-{user}-password").stat().st_mode & 0o777 == 0o600
 
@@ -145,6 +144,20 @@ def test_group_defaults_and_permissions_reach_open_webui(base, stack, tokens):
     assert status == status_bob == 200
     assert alice["features"]["api_keys"] and alice["workspace"]["models"]
     assert not bob["features"]["api_keys"] and not bob["workspace"]["models"]
+
+
+def test_settings_come_from_the_environment_and_survive_a_restart(base, stack, tokens, first_up):
+    """Open WebUI runs with ENABLE_PERSISTENT_CONFIG=false: what the stack sets must be in its environment."""
+    address = first_up["address"]
+    env = ssh(address, "systemctl show open-webui -p Environment --value", stack.keypair).stdout
+    assert "DEFAULT_MODELS=tinyllama:latest" in env and "ENABLE_API_KEYS=true" in env
+    ssh(address, "systemctl restart open-webui; for i in $(seq 600); do curl -fs -o /dev/null 127.0.0.1:8080/health "
+                 "&& break; sleep 0.2; done", stack.keypair)
+    status, body = request(f"{base}/api/v1/configs/export", stack.ca, token=tokens["admin"])
+    config = json.loads(body)
+    assert status == 200 and config["ui.default_models"] == "tinyllama:latest" and config["auth.enable_api_keys"]
+    assert config["ui.enable_signup"] is False
+    assert model_ids(base, stack, tokens["alice"]) == STAFF_MODELS
 
 
 def test_chat_with_a_model_not_granted_is_refused(base, stack, tokens):
