@@ -211,3 +211,27 @@ def test_the_unit_environment_seeds_what_a_restart_comes_back_to(keys, tmp_path,
     assert env["USER_PERMISSIONS_CHAT_CONTROLS"] == "false" and env["ENABLE_PERSISTENT_CONFIG"] == "false"
     plain = openwebui.environment(SimpleNamespace(**{**defaults(), **host_data(stack_with(keys))}))
     assert not {"DEFAULT_MODELS", "ENABLE_API_KEYS"} & set(plain) and not any(k.startswith("USER_PERM") for k in plain)
+
+
+# -- the commands that print secrets --------------------------------------------------------------
+def test_password_prints_a_generated_0600_password_and_api_key_refuses_what_the_stack_does_not_allow(
+        keys, tmp_path, monkeypatch, capsys):
+    from ollastack import cli
+
+    monkeypatch.setenv("OLLASTACK_STATE_DIR", str(tmp_path / "state"))
+    path = tmp_path / "stack.toml"
+    path.write_text(f'[access]\nssh_public_key = "{keys["ssh_public_key"]}"\nssh_private_key = "{keys["ssh_private_key"]}"\n'
+                    '[accounts.groups.guests]\nmodels = ["tinyllama"]\n'
+                    '[accounts.users.bob]\nemail = "bob@example.org"\ngroups = ["guests"]\n')
+    assert cli.main(["--config", str(path), "password", "bob"]) == 0
+    password = capsys.readouterr().out.strip()
+    stored = tmp_path / "state" / "demo.openwebui-user-bob-password"
+    assert len(password) >= 20 and stored.read_text().strip() == password and stored.stat().st_mode & 0o777 == 0o600
+    assert cli.main(["--config", str(path), "password", "bob"]) == 0 and capsys.readouterr().out.strip() == password
+    assert cli.main(["--config", str(path), "password", "nobody"]) == 2
+    assert "not in accounts.users" in capsys.readouterr().err
+    assert cli.main(["--config", str(path), "api-key", "--user", "bob"]) == 2
+    err = capsys.readouterr().err
+    assert "features.api_keys" in err and password not in err
+    assert cli.main(["--config", str(path), "api-key"]) == 2
+    assert "accounts.api_keys = true" in capsys.readouterr().err
