@@ -143,7 +143,7 @@ def cmd_password(args: argparse.Namespace, stack: Stack) -> int:
 
 
 def cmd_api_key(args: argparse.Namespace, stack: Stack) -> int:
-    """Print the Open WebUI API key of the admin or of accounts.users.NAME, turning API keys on first."""
+    """Print the Open WebUI API key of the admin or of accounts.users.NAME, as the stack allows (exit 2 otherwise)."""
     if refusal := accounts.api_key_refusal(stack, args.user):
         print(f"error: {refusal}", file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -290,20 +290,21 @@ COMMANDS = {
     "admin-password": ("print the Open WebUI admin password (the only command that shows it)",
                        "Prints the Open WebUI admin password kept (mode 0600) beside the stack file. No other\n"
                        "command, log or JSON output ever shows it."),
+    "lab": ("local Debian hosts (systemd-nspawn) to try the stack",
+            "Local Debian 12/13 hosts booted with systemd-nspawn on a private bridge, as root on this\n"
+            "machine: to try a stack, and for the tests. Images are cached in /var/lib/ollastack/lab."),
     "password": ("print the password of an account of the stack (accounts.users.NAME)",
                  "Prints the password the Open WebUI account accounts.users.NAME was created with, generated\n"
                  "once and kept (mode 0600) beside the stack file. No other command shows it."),
     "api-key": ("print an Open WebUI API key (the admin's, or --user NAME's); it shows a secret",
-                "Turns Open WebUI's API keys on (ENABLE_API_KEYS) and prints the API key of the admin, or of\n"
-                "accounts.users.NAME with --user, creating it when the account has none. This is the one\n"
-                "output meant to show a secret: keep it out of logs. A non-admin needs the permission\n"
-                "features.api_keys from the stack (a group's permissions or accounts.permissions) and a\n"
-                "converge that applied it. Use it as `Authorization: Bearer KEY` on\n"
+                "Prints the Open WebUI API key of the admin, or of accounts.users.NAME with --user,\n"
+                "creating it when the account has none. This is the one output meant to show a secret:\n"
+                "keep it out of logs. The stack turns API keys on (ENABLE_API_KEYS) and allows them:\n"
+                "accounts.api_keys = true for the admin; for anyone else the permission features.api_keys\n"
+                "from one of its groups or accounts.permissions; `up` applies that. Otherwise it refuses\n"
+                "(exit 2) naming the setting. Use the key as `Authorization: Bearer KEY` on\n"
                 "https://HOST/api/chat/completions or https://HOST/ollama/api/chat; port 11434 stays closed.\n"
                 "--host picks the host (each host has its own accounts); default: the first."),
-    "lab": ("local Debian hosts (systemd-nspawn) to try the stack",
-            "Local Debian 12/13 hosts booted with systemd-nspawn on a private bridge, as root on this\n"
-            "machine: to try a stack, and for the tests. Images are cached in /var/lib/ollastack/lab."),
 }
 LAB_COMMANDS = {
     "up": ("start the stack's lab hosts", "Boots lab.hosts hosts (--hosts overrides it), reusing running ones, waits for SSH\n"

@@ -831,6 +831,9 @@ class Stack(Section):
         """The Debian release this stack's hosts will run, and the setting that decides it (None: unknown)."""
         return _provider(self.stack.provider).release(self)
 
+    def key_paths(self) -> tuple[Path, Path]:
+        return _expand(self.access.ssh_public_key), _expand(self.access.ssh_private_key)
+
     @model_validator(mode="after")
     def _accounts_refer(self) -> "Stack":
         """Users name groups the stack lists; e-mails are unique and none is the admin's; group defaults are granted."""
@@ -853,9 +856,6 @@ class Stack(Section):
         if problems:
             raise ValueError("; ".join(problems))
         return self
-
-    def key_paths(self) -> tuple[Path, Path]:
-        return _expand(self.access.ssh_public_key), _expand(self.access.ssh_private_key)
 
 
 # Settings that never travel in host data or output.
