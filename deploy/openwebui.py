@@ -42,6 +42,9 @@ from ollastack.deploy.release import host_release
 from ollastack.deploy.services import restart_when_changed
 from ollastack.deploy.tls import server_names
 from ollastack.deploy.units import systemd_quoted
+from ollastack import accounts
+from ollastack.config import AccountsSection
+from ollastack.hostdata import key
 from ollastack.resources import template
 from ollastack.ollama_names import client_address
 
@@ -96,6 +99,8 @@ def environment(data) -> dict[str, str]:
         env["HF_HUB_OFFLINE"] = "1"
     if data.ollastack_openwebui_install == "pip":
         env.update(DATA_DIR=f"{HOME}/data", STATIC_DIR=f"{HOME}/static", HOME=HOME)
+    section = {name: getattr(data, key(f"accounts.{name}"), None) for name in AccountsSection.model_fields}
+    env.update(accounts.environment(AccountsSection.model_validate({k: v for k, v in section.items() if v is not None})))
     return env
 
 

@@ -1,5 +1,5 @@
 """The ``ollastack`` command: validate, plan, up, down, status, doctor, logs, admin-password, lab
-up/down/list, settings, pin ollama.
+up/down/list, settings, pin ollama, password, api-key.
 
 Exit codes mean something to pipelines: 0 ok, 1 a failure on a host or in the cloud, 2 bad input
 (nothing was touched). Progress goes to stderr, so ``--json`` output on stdout stays parseable.
@@ -15,12 +15,12 @@ import sys
 from pathlib import Path
 from typing import Any, Iterator
 
-from ollastack import __version__, doctor, lab, logs, orchestrate, pin, planning
+from ollastack import __version__, accounts, doctor, lab, logs, orchestrate, pin, planning
 from ollastack.cloud import CloudError
 from ollastack.config import CONFIG_ENV, ConfigError, Stack, config_path, iter_settings, load_stack
 from ollastack.host import Host
 from ollastack.progress import Progress
-from ollastack.state import StackBusy, admin_password_file, stack_lock
+from ollastack.state import StackBusy, admin_password_file, stack_lock, user_password_file
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -132,6 +132,40 @@ def cmd_admin_password(args: argparse.Namespace, stack: Stack) -> int:
     return EXIT_OK
 
 
+def cmd_password(args: argparse.Namespace, stack: Stack) -> int:
+    """Print the password an account of the stack (accounts.users.NAME) was created with."""
+    if args.user not in stack.accounts.users:
+        print(f"error: {args.user!r} is not in accounts.users of the stack", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    password = user_password_file(stack.stack.name, args.user).read_text().strip()
+    _emit(args, {"user": args.user, "email": stack.accounts.users[args.user].email, "password": password}, password)
+    return EXIT_OK
+
+
+def cmd_api_key(args: argparse.Namespace, stack: Stack) -> int:
+    """Print the Open WebUI API key of the admin or of accounts.users.NAME, as the stack allows (exit 2 otherwise)."""
+    if refusal := accounts.api_key_refusal(stack, args.user):
+        print(f"error: {refusal}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    if stack.openwebui.install == "none":
+        print("error: openwebui.install = \"none\": the web UI is not ollastack's", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    hosts = [h for h in orchestrate.hosts_of(stack) if args.host in (None, h.name)]
+    if not hosts:
+        print(f"error: no host {args.host!r} in the stack" if args.host else "error: the stack has no hosts yet "
+              "(run `ollastack up`)", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    host = hosts[0]
+    try:
+        key = accounts.api_key(stack, orchestrate.webui_target(stack, host), orchestrate.admin_password(stack), args.user)
+    except accounts.AccountsError as exc:
+        print(f"error: {host.name}: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    _emit(args, {"host": host.name, "url": orchestrate.webui_target(stack, host).url, "user": args.user,
+                 "api_key": key}, key)
+    return EXIT_OK
+
+
 def gpu_lines(report: dict) -> list[str]:
     """The "what fits" part of ``ollastack status`` for one host."""
     if "error" in report:
@@ -155,6 +189,7 @@ def cmd_status(args: argparse.Namespace, stack: Stack) -> int:
         lines.append(f"    certificate: {cert['error']}" if "error" in cert else
                      f"    certificate: issued by {cert['issuer']}, expires in {cert['days_left']} days ({cert['not_after']})")
         lines += gpu_lines(host["gpu"])
+        lines += [f"    account not in the stack: {account}" for account in host.get("unlisted_accounts", [])]
     _emit(args, report, "\n".join(lines))
     return EXIT_OK if all(h["ok"] for h in report["hosts"]) else EXIT_FAILED
 
@@ -289,6 +324,18 @@ COMMANDS = {
             "and ollama.sha256 into the stack file; comments, order and every other setting stay as\n"
             "they are. Touches no host: the next `up` installs the release. Exit 2 when there is no such\n"
             "release, 1 when it cannot be read or does not list the archive; then nothing is written."),
+    "password": ("print the password of an account of the stack (accounts.users.NAME)",
+                 "Prints the password the Open WebUI account accounts.users.NAME was created with, generated\n"
+                 "once and kept (mode 0600) beside the stack file. No other command shows it."),
+    "api-key": ("print an Open WebUI API key (the admin's, or --user NAME's); it shows a secret",
+                "Prints the Open WebUI API key of the admin, or of accounts.users.NAME with --user,\n"
+                "creating it when the account has none. This is the one output meant to show a secret:\n"
+                "keep it out of logs. The stack turns API keys on (ENABLE_API_KEYS) and allows them:\n"
+                "accounts.api_keys = true for the admin; for anyone else the permission features.api_keys\n"
+                "from one of its groups or accounts.permissions; `up` applies that. Otherwise it refuses\n"
+                "(exit 2) naming the setting. Use the key as `Authorization: Bearer KEY` on\n"
+                "https://HOST/api/chat/completions or https://HOST/ollama/api/chat; port 11434 stays closed.\n"
+                "--host picks the host (each host has its own accounts); default: the first."),
 }
 LAB_COMMANDS = {
     "up": ("start the stack's lab hosts", "Boots lab.hosts hosts (--hosts overrides it), reusing running ones, waits for SSH\n"
@@ -322,6 +369,9 @@ def build_parser() -> argparse.ArgumentParser:
                                   help="whose journal (default: all the stack installs)")
     commands["logs"].add_argument("--since", type=_since, help='from when: "2026-12-01 14:00", "2h ago", today, ...')
     commands["logs"].add_argument("--follow", "-f", action="store_true", help="keep printing new lines until Ctrl-C")
+    commands["password"].add_argument("user", metavar="USER", help="an account of the stack (accounts.users.NAME)")
+    commands["api-key"].add_argument("--user", metavar="NAME", help="an account of the stack (default: the admin)")
+    commands["api-key"].add_argument("--host", metavar="HOST", help="which host's Open WebUI (default: the first)")
     lab_sub = commands["lab"].add_subparsers(dest="lab_command", required=True, metavar="LAB_COMMAND")
     lab_commands = {name: _subcommand(lab_sub, name, text, common) for name, text in LAB_COMMANDS.items()}
     lab_commands["up"].add_argument("--hosts", type=int, help="how many (overrides lab.hosts)")
@@ -349,7 +399,7 @@ def main(argv: list[str] | None = None) -> int:
             print(line, file=sys.stderr)
     handlers = {"validate": cmd_validate, "plan": cmd_plan, "up": cmd_up, "down": cmd_down, "status": cmd_status,
                 "lab": cmd_lab, "admin-password": cmd_admin_password, "doctor": cmd_doctor, "logs": cmd_logs,
-                "pin": cmd_pin}
+                "pin": cmd_pin, "password": cmd_password, "api-key": cmd_api_key}
     # Two commands changing one stack at once would race (two VPCs, two converges): one at a time.
     changes = args.command in ("up", "down") or (
         args.command == "lab" and args.lab_command in ("up", "down") and not getattr(args, "all", False))

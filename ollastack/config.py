@@ -14,10 +14,12 @@ Example::
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
 import posixpath
 import re
 import tomllib
+import typing
 import unicodedata
 import urllib.parse
 from collections.abc import Mapping
@@ -721,6 +723,111 @@ class PresetsSection(Section):
         return value
 
 
+# Names of groups and users in the stack: they name files on the control machine and CLI arguments.
+AccountName = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_-]{0,31}$")]
+
+
+def _model_names(value: list[str]) -> list[str]:
+    """Model references like ``ollama.models``, each once by the name Ollama lists it under (``tagged``)."""
+    from ollastack.ollama_names import tagged
+
+    bad = [m for m in value if not MODEL_RE.fullmatch(m)]
+    if bad:
+        raise ValueError(f"not a model reference like llama3.2:1b: {', '.join(map(repr, bad))}")
+    names = [tagged(m) for m in value]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise ValueError(f"listed twice: {', '.join(twice)}")
+    return value
+
+
+ModelNames = Annotated[list[str], AfterValidator(_model_names)]
+
+
+def _permission_names(value: list[str]) -> list[str]:
+    from ollastack.webui_permissions import NAMES
+
+    bad = [p for p in value if p not in NAMES]
+    if bad:
+        raise ValueError(f"not an Open WebUI permission: {', '.join(map(repr, bad))} "
+                         "(section.name, e.g. workspace.models, chat.controls, features.api_keys)")
+    return value
+
+
+def table_doc(model: type[BaseModel]) -> str:
+    """One line naming each setting of a table kept per name (a group, a user), with its default."""
+    parts = []
+    for name, field in model.model_fields.items():
+        default = "required" if field.is_required() else f"default {json.dumps(field.get_default())}"
+        parts.append(f"`{name}` ({default}): {(field.description or '').rstrip('.')}")
+    return "; ".join(parts)
+
+
+class GroupSettings(Section):
+    description: Annotated[str, Permits()] = Field(
+        "", max_length=200, description="Shown in Open WebUI's admin panel.")
+    models: ModelNames = Field(
+        [], description="Models its members may use (read grants); a model no group of a user lists stays hidden from "
+                        "that user (the admin sees every model).")
+    default_models: ModelNames = Field(
+        [], description="Models preselected in a new chat for its members (instead of accounts.default_models); "
+                        "each must be among its models.")
+    permissions: Annotated[list[str], AfterValidator(_permission_names)] = Field(
+        [], description="Open WebUI permissions it grants on top of everyone's (accounts.permissions), as section.name: "
+                        "e.g. workspace.models, chat.controls or features.api_keys (for `ollastack api-key`).")
+
+
+class UserSettings(Section):
+    email: str = Field(description="Sign-in e-mail address.")
+    name: Annotated[str, Permits(" ")] = Field("", description="Display name; empty: the user's name in the stack.")
+    role: Literal["user", "admin"] = Field("user", description="user or admin.")
+    groups: list[str] = Field([], description="Groups (accounts.groups) the user is a member of.")
+
+    @field_validator("email")
+    @classmethod
+    def _email(cls, value: str) -> str:
+        if not EMAIL_RE.fullmatch(value):
+            raise ValueError("expected an e-mail address like jane@example.com")
+        return value.lower()
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if value and not DISPLAY_NAME_RE.fullmatch(value):
+            raise ValueError("expected a display name of letters, digits, spaces, . and - (up to 64), e.g. Jane Doe")
+        return value
+
+
+class AccountsSection(Section):
+    default_models: ModelNames = Field(
+        [], description="DEFAULT_MODELS: models preselected in a new chat for everyone; empty: left as Open WebUI has it.")
+    permissions: dict[str, dict[str, bool]] = Field(
+        {}, description="Everyone's permissions where they differ from Open WebUI's defaults, e.g. "
+                        "`permissions.chat.controls = false` (a group can only grant more); empty: left as they are.")
+    api_keys: bool = Field(
+        False, description="ENABLE_API_KEYS, for the admin's key (`ollastack api-key`); on by itself when a group or "
+                           "accounts.permissions grants features.api_keys.")
+    groups: dict[AccountName, GroupSettings] = Field(
+        {}, description="Open WebUI groups by name, `[accounts.groups.NAME]`, reconciled on every `up`: "
+                        + table_doc(GroupSettings) + ". Groups the stack does not list are left alone.")
+    users: dict[AccountName, UserSettings] = Field(
+        {}, description="Open WebUI accounts by name, `[accounts.users.NAME]`, created with a password generated once "
+                        "and kept 0600 beside the stack (`ollastack password NAME`); role and groups reconciled on "
+                        "every `up`: " + table_doc(UserSettings) + ". Accounts the stack does not list are left alone "
+                        "(`ollastack status` lists them).")
+
+    @field_validator("permissions")
+    @classmethod
+    def _permissions(cls, value: dict[str, dict[str, bool]]) -> dict[str, dict[str, bool]]:
+        _permission_names([f"{section}.{name}" for section, names in value.items() for name in names])
+        return value
+
+    @property
+    def managed(self) -> bool:
+        """Whether the stack says anything about accounts (only then does `up` reconcile them)."""
+        return bool(self.default_models or self.permissions or self.api_keys or self.groups or self.users)
+
+
 class Stack(Section):
     """A whole stack description. Sections mirror the TOML tables."""
 
@@ -736,6 +843,7 @@ class Stack(Section):
     tls: TLSSection = TLSSection()
     gpu: GpuSection = GpuSection()
     presets: PresetsSection = PresetsSection()
+    accounts: AccountsSection = AccountsSection()
 
     @model_validator(mode="before")
     @classmethod
@@ -838,6 +946,29 @@ class Stack(Section):
                 raise ValueError(f"presets: {name} is a model in ollama.models; the preset would replace it")
         return self
 
+    @model_validator(mode="after")
+    def _accounts_refer(self) -> "Stack":
+        """Users name groups the stack lists; e-mails are unique and none is the admin's; group defaults are granted."""
+        from ollastack.ollama_names import tagged
+
+        accounts, problems = self.accounts, []
+        for name, group in accounts.groups.items():
+            extra = sorted({tagged(m) for m in group.default_models} - {tagged(m) for m in group.models})
+            if extra:
+                problems.append(f"accounts.groups.{name}.default_models: {', '.join(extra)} not among its models")
+        emails: dict[str, str] = {}
+        for name, user in accounts.users.items():
+            if unknown := [g for g in user.groups if g not in accounts.groups]:
+                problems.append(f"accounts.users.{name}.groups: {', '.join(map(repr, unknown))} not in accounts.groups")
+            if user.email == self.openwebui.admin_email:
+                problems.append(f"accounts.users.{name}.email: {user.email} is openwebui.admin_email (the admin account)")
+            elif user.email in emails:
+                problems.append(f"accounts.users.{name}.email: {user.email} is also accounts.users.{emails[user.email]}'s")
+            emails.setdefault(user.email, name)
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
 
 # Settings that never travel in host data or output.
 SECRETS = ("openwebui.admin_password",)
@@ -871,11 +1002,17 @@ def _shown(loc: tuple, value: Any) -> str:
 
 def _allowed_keys(loc: tuple) -> list[str]:
     model: type[BaseModel] = Stack
-    for part in loc[:-1]:
+    parts = iter(loc[:-1])
+    for part in parts:
         field = model.model_fields.get(str(part))
-        if field is None or not isinstance(field.annotation, type) or not issubclass(field.annotation, BaseModel):
+        annotation = field.annotation if field else None
+        if typing.get_origin(annotation) is dict:
+            # A table kept per name (accounts.groups.NAME): the name is the next part of the location.
+            annotation = typing.get_args(annotation)[1]
+            next(parts, None)
+        if not isinstance(annotation, type) or not issubclass(annotation, BaseModel):
             return []
-        model = field.annotation
+        model = annotation
     return sorted(model.model_fields)
 
 

@@ -24,7 +24,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from ollastack import certs, dnscheck, planning, providers, ready, resources
+from ollastack import accounts, certs, dnscheck, planning, providers, ready, resources
 from ollastack.config import Stack
 from ollastack.host import Host
 from ollastack.inventory import pyinfra_hosts
@@ -94,15 +94,24 @@ def https_check(stack: Stack, host: Host, wait_s: float = 0.0) -> dict[str, Any]
     Self-signed: trusted through the stack CA only; letsencrypt: through the system's CAs.
     Example: ``https_check(stack, Host("h", "10.213.0.10"))["problem"]``
     """
+    admin = (stack.openwebui.admin_email, admin_password(stack)) if stack.openwebui.install != "none" else None
+    return ready.check(webui_target(stack, host), admin, wait_s)
+
+
+def webui_target(stack: Stack, host: Host) -> ready.Target:
+    """Where the control machine reaches a host's web UI through nginx, and the CA it verifies it with.
+
+    Self-signed: trusted through the stack CA only; letsencrypt: through the system's CAs.
+    """
     ca = certs.ssl_dir(stack.stack.name) / "ca.pem"
     use_ca = stack.tls.mode == "self-signed" and ca.exists()
-    target = ready.Target(host_url_name(stack, host), host.address, cafile=str(ca) if use_ca else None)
-    admin = None
-    if stack.openwebui.install != "none":
-        configured = stack.openwebui.admin_password.get_secret_value()
-        password = admin_password_file(stack.stack.name, configured).read_text().strip()
-        admin = (stack.openwebui.admin_email, password)
-    return ready.check(target, admin, wait_s)
+    return ready.Target(host_url_name(stack, host), host.address, cafile=str(ca) if use_ca else None)
+
+
+def admin_password(stack: Stack) -> str:
+    """The Open WebUI admin password (the stack's, or the one generated once), from its 0600 file."""
+    configured = stack.openwebui.admin_password.get_secret_value()
+    return admin_password_file(stack.stack.name, configured).read_text().strip()
 
 
 def served_certificate(address: str, name: str) -> dict[str, Any]:
@@ -162,10 +171,27 @@ def up(stack: Stack, progress: Progress, config_path: str) -> dict[str, Any]:
     for host in hosts:
         check = https_check(stack, host, wait_s=UP_READY_WAIT_S)
         progress(f"{host.name}: {check['https']}; Open WebUI {check['webui']}")
-        report.append({"name": host.name, "address": host.address, **check})
+        report.append({"name": host.name, "address": host.address, **check, **reconcile_accounts(stack, host, check, progress)})
     ca = certs.ssl_dir(stack.stack.name) / "ca.pem"
     return {"ok": all(h["ok"] for h in report), "stack": stack.stack.name, "provider": stack.stack.provider,
             "hosts": report, "ca": str(ca) if stack.tls.mode == "self-signed" else None}
+
+
+def reconcile_accounts(stack: Stack, host: Host, check: dict[str, Any], progress: Progress) -> dict[str, Any]:
+    """After a ready check that passed: the stack's accounts on the host (``accounts.reconcile``).
+
+    {} when the stack lists none; else {"accounts": [what changed]}, and on failure "ok" False and the problem.
+    """
+    if not stack.accounts.managed or stack.openwebui.install == "none" or not check["ok"]:
+        return {}
+    try:
+        changed = accounts.reconcile(stack, webui_target(stack, host), admin_password(stack))
+    except accounts.AccountsError as exc:
+        return {"accounts": [], "ok": False, "problem": f"accounts: {exc}"}
+    for line in changed:
+        progress(f"{host.name}: {line}")
+    progress(f"{host.name}: accounts: {len(changed)} changed")
+    return {"accounts": changed}
 
 
 def down(stack: Stack, progress: Progress) -> list[str]:
@@ -232,10 +258,21 @@ def gpu_report(stack: Stack, host: Host) -> dict[str, Any]:
     return what_fits(smi.splitlines(), tags, stack.ollama.models)
 
 
+def unlisted_accounts(stack: Stack, host: Host, check: dict[str, Any]) -> dict[str, Any]:
+    """For ``status``: {"unlisted_accounts": [...]} when the stack lists accounts and the host is ready, else {}."""
+    if not stack.accounts.managed or stack.openwebui.install == "none" or not check["ok"]:
+        return {}
+    try:
+        return {"unlisted_accounts": accounts.unlisted(stack, webui_target(stack, host), admin_password(stack))}
+    except accounts.AccountsError as exc:
+        return {"unlisted_accounts": [f"not read: {exc}"]}
+
+
 def status(stack: Stack) -> dict[str, Any]:
     hosts = []
     for host in hosts_of(stack):
-        hosts.append({"name": host.name, "address": host.address, **https_check(stack, host),
+        check = https_check(stack, host)
+        hosts.append({"name": host.name, "address": host.address, **check,
                       "certificate": served_certificate(host.address, host_url_name(stack, host)),
-                      "gpu": gpu_report(stack, host)})
+                      "gpu": gpu_report(stack, host), **unlisted_accounts(stack, host, check)})
     return {"stack": stack.stack.name, "provider": stack.stack.provider, "hosts": hosts}

@@ -65,18 +65,21 @@ class _HostHTTPSConnection(http.client.HTTPSConnection):
 
 
 def request(target: Target, method: str, path: str, body: dict | None = None,
-            timeout: float = REQUEST_TIMEOUT_S) -> tuple[int, bytes]:
+            timeout: float = REQUEST_TIMEOUT_S, token: str = "", limit: int = 1 << 20) -> tuple[int, bytes]:
     """(status, body) of one verified HTTPS request; raises OSError (ssl errors included) when none.
 
+    ``token`` goes in ``Authorization: Bearer``; at most ``limit`` bytes of the body are read.
     Example: ``request(Target("10.213.0.10", "10.213.0.10", "ssl/demo/ca.pem"), "GET", "/health")``
     """
     connection = _HostHTTPSConnection(target, timeout)
     try:
         data = json.dumps(body).encode() if body is not None else None
         headers = {"Content-Type": "application/json"} if data is not None else {}
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
         connection.request(method, path, body=data, headers=headers)
         response = connection.getresponse()
-        return response.status, response.read(1 << 20)
+        return response.status, response.read(limit)
     except http.client.HTTPException as exc:
         raise OSError(f"bad HTTP answer: {exc!r}") from None
     finally:

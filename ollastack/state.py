@@ -157,7 +157,20 @@ def admin_password_file(stack_name: str, configured: str = "") -> Path:
 
         password = admin_password_file(stack.stack.name, stack.openwebui.admin_password.get_secret_value())
     """
-    path = state_dir() / f"{stack_name}.openwebui-admin-password"
+    return _password_file(state_dir() / f"{stack_name}.openwebui-admin-password", configured)
+
+
+def user_password_file(stack_name: str, user: str) -> Path:
+    """The 0600 file on the control machine holding the password an Open WebUI account of the stack
+    (``accounts.users.<user>``) was created with, generated once.
+
+    Example: ``user_password_file("demo", "alice").read_text().strip()``
+    """
+    return _password_file(state_dir() / f"{stack_name}.openwebui-user-{user}-password")
+
+
+def _password_file(path: Path, configured: str = "") -> Path:
+    """``path`` holding ``configured`` when given, else a password generated on first use."""
     current = path.read_text().strip() if path.exists() else None
     if configured and configured != current:
         write_atomic(path, configured + "\n", mode=0o600)
