@@ -181,3 +181,29 @@ def test_restore_of_a_newer_release_is_refused_untouched(stack, host):
     assert result.returncode == 1
     assert "Open WebUI 99.0.0, newer than the host's 0.12.4" in result.stderr and "Nothing was changed" in result.stderr
     assert ssh(host["address"], probe, stack.keypair).stdout == before
+
+
+def test_scheduled_backups_on_the_host_and_fetch(stack, host):
+    """backup.schedule installs a persistent daily timer; its service keeps backup.keep tars; --fetch copies the newest."""
+    address, keypair = host["address"], stack.keypair
+    stack.write(extra='[backup]\nschedule = "03:30"\nkeep = 2\n')
+    try:
+        stack.pyinfra()
+        show = ssh(address, "systemctl show ollastack-backup.timer -p Persistent -p TimersCalendar -p UnitFileState "
+                            "-p ActiveState", keypair).stdout
+        props = dict(line.split("=", 1) for line in show.splitlines())
+        assert props["Persistent"] == "yes" and "OnCalendar=*-*-* 03:30:00" in props["TimersCalendar"]
+        assert props["UnitFileState"] == "enabled" and props["ActiveState"] == "active"
+        for _ in range(3):
+            ssh(address, "systemctl start ollastack-backup.service", keypair)
+        listing = ssh(address, "stat -c '%a %n' /var/backups/ollastack/openwebui /var/backups/ollastack/openwebui/*",
+                      keypair).stdout.splitlines()
+        assert listing[0] == "700 /var/backups/ollastack/openwebui" and len(listing) == 3, listing
+        assert all(line.startswith("600 ") and line.endswith(".tar") for line in listing[1:]), listing
+        fetched = backup(stack, "--fetch")
+        assert f"/var/backups/ollastack/openwebui/{fetched.name}.tar" == listing[-1].split()[1]
+        assert json.loads((fetched / "manifest.json").read_text())["integrity_check"] == "ok"
+    finally:
+        stack.write()
+        stack.pyinfra()
+    assert ssh(address, "test -e /etc/systemd/system/ollastack-backup.timer", keypair, check=False).returncode == 1
