@@ -105,7 +105,7 @@ def sqlite_copy(src, dst, staging):
     os.chown(work, owner.st_uid, owner.st_gid)
     as_owner = {} if owner.st_uid == os.getuid() else {"user": owner.st_uid, "group": owner.st_gid, "extra_groups": []}
     out = subprocess.run([sys.executable, "-c", SQLITE_BACKUP, src, f"{work}/copy"], capture_output=True, text=True,
-                         **as_owner)
+                         cwd="/", **as_owner)
     if out.returncode != 0:
         raise SystemExit(f"SQLite backup of {src} failed: {out.stderr.strip()[-300:]}")
     os.rename(f"{work}/copy", dst)
