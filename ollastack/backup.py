@@ -182,7 +182,11 @@ def _host_version(stack: Stack, host: Host) -> str | None:
                             text=True, timeout=120)
     if result.returncode != 0:
         raise BackupError(f"{host.name}: cannot read the host's Open WebUI release: {result.stderr.strip()[-300:]}")
-    return json.loads(result.stdout)["version"]
+    try:
+        return json.loads(result.stdout)["version"]
+    except (ValueError, KeyError, TypeError):
+        raise BackupError(f"{host.name}: the host's answer about its Open WebUI release was not understood: "
+                          f"{result.stdout.strip()[:200]!r}") from None
 
 
 def _checked(host: Host, backup_id: str | None) -> tuple[Path, dict[str, Any]]:
