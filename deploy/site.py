@@ -5,6 +5,7 @@ closes everything but 22/80/443 before any service listens, TLS material exists 
 and nginx runs before certbot asks for a Let's Encrypt certificate.
 """
 
+from ollastack.deploy.backup import backup_timer
 from ollastack.deploy.base import base
 from ollastack.deploy.certbot import letsencrypt
 from ollastack.deploy.checks import checks
@@ -21,6 +22,7 @@ firewall()
 # Before Ollama: it finds the GPU only if the driver is up when it starts.
 ollama(gpu_changes=nvidia())
 openwebui()
+backup_timer()
 tls_changes = tls()
 nginx(tls_changes=tls_changes)
 # After nginx: certbot's HTTP-01 challenge is answered by the running nginx.

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any, Iterator
 
-from ollastack import __version__, accounts, doctor, lab, logs, orchestrate, pin, planning
+from ollastack import __version__, accounts, backup, doctor, lab, logs, orchestrate, pin, planning
 from ollastack.cloud import CloudError
 from ollastack.config import CONFIG_ENV, ConfigError, Stack, config_path, iter_settings, load_stack
 from ollastack.host import Host
@@ -230,6 +230,23 @@ def _pin_version(value: str) -> str:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def cmd_backup(args: argparse.Namespace, stack: Stack) -> int:
+    if args.action == "list":
+        rows = backup.list_backups()
+        _emit(args, rows, "\n".join(f"{r['host']}\t{r['id']}\tOpen WebUI {r['openwebui_version']}\t"
+                                    f"{r['size'] / 1e6:.1f} MB" for r in rows) or "no backups")
+        return EXIT_OK
+    taken = backup.take(stack, Progress("backup: "), fetch=args.fetch)
+    _emit(args, taken, "\n".join(t["path"] for t in taken))
+    return EXIT_OK
+
+
+def cmd_restore(args: argparse.Namespace, stack: Stack) -> int:
+    restored = backup.restore(stack, Progress("restore: "), args.id)
+    _emit(args, restored, "\n".join(f"{r['host']}: restored {r['id']}" for r in restored))
+    return EXIT_OK
+
+
 def _since(value: str) -> str:
     try:
         return logs.valid_since(value)
@@ -314,6 +331,17 @@ COMMANDS = {
     "admin-password": ("print the Open WebUI admin password (the only command that shows it)",
                        "Prints the Open WebUI admin password kept (mode 0600) beside the stack file. No other\n"
                        "command, log or JSON output ever shows it."),
+    "backup": ("snapshot Open WebUI's data of every host onto this machine; `backup list` shows what exists",
+               "Takes a consistent snapshot of each host's Open WebUI data while it runs: webui.db through\n"
+               "SQLite's online backup, uploads/, the vector store, the secret key, the exported config and\n"
+               "a manifest (time, versions, sha256 of every file), into <state dir>/backups/<host>/<ID>/\n"
+               "(0700/0600, ignored by git), keeping the newest backup.keep. --fetch copies the newest\n"
+               "backup the host's own timer (backup.schedule) made instead. `backup list` reads only."),
+    "restore": ("put a backup (default: the newest) back onto every host of the stack",
+                "Checks the backup's files against its manifest and refuses, before touching anything, when\n"
+                "the host's Open WebUI is older than the backup's. Then stops Open WebUI, puts back the\n"
+                "database, uploads, vector store and secret key, starts it and waits for /health. Works on a\n"
+                "brand-new host of the same stack (disaster recovery: down, up, restore)."),
     "lab": ("local Debian hosts (systemd-nspawn) to try the stack",
             "Local Debian 12/13 hosts booted with systemd-nspawn on a private bridge, as root on this\n"
             "machine: to try a stack, and for the tests. Images are cached in /var/lib/ollastack/lab."),
@@ -372,6 +400,9 @@ def build_parser() -> argparse.ArgumentParser:
     commands["password"].add_argument("user", metavar="USER", help="an account of the stack (accounts.users.NAME)")
     commands["api-key"].add_argument("--user", metavar="NAME", help="an account of the stack (default: the admin)")
     commands["api-key"].add_argument("--host", metavar="HOST", help="which host's Open WebUI (default: the first)")
+    commands["backup"].add_argument("action", nargs="?", choices=["list"], help="list: show the backups on this machine")
+    commands["backup"].add_argument("--fetch", action="store_true", help="copy each host's newest scheduled backup")
+    commands["restore"].add_argument("id", nargs="?", help="backup ID (default: each host's newest)")
     lab_sub = commands["lab"].add_subparsers(dest="lab_command", required=True, metavar="LAB_COMMAND")
     lab_commands = {name: _subcommand(lab_sub, name, text, common) for name, text in LAB_COMMANDS.items()}
     lab_commands["up"].add_argument("--hosts", type=int, help="how many (overrides lab.hosts)")
@@ -399,15 +430,17 @@ def main(argv: list[str] | None = None) -> int:
             print(line, file=sys.stderr)
     handlers = {"validate": cmd_validate, "plan": cmd_plan, "up": cmd_up, "down": cmd_down, "status": cmd_status,
                 "lab": cmd_lab, "admin-password": cmd_admin_password, "doctor": cmd_doctor, "logs": cmd_logs,
-                "pin": cmd_pin, "password": cmd_password, "api-key": cmd_api_key}
+                "pin": cmd_pin, "password": cmd_password, "api-key": cmd_api_key,
+                "backup": cmd_backup, "restore": cmd_restore}
     # Two commands changing one stack at once would race (two VPCs, two converges): one at a time.
-    changes = args.command in ("up", "down") or (
+    changes = args.command in ("up", "down", "restore") or (
         args.command == "lab" and args.lab_command in ("up", "down") and not getattr(args, "all", False))
     locked = stack_lock(stack.stack.name) if changes else contextlib.nullcontext()
     try:
         with _stack_file(args.config_path), locked:
             return handlers[args.command](args, stack)
-    except (lab.LabError, CloudError, orchestrate.ConvergeError, orchestrate.PreflightError, StackBusy) as exc:
+    except (lab.LabError, CloudError, orchestrate.ConvergeError, orchestrate.PreflightError, StackBusy,
+            backup.BackupError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_FAILED
     except OSError as exc:

@@ -828,6 +828,13 @@ class AccountsSection(Section):
         return bool(self.default_models or self.permissions or self.api_keys or self.groups or self.users)
 
 
+class BackupSection(Section):
+    keep: int = Field(7, ge=1, le=1000, description="Backups of Open WebUI's data kept per host, on the control machine (`ollastack backup`) and in the host's scheduled backup directory; older ones are removed.")
+    include_models: bool = Field(False, description="Back up Ollama's models directory too (large; by default models are pulled again instead).")
+    schedule: str = Field("", description="Daily time (HH:MM, host's clock) of the host's own backup timer into /var/backups/ollastack/openwebui (`ollastack backup --fetch` copies the newest here); empty: no timer.",
+                          pattern=r"^(([01]\d|2[0-3]):[0-5]\d)?$")
+
+
 class Stack(Section):
     """A whole stack description. Sections mirror the TOML tables."""
 
@@ -844,6 +851,7 @@ class Stack(Section):
     gpu: GpuSection = GpuSection()
     presets: PresetsSection = PresetsSection()
     accounts: AccountsSection = AccountsSection()
+    backup: BackupSection = BackupSection()
 
     @model_validator(mode="before")
     @classmethod

@@ -2,8 +2,9 @@
 
 One host of its own stack (``accountstest``) serves every test: ``ollastack up`` converges it and then
 reconciles the stack's ``[accounts]`` (groups ``staff`` and ``guests``, a user in each) through Open
-WebUI's admin API. The stand-in Ollama offers three models; staff may use two, guests one, and the
-third is granted to nobody. Tests run in file order: the later ones change the stack (a user moves
+WebUI's admin API. The stand-in Ollama offers two models and the built-in preset ``factual`` (made
+from tinyllama, see [presets]); staff may use tinyllama and the preset, guests tinyllama, and
+llama3.2:1b is granted to nobody. Tests run in file order: the later ones change the stack (a user moves
 between groups) after the earlier ones looked at it.
 """
 
@@ -16,24 +17,30 @@ from pathlib import Path
 
 import pytest
 
+from ollastack.presets import BUILTINS
+from tests.lab.test_lab_presets import CHAT_LOG
 from tests.lab.test_lab_openwebui import reachable_ports, request, signin
 from tests.support.labkit import LabStack, lab_stack_fixture, port_open, ssh
 
 pytestmark = pytest.mark.lab
 
 ADMIN = "owner@example.org"
-MODELS = ["llama3.2:1b", "tinyllama", "qwen2.5:0.5b"]
-STAFF_MODELS, GUEST_MODELS = {"tinyllama:latest", "qwen2.5:0.5b"}, {"tinyllama:latest"}
+MODELS = ["llama3.2:1b", "tinyllama"]
+STAFF_MODELS, GUEST_MODELS = {"tinyllama:latest", "factual:latest"}, {"tinyllama:latest"}
 
 
 def accounts_toml(bob_groups: str = '["guests"]') -> str:
-    return f"""[accounts]
+    return f"""[presets]
+use = ["factual"]
+base = "tinyllama"
+
+[accounts]
 default_models = ["tinyllama"]
 
 [accounts.groups.staff]
 description = "Staff"
-models = ["tinyllama", "qwen2.5:0.5b"]
-default_models = ["qwen2.5:0.5b"]
+models = ["tinyllama", "factual:latest"]
+default_models = ["factual:latest"]
 permissions = ["features.api_keys", "workspace.models"]
 
 [accounts.groups.guests]
@@ -122,7 +129,7 @@ def test_first_up_creates_groups_users_grants_and_settings(first_up, stack):
     changed = first_up["accounts"]
     assert {"group staff: created", "group guests: created", "user alice (alice@example.org): created as user",
             "user bob (bob@example.org): created as user", "group staff: alice added", "group guests: bob added",
-            "model qwen2.5:0.5b: used by staff", "model tinyllama:latest: used by guests, staff"} <= set(changed), changed
+            "model factual:latest: used by staff", "model tinyllama:latest: used by guests, staff"} <= set(changed), changed
     for user in ("alice", "bob"):
         assert (stack.dir / "state" / f"accountstest.openwebui-user-{user}-password").stat().st_mode & 0o777 == 0o600
 
@@ -136,7 +143,7 @@ def test_each_user_sees_exactly_the_models_granted(base, stack, tokens):
 def test_group_defaults_and_permissions_reach_open_webui(base, stack, tokens):
     status, body = request(f"{base}/api/v1/groups/", stack.ca, token=tokens["admin"])
     groups = {g["name"]: g for g in json.loads(body)}
-    assert status == 200 and groups["staff"]["data"]["config"]["default_models"] == ["qwen2.5:0.5b"]
+    assert status == 200 and groups["staff"]["data"]["config"]["default_models"] == ["factual:latest"]
     status, body = request(f"{base}/api/v1/users/permissions", stack.ca, token=tokens["alice"])
     alice = json.loads(body)
     status_bob, body_bob = request(f"{base}/api/v1/users/permissions", stack.ca, token=tokens["bob"])
@@ -161,14 +168,23 @@ def test_settings_come_from_the_environment_and_survive_a_restart(base, stack, t
 
 
 def test_chat_with_a_model_not_granted_is_refused(base, stack, tokens):
-    status, body = chat(base, stack, tokens["alice"], "qwen2.5:0.5b")
+    status, body = chat(base, stack, tokens["alice"], "factual:latest")
     assert status == 200 and "answering: hello there" in json.loads(body)["choices"][0]["message"]["content"]
-    for token, model in ((tokens["bob"], "qwen2.5:0.5b"), (tokens["alice"], "llama3.2:1b"),
+    for token, model in ((tokens["bob"], "factual:latest"), (tokens["alice"], "llama3.2:1b"),
                          (tokens["bob"], "llama3.2:1b")):
         for path in ("/api/chat/completions", "/ollama/api/chat"):
             status, body = chat(base, stack, token, model, path)
             assert status in (400, 401, 403, 404), (path, model, status, body[:200])
             assert b"answering" not in body
+
+
+def test_the_presets_parameters_reach_ollama_through_open_webui(base, stack, tokens, first_up):
+    """A staff chat with the preset through the real Open WebUI: the stand-in logs the options Ollama runs with."""
+    status, _ = chat(base, stack, tokens["alice"], "factual:latest")
+    assert status == 200
+    last = json.loads(ssh(first_up["address"], f"tail -n 1 {CHAT_LOG}", stack.keypair).stdout)
+    assert last["model"].startswith("factual")
+    assert {k: last["options"].get(k) for k in BUILTINS["factual"]} == BUILTINS["factual"], last
 
 
 def test_admin_endpoints_refuse_both_users(base, stack, tokens):
@@ -217,9 +233,9 @@ def test_api_key_chats_over_https_and_only_with_the_key(base, stack, first_up):
     key = result.stdout.strip()
     assert key.startswith("sk-") and stack.secret("api-key", "--user", "alice") == key
     message = {"messages": [{"role": "user", "content": "hello there"}]}
-    status, text = curl(base, stack, "/api/chat/completions", {"model": "qwen2.5:0.5b", "stream": False, **message}, key)
+    status, text = curl(base, stack, "/api/chat/completions", {"model": "factual:latest", "stream": False, **message}, key)
     assert status == 200 and "answering: hello there" in json.loads(text)["choices"][0]["message"]["content"]
-    status, text = curl(base, stack, "/api/chat/completions", {"model": "qwen2.5:0.5b", "stream": True, **message}, key)
+    status, text = curl(base, stack, "/api/chat/completions", {"model": "factual:latest", "stream": True, **message}, key)
     pieces = [json.loads(line[6:])["choices"][0]["delta"].get("content") or ""
               for line in text.splitlines() if line.startswith("data: {")]
     assert status == 200 and "answering: hello there" in "".join(pieces) and len([p for p in pieces if p]) > 3
@@ -245,5 +261,5 @@ def test_moving_a_user_between_groups_changes_what_they_see(base, stack):
     assert set(changed) == {"group guests: bob removed", "group staff: bob added"}, changed
     bob = token_of(base, stack, "bob@example.org", stack.secret("password", "bob"))
     assert model_ids(base, stack, bob) == STAFF_MODELS
-    status, _ = chat(base, stack, bob, "qwen2.5:0.5b")
+    status, _ = chat(base, stack, bob, "factual:latest")
     assert status == 200
