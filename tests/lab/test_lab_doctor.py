@@ -160,13 +160,16 @@ def test_known_error_lines_in_the_journal(stack, host):
         as_ollama_logs(host, stack, "CUDA error: out of memory")
         as_ollama_logs(host, stack, "CUDA error: out of memory")
         as_ollama_logs(host, stack, "truncating input prompt limit=4096 prompt=5210 keep=4 new=4096")
+        as_ollama_logs(host, stack, 'level=WARN source=runner.go msg="failure during GPU discovery" error="timed out"')
         code, report = doctor(stack)
         strict_code, _ = doctor(stack, "--strict")
     finally:
         restart_ollama(host, stack)
     problems = not_ok(report)
     assert code == 1 and strict_code == 1
-    assert set(problems) == {"journal ollama: CUDA error: out of memory", "journal ollama: truncating input prompt"}
+    assert set(problems) == {"journal ollama: CUDA error: out of memory", "journal ollama: truncating input prompt",
+                             "journal ollama: failure during GPU discovery"}
+    assert problems["journal ollama: failure during GPU discovery"]["status"] == "fail"
     oom = problems["journal ollama: CUDA error: out of memory"]
     assert oom["status"] == "fail" and oom["detail"].startswith("2 line(s)")
     truncating = problems["journal ollama: truncating input prompt"]
