@@ -23,6 +23,8 @@ from ollastack.host import Host
 from ollastack.pricing import Price
 
 CREATE, UPDATE, SAME, LOOKUP, CONFLICT = "create", "update", "no change", "look-up", "conflict"
+# A lab or static host whose dry run failed: what the converge would change there is not known.
+UNKNOWN = "unknown"
 
 
 class PlanRefused(CloudError):
@@ -161,6 +163,7 @@ def converge_changes(plan: Plan, stack: Stack, hosts: list[Host]) -> None:
         operations, written = dryrun.run(stack, hosts, Progress())
     except (orchestrate.ConvergeError, CertError) as exc:
         plan.problems.append(str(exc))
+        plan.changes += [Change("host", host.name, UNKNOWN, f"{host.address}; not compared") for host in hosts]
         return
     for host in hosts:
         changes = HostChanges(host.name, host.address, operations.get(host.address, []))
