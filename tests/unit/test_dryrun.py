@@ -13,7 +13,6 @@ from pyinfra.api.connect import connect_all
 from pyinfra.api.deploy import add_deploy
 from pyinfra.operations import server
 from pyinfra.operations.util import any_changed
-from pyinfra_cli.prints import build_plan_json
 
 from ollastack import dryrun, planning
 from ollastack.certs import SSL_ENV
@@ -62,11 +61,18 @@ def test_dry_run_plan_by_host_keeps_the_order_and_marks_conditional_operations()
 
 
 def conditional_plan(deploy) -> dict[str, list[str]]:
-    """pyinfra's dry-run plan of ``deploy`` on a ``@fake`` host: each operation's hosts with a conditional change."""
+    """Each operation of ``deploy`` on a ``@fake`` host and the hosts pyinfra's dry-run plan lists with a
+    conditional change (what ``pyinfra_cli.prints.build_plan_json`` reads; importing pyinfra_cli would patch
+    this test process with gevent)."""
     state = State(Inventory((["@fake/dry-host"], {})), Config())
     connect_all(state)
     add_deploy(state, deploy)
-    return {op["name"]: op["hosts_with_conditional_change"] for op in build_plan_json(state)}
+    plan = {}
+    for op_hash in state.get_op_order():
+        data = {host.name: state.get_op_data_for_host(host, op_hash) for host in state.inventory.iter_activated_hosts()}
+        plan[next(iter(state.op_meta[op_hash].names))] = [
+            name for name, op in data.items() if op.operation_meta._maybe_is_change and op.global_arguments["_if"]]
+    return plan
 
 
 def test_only_conditions_that_would_hold_stay_among_the_changes():
