@@ -42,17 +42,17 @@ def stack(tmp_path_factory, keypair, archives) -> Iterator[PlanStack]:
     yield from lab_stack_fixture(lambda: PlanStack(tmp_path_factory.mktemp("plandry"), keypair, archives))
 
 
-def plan(stack: LabStack) -> tuple[int, str, dict]:
-    """``ollastack plan``'s exit code and text (stdout), and its ``--json`` payload (same exit code)."""
+def plan(stack: LabStack) -> tuple[str, dict]:
+    """``ollastack plan``'s text (stdout) and its ``--json`` payload, both exiting 0."""
     text = stack.ollastack("plan")
     machine = stack.ollastack("--json", "plan")
     assert machine.returncode == text.returncode, machine.stderr[-4000:]
     assert text.returncode == 0, text.stdout + text.stderr[-4000:]
-    return text.returncode, text.stdout, json.loads(machine.stdout)
+    return text.stdout, json.loads(machine.stdout)
 
 
 def test_plan_before_up_says_the_host_would_be_created_and_creates_nothing(stack):
-    code, out, payload = plan(stack)
+    out, payload = plan(stack)
     assert "create     host  1 lab host(s)  (booted and fully converged by `up`)" in out
     assert payload["ok"] and payload["hosts"] == [] and payload["counts"] == {"create": 1, "update": 0, "no change": 0}
     assert lab.list_hosts(stack.name) == []
@@ -69,7 +69,7 @@ def host(stack) -> dict:
 
 def test_plan_after_up_shows_no_changes(stack, host):
     before = files_under(stack.dir)
-    code, out, payload = plan(stack)
+    out, payload = plan(stack)
     assert f"  {host['name']} ({host['address']}): no changes" in out
     assert out.splitlines()[-1] == "plan: 0 to create, 0 to update, 1 unchanged; 0 operations would change on 0 of 1 host"
     assert payload["ok"] and payload["hosts"] == [{"name": host["name"], "address": host["address"],
@@ -81,7 +81,7 @@ def test_hand_edited_override_is_planned_not_fixed(stack, host):
     ssh(host["address"], f"sed -i 's/OLLAMA_KEEP_ALIVE=5m/OLLAMA_KEEP_ALIVE=99m/' {OVERRIDE}", stack.keypair)
     edited = ssh(host["address"], f"sha256sum {OVERRIDE}", stack.keypair).stdout
     try:
-        code, out, payload = plan(stack)
+        out, payload = plan(stack)
         assert f"  {host['name']} ({host['address']}): 4 operations would change" in out
         assert "    Ollama | Ollama settings (override.conf)\n    Ollama | Reload systemd units  (after a change above)" in out
         (changes,) = payload["hosts"]
@@ -95,7 +95,7 @@ def test_hand_edited_override_is_planned_not_fixed(stack, host):
 def test_stopped_and_disabled_service_is_planned_not_started(stack, host):
     ssh(host["address"], "systemctl disable --now --quiet nginx", stack.keypair)
     try:
-        code, out, payload = plan(stack)
+        out, payload = plan(stack)
         assert [op["name"] for op in payload["hosts"][0]["operations"]] == ["nginx | nginx running and enabled"]
         state = ssh(host["address"], "systemctl is-active nginx; systemctl is-enabled nginx", stack.keypair, check=False)
         assert state.stdout.split() == ["inactive", "disabled"]
@@ -108,7 +108,7 @@ def test_flushed_firewall_is_planned_from_its_condition(stack, host):
     (no file changed) must still show, as the one change."""
     ssh(host["address"], "nft flush table inet ollastack", stack.keypair)
     try:
-        code, out, payload = plan(stack)
+        out, payload = plan(stack)
         assert payload["hosts"][0]["operations"] == [{"name": "Firewall | Apply firewall rules", "conditional": True}]
     finally:
         assert stack.ollastack("up").returncode == 0
@@ -133,7 +133,7 @@ def test_static_stack_plans_a_certificate_without_issuing_it(stack, host, tmp_pa
     StaticPlanStack.address = host["address"]
     static = StaticPlanStack(tmp_path, keypair, archives)
     assert 'provider = "static"' in static.path.read_text()
-    code, out, payload = plan(static)
+    out, payload = plan(static)
     (changes,) = payload["hosts"]
     assert changes["address"] == host["address"]
     names = [op["name"] for op in changes["operations"]]
