@@ -15,6 +15,7 @@ from ollastack.deploy.nvidia import nvidia
 from ollastack.deploy.ollama import ollama
 from ollastack.deploy.openwebui import openwebui
 from ollastack.deploy.tls import tls
+from ollastack.deploy.conditions import settle_conditions
 
 checks()
 base()
@@ -27,3 +28,5 @@ tls_changes = tls()
 nginx(tls_changes=tls_changes)
 # After nginx: certbot's HTTP-01 challenge is answered by the running nginx.
 letsencrypt()
+# Last: what `pyinfra --dry` and `ollastack plan` report of the steps gated on an earlier change.
+settle_conditions()

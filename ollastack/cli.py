@@ -105,7 +105,7 @@ def cmd_up(args: argparse.Namespace, stack: Stack) -> int:
 
 
 def cmd_plan(args: argparse.Namespace, stack: Stack) -> int:
-    plan = planning.make(stack)
+    plan = planning.make(stack, dry_run=True)
     _emit(args, plan.to_json(), plan.render())
     return EXIT_FAILED if plan.problems else EXIT_OK
 
@@ -298,8 +298,11 @@ COMMANDS = {
              "stack's tag; the price per hour and per 30-day month of the VM size, disk and public IP\n"
              "(Azure Retail Prices API, Alibaba ECS DescribePrice), whether the size is offered and\n"
              "within quota there (with sizes or zones that would work), and the permissions needed.\n"
-             "Lab and static stacks: the hosts. Only reads: no cloud write, no state file, no host.\n"
-             "Exit 1 when the size cannot be created; a price not found is a warning."),
+             "Lab and static stacks: the hosts, lab hosts `up` would create, and per host the operations\n"
+             "the converge would change (pyinfra --dry), or \"no changes\"; certificates and files `up`\n"
+             "would write on this machine are listed, not written.\n"
+             "Only reads: no cloud write, no state file, no host.\n"
+             "Exit 1 when the size cannot be created or the dry run fails; a price not found is a warning."),
     "up": ("create hosts (lab or cloud), converge them, verify HTTPS, print the URL",
            "Creates what the provider needs (cloud: resource group or VPC, network, firewall rules,\n"
            "VM; lab: local hosts), records each resource in the state file beside the stack file,\n"

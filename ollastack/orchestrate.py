@@ -65,22 +65,34 @@ def _env(config_path: str, lock_fd: int | None = None) -> dict[str, str]:
     return env
 
 
-def converge(stack: Stack, config_path: str, progress: Progress) -> None:
-    """Run ``pyinfra -y inventories/<provider>.py deploy/site.py``, its output shown as progress."""
+def converge(stack: Stack, config_path: str, progress: Progress, dry: bool = False) -> list[dict[str, Any]]:
+    """Run ``pyinfra -y inventories/<provider>.py deploy/site.py``, its output shown as progress.
+
+    ``dry``: ``pyinfra --dry --json`` instead, which changes nothing on the hosts and returns pyinfra's
+    plan: one entry per operation, with ``hosts_with_change`` and ``hosts_with_conditional_change``
+    (inventory names). Without ``-y``, since ``-y`` also skips pyinfra's change detection.
+    """
     provider = stack.stack.provider
-    progress(f"converging with pyinfra (inventories/{provider}.py deploy/site.py)")
-    cmd = [sys.executable, "-m", "pyinfra", "-y", str(resources.inventory_file(provider)),
-           str(resources.deploy_file("site.py"))]
+    progress(f"{'dry run' if dry else 'converging'} with pyinfra (inventories/{provider}.py deploy/site.py)")
+    cmd = [sys.executable, "-m", "pyinfra", *(["--dry", "--json"] if dry else ["-y"]),
+           str(resources.inventory_file(provider)), str(resources.deploy_file("site.py"))]
     lock_fd = held_lock(stack.stack.name)
     # pyinfra runs the config.py of its working directory: an empty one, so that no file beside the
     # stack file (nor the package's own config.py) is ever taken for pyinfra's configuration.
     with tempfile.TemporaryDirectory(prefix="ollastack-pyinfra-") as cwd:
         # pyinfra's own progress goes to stderr so that stdout stays free for --json.
-        result = subprocess.run(cmd, cwd=cwd, env=_env(config_path, lock_fd), stdout=sys.stderr,
-                                pass_fds=() if lock_fd is None else (lock_fd,))
+        result = subprocess.run(cmd, cwd=cwd, env=_env(config_path, lock_fd), stdout=subprocess.PIPE if dry else sys.stderr,
+                                text=True, pass_fds=() if lock_fd is None else (lock_fd,))
+    if dry:
+        plans = [line for line in result.stdout.splitlines() if line.startswith('{"plan"')]
+        if result.returncode == 0 and plans:
+            return list(json.loads(plans[-1])["plan"])
+        raise ConvergeError(f"the dry run failed on at least one host (pyinfra exit {result.returncode}); "
+                            "see what it reported above; nothing was changed")
     if result.returncode != 0:
         raise ConvergeError(f"the converge failed on at least one host (pyinfra exit {result.returncode}); "
                             "fix what it reported above and run `ollastack up` again: finished steps are skipped")
+    return []
 
 
 # Open WebUI may still be starting after a converge restarted it, and nginx may still be reloading.

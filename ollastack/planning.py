@@ -19,9 +19,12 @@ from typing import Any, Callable
 
 from ollastack.cloud import CloudError
 from ollastack.config import Stack
+from ollastack.host import Host
 from ollastack.pricing import Price
 
 CREATE, UPDATE, SAME, LOOKUP, CONFLICT = "create", "update", "no change", "look-up", "conflict"
+# A lab or static host whose dry run failed: what the converge would change there is not known.
+UNKNOWN = "unknown"
 
 
 class PlanRefused(CloudError):
@@ -39,6 +42,24 @@ class Change:
 
 
 @dataclass
+class HostChanges:
+    """The operations ``up``'s converge would change on one host (``pyinfra --dry``), in order.
+
+    ``operations``: ``{"name": "Ollama | Restart Ollama", "conditional": True}``, conditional when it runs
+    only because an earlier one changes.
+    """
+
+    name: str
+    address: str
+    operations: list[dict[str, Any]] = field(default_factory=list)
+
+    def verdict(self) -> str:
+        """``4 operations would change``, or ``no changes``."""
+        n = len(self.operations)
+        return f"{n} operation{'s' if n != 1 else ''} would change" if n else "no changes"
+
+
+@dataclass
 class Plan:
     """A stack's plan. ``problems`` stop ``plan`` (exit 1) and ``up`` before any write."""
 
@@ -51,6 +72,8 @@ class Plan:
     permissions: list[str] = field(default_factory=list)
     permissions_title: str = ""
     gpu: list[str] = field(default_factory=list)
+    # Lab and static stacks: what the converge would change per host (``ollastack.dryrun``).
+    hosts: list[HostChanges] = field(default_factory=list)
 
     def counts(self) -> dict[str, int]:
         return {action: sum(c.action == action for c in self.changes) for action in (CREATE, UPDATE, SAME)}
@@ -59,6 +82,10 @@ class Plan:
         """One line: ``plan: 6 to create, 0 to update, 0 unchanged; 0.5310 USD/hour, ...``."""
         n = self.counts()
         line = f"plan: {n[CREATE]} to create, {n[UPDATE]} to update, {n[SAME]} unchanged"
+        if self.hosts:
+            ops = sum(len(h.operations) for h in self.hosts)
+            line += f"; {ops} operation{'s' if ops != 1 else ''} would change on {sum(bool(h.operations) for h in self.hosts)} " \
+                    f"of {len(self.hosts)} host{'s' if len(self.hosts) != 1 else ''}"
         if self.price is not None:
             line += f"; {self.price.summary()}"
         return line
@@ -68,6 +95,12 @@ class Plan:
         lines = [f"stack {self.stack} ({self.provider}):"]
         lines += [f"  {c.action:<9}  {c.kind:<{width}}  {c.name}" + (f"  ({c.detail})" if c.detail else "")
                   for c in self.changes]
+        if self.hosts:
+            lines.append("converge (pyinfra --dry):")
+            for changes in self.hosts:
+                lines.append(f"  {changes.name} ({changes.address}): {changes.verdict()}")
+                lines += [f"    {op['name']}" + ("  (after a change above)" if op["conditional"] else "")
+                          for op in changes.operations]
         if self.price is not None:
             lines.append(f"price ({self.price.source}):")
             for item in self.price.lines:
@@ -89,11 +122,16 @@ class Plan:
         return {"stack": self.stack, "provider": self.provider, "ok": not self.problems,
                 "changes": [c.__dict__ for c in self.changes], "counts": self.counts(),
                 "price": self.price.to_json() if self.price else None, "problems": self.problems,
-                "warnings": self.warnings, "permissions": self.permissions, "gpu": self.gpu}
+                "warnings": self.warnings, "permissions": self.permissions, "gpu": self.gpu,
+                "hosts": [{**h.__dict__, "changes": len(h.operations)} for h in self.hosts]}
 
 
-def make(stack: Stack) -> Plan:
-    """The plan of ``stack``: a cloud's resources, prices and availability, or the lab/static hosts."""
+def make(stack: Stack, dry_run: bool = False) -> Plan:
+    """The plan of ``stack``: a cloud's resources, prices and availability, or the lab/static hosts.
+
+    ``dry_run`` (``ollastack plan``): for lab and static hosts, also what the converge would change on
+    each (``ollastack.dryrun``); ``up``'s own plan (``gate``) leaves that out.
+    """
     from ollastack import providers
 
     provider = providers.get(stack.stack.provider)
@@ -103,11 +141,39 @@ def make(stack: Stack) -> Plan:
         return plan
     plan = Plan(stack.stack.name, provider.name)
     hosts = provider.hosts(stack)
-    for host in hosts:
-        plan.changes.append(Change("host", host.name, SAME, f"{host.address}; converged by `up`"))
     if isinstance(provider, providers.LabProvider) and len(hosts) < stack.lab.hosts:
-        plan.changes.append(Change("host", f"{stack.lab.hosts - len(hosts)} lab host(s)", CREATE, "booted by `up`"))
+        plan.changes.append(Change("host", f"{stack.lab.hosts - len(hosts)} lab host(s)", CREATE,
+                                   "booted and fully converged by `up`" if dry_run else "booted by `up`"))
+    if dry_run and hosts:
+        converge_changes(plan, stack, hosts)
+    else:
+        for host in hosts:
+            plan.changes.append(Change("host", host.name, SAME, f"{host.address}; converged by `up`"))
     return plan
+
+
+def converge_changes(plan: Plan, stack: Stack, hosts: list[Host]) -> None:
+    """Add what ``up``'s converge would change on ``hosts`` and write on this machine; a failed dry run is a problem."""
+    from ollastack import dryrun, orchestrate
+    from ollastack.certs import CertError
+    from ollastack.progress import Progress
+    from ollastack.state import stack_home
+
+    try:
+        operations, written = dryrun.run(stack, hosts, Progress())
+    except (orchestrate.ConvergeError, CertError) as exc:
+        plan.problems.append(str(exc))
+        plan.changes += [Change("host", host.name, UNKNOWN, f"{host.address}; not compared") for host in hosts]
+        return
+    for host in hosts:
+        changes = HostChanges(host.name, host.address, operations.get(host.address, []))
+        plan.hosts.append(changes)
+        plan.changes.append(Change("host", host.name, UPDATE if changes.operations else SAME,
+                                   f"{host.address}; {changes.verdict()}"))
+    home = stack_home()
+    for path, action in written:
+        shown = path.relative_to(home) if path.is_relative_to(home) else path
+        plan.changes.append(Change("local file", str(shown), action, "written on this machine by `up`"))
 
 
 def gate(stack: Stack, progress: Callable[[str], None]) -> Plan:

@@ -59,11 +59,15 @@ def private_dir(path: Path) -> Path:
     return path
 
 
-def state_dir() -> Path:
-    """``$OLLASTACK_STATE_DIR``, else ``.ollastack/state`` beside the stack file; created on first use."""
+def state_dir(create: bool = True) -> Path:
+    """``$OLLASTACK_STATE_DIR``, else ``.ollastack/state`` beside the stack file; created on first use
+    (``create=False``: only its path, for a command that writes nothing)."""
     override = os.environ.get(STATE_ENV)
     if override:
-        return private_dir(Path(override).absolute())
+        path = Path(override).absolute()
+        return private_dir(path) if create else path
+    if not create:
+        return stack_home() / ".ollastack" / "state"
     return private_dir(private_dir(stack_home() / ".ollastack") / "state")
 
 

@@ -8,6 +8,7 @@ import json
 import pytest
 
 from ollastack import cli, planning
+from ollastack.config import load_stack
 from ollastack.pricing import HOURS_PER_MONTH, Price, PriceLine, standard_ssd_tier
 
 
@@ -25,16 +26,25 @@ def static_stack(tmp_path, monkeypatch):
     return config
 
 
-def test_static_plan_lists_the_hosts_and_creates_nothing(static_stack, capsys, tmp_path):
-    assert cli.main(["--config", str(static_stack), "plan"]) == 0
+def test_static_plan_without_a_dry_run_lists_the_hosts(static_stack, tmp_path):
+    """``up``'s own plan (``gate``): the hosts, nothing to create, no dry run."""
+    plan = planning.make(load_stack(static_stack))
+    assert [(c.name, c.action) for c in plan.changes] == [("192.0.2.10", planning.SAME), ("192.0.2.11", planning.SAME)]
+    assert plan.summary() == "plan: 0 to create, 0 to update, 2 unchanged" and plan.price is None
+
+
+def test_static_plan_whose_dry_run_fails_exits_1_and_writes_nothing(static_stack, capsys, tmp_path):
+    """The key is no key: pyinfra's dry run fails before any host is reached; the hosts stay listed, not compared."""
+    assert cli.main(["--config", str(static_stack), "plan"]) == 1
     out = capsys.readouterr().out
-    assert "no change  host  192.0.2.10" in out and "192.0.2.11" in out
-    assert out.splitlines()[-1] == "plan: 0 to create, 0 to update, 2 unchanged"
-    assert cli.main(["--config", str(static_stack), "--json", "plan"]) == 0
+    assert "unknown    host  192.0.2.10  (192.0.2.10; not compared)" in out and "192.0.2.11" in out
+    assert "error: the dry run failed on at least one host (pyinfra exit 1)" in out
+    assert cli.main(["--config", str(static_stack), "--json", "plan"]) == 1
     payload = json.loads(capsys.readouterr().out)
-    assert payload["ok"] and payload["price"] is None and [c["name"] for c in payload["changes"]] == \
-        ["192.0.2.10", "192.0.2.11"]
-    assert not (tmp_path / "state" / "plantest.json").exists()
+    assert payload["ok"] is False and payload["price"] is None and payload["hosts"] == []
+    assert [c["name"] for c in payload["changes"]] == ["192.0.2.10", "192.0.2.11"]
+    assert not (tmp_path / "state").exists() or not [p for p in (tmp_path / "state").iterdir() if p.name != ".gitignore"]
+    assert not (tmp_path / "ssl").exists()
 
 
 def test_plan_help_says_it_touches_nothing(capsys):
