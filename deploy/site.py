@@ -9,13 +9,13 @@ from ollastack.deploy.backup import backup_timer
 from ollastack.deploy.base import base
 from ollastack.deploy.certbot import letsencrypt
 from ollastack.deploy.checks import checks
+from ollastack.deploy.conditions import settle_conditions
 from ollastack.deploy.firewall import firewall
 from ollastack.deploy.nginx import nginx
 from ollastack.deploy.nvidia import nvidia
 from ollastack.deploy.ollama import ollama
 from ollastack.deploy.openwebui import openwebui
 from ollastack.deploy.tls import tls
-from ollastack.deploy.conditions import settle_conditions
 
 checks()
 base()

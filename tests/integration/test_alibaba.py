@@ -318,7 +318,7 @@ def test_admin_cidr_change_updates_rules(emu, keys):
 
 
 def test_waiting_shows_progress(keys):
-    with AlibabaEmulator(access_key_id=KEY_ID, access_key_secret=SECRET, instance_start_s=0.3) as slow:
+    with AlibabaEmulator(access_key_id=KEY_ID, access_key_secret=SECRET, instance_start_polls=4) as slow:
         out = io.StringIO()
         alibaba.create(make_stack(slow, keys), StackState.load("demo", "alibaba"), Progress(stream=out),
                        alibaba.Timing(poll_s=0.02, backoff_ms=0))

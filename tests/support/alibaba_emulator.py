@@ -140,7 +140,7 @@ class AlibabaEmulator:
                  images: list[tuple[str, str, str]] | None = None, filler_images: bool = True,
                  public_ip: str = "127.0.0.1",
                  latency: float = 0.0, instance_start_s: float = 0.0, instance_delete_s: float = 0.0,
-                 network_ready_s: float = 0.0):
+                 network_ready_s: float = 0.0, instance_start_polls: int = 0):
         self.credentials = {access_key_id: access_key_secret}
         self.region = region
         self.zones = zones or DEFAULT_ZONES
@@ -153,6 +153,9 @@ class AlibabaEmulator:
         self.public_ip = _reported_address(public_ip)
         self.latency = latency
         self.instance_start_s = instance_start_s
+        # Counted in DescribeInstances answers instead of seconds, for tests that must see each state
+        # however slowly a loaded machine polls: Pending for the first half, then Starting, then Running.
+        self.instance_start_polls = instance_start_polls
         self.instance_delete_s = instance_delete_s
         self.network_ready_s = network_ready_s
         self.prices = dict(DEFAULT_PRICES)
@@ -354,6 +357,11 @@ class AlibabaEmulator:
     def _instance_status(self, inst: dict) -> str:
         if inst.get("deleted") is not None:
             return "Stopping"
+        if self.instance_start_polls:
+            looks = inst.get("looks", 0)
+            if looks > self.instance_start_polls:
+                return "Running"
+            return "Starting" if looks > self.instance_start_polls // 2 else "Pending"
         age = time.monotonic() - inst["created"]
         if age >= self.instance_start_s:
             return "Running"
@@ -576,6 +584,7 @@ class AlibabaEmulator:
         return {"InstanceIdSets": {"InstanceIdSet": ids}}
 
     def _instance_view(self, inst: dict) -> dict:
+        inst["looks"] = inst.get("looks", 0) + 1
         status = self._instance_status(inst)
         public = [self.public_ip] if inst["bandwidth"] > 0 and status in ("Starting", "Running") else []
         return {"InstanceId": inst["id"], "InstanceName": inst["name"], "Status": status, "ZoneId": inst["zone"],
