@@ -356,6 +356,26 @@ def _free_address(subnet: str) -> str:
     raise LabError(f"no free address left in lab subnet {subnet}: remove hosts with `ollastack lab down`")
 
 
+def authorize(rootfs: Path, public_key: str) -> None:
+    """Make ``public_key`` the one key root of the guest ``rootfs`` accepts, also on a running host.
+
+    A reused host gets the stack's current key: a host left running by an earlier session (or after
+    access.ssh_public_key changed) would otherwise refuse the converge. The guest's root owns these
+    paths, so a link there is refused rather than followed into this machine's own files.
+    """
+    ssh_dir = rootfs / "root" / ".ssh"
+    if any(p.is_symlink() for p in (rootfs / "root", ssh_dir)):
+        raise LabError(f"{ssh_dir} is a symbolic link: not writing the stack's key through it")
+    ssh_dir.mkdir(mode=0o700, exist_ok=True)
+    try:
+        fd = os.open(ssh_dir / "authorized_keys", os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    except OSError as exc:
+        raise LabError(f"cannot write {ssh_dir / 'authorized_keys'}: {exc}") from None
+    with os.fdopen(fd, "w") as out:
+        os.fchmod(fd, 0o600)
+        out.write(public_key.strip() + "\n")
+
+
 def _prepare_rootfs(rootfs: Path, name: str, address: str, subnet: str, public_key: str) -> str:
     net, gateway = _network(subnet)
     _write_init(rootfs)
@@ -367,10 +387,7 @@ def _prepare_rootfs(rootfs: Path, name: str, address: str, subnet: str, public_k
     (etc / "systemd/network/10-ollastack-host0.network").write_text(
         f"[Match]\nName=host0\n\n[Network]\nAddress={address}/{net.prefixlen}\nGateway={gateway}\n"
         "LinkLocalAddressing=no\nIPv6AcceptRA=no\n")
-    ssh_dir = rootfs / "root/.ssh"
-    ssh_dir.mkdir(mode=0o700, exist_ok=True)
-    (ssh_dir / "authorized_keys").write_text(public_key.strip() + "\n")
-    (ssh_dir / "authorized_keys").chmod(0o600)
+    authorize(rootfs, public_key)
     _run(["ssh-keygen", "-A", "-f", str(rootfs)])
     _exempt_controller_from_penalties(rootfs, gateway)
     return (etc / "ssh/ssh_host_ed25519_key.pub").read_text().split(" #")[0].rsplit(" ", 1)[0].strip()
@@ -461,6 +478,7 @@ def _start(stack: Stack, progress: Progress) -> None:
         meta_path = host_dir / "host.json"
         if meta_path.exists():
             host = json.loads(meta_path.read_text())
+            authorize(host_dir / "rootfs", public_key)
             if _alive(host.get("pid")):
                 continue
         else:
