@@ -250,12 +250,15 @@ def what_fits(smi_lines: list[str], tags: dict, models: list[str]) -> dict[str, 
     return {"gpus": gpus, "vram_bytes": vram, "models": report, "warnings": warnings}
 
 
-def gpu_report(stack: Stack, host: Host) -> dict[str, Any]:
-    """GPU name and memory (nvidia-smi over SSH) and which configured models fit; {"error": ...} if unreachable."""
+def gpu_report(stack: Stack, host: Host, known_only: bool = False) -> dict[str, Any]:
+    """GPU name and memory (nvidia-smi over SSH) and which configured models fit; {"error": ...} if unreachable.
+
+    ``known_only`` as for ``remote.host_command``.
+    """
     address = client_address(stack.ollama.host)
     # The probe is one shell script (it needs ";" and redirections): its only value is quoted.
     cmd = host_command(stack, host, "sh", "-c",
-                       GPU_PROBE.format(tags_url=shlex.quote(f"http://{address}/api/tags")))
+                       GPU_PROBE.format(tags_url=shlex.quote(f"http://{address}/api/tags")), known_only=known_only)
     try:
         result = subprocess.run(cmd, capture_output=True, text=True, timeout=SSH_PROBE_TIMEOUT_S)
     except subprocess.TimeoutExpired:

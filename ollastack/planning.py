@@ -108,7 +108,7 @@ class Plan:
                         f"{item.hourly:.4f} {self.price.currency}/hour, {item.monthly:.2f} {self.price.currency}/month")
                 lines.append(f"  {item.what}: {cost}" + (f"  ({item.note})" if item.note else ""))
         if self.gpu:
-            lines.append("gpu (documented size table; model sizes estimated from their tags):")
+            lines.append("gpu (documented size table; model sizes estimated from their tags, real where a host has them):")
             lines += [f"  {g}" for g in self.gpu]
         if self.permissions:
             lines.append(f"{self.permissions_title}:")
@@ -138,6 +138,8 @@ def make(stack: Stack, dry_run: bool = False) -> Plan:
     if isinstance(provider, providers.CloudProvider):
         plan = provider.preview(stack)
         plan.warnings = provider.warnings(stack) + plan.warnings
+        if dry_run:
+            plan.gpu += pulled_models(stack, provider.hosts(stack))
         return plan
     plan = Plan(stack.stack.name, provider.name)
     hosts = provider.hosts(stack)
@@ -150,6 +152,28 @@ def make(stack: Stack, dry_run: bool = False) -> Plan:
         for host in hosts:
             plan.changes.append(Change("host", host.name, SAME, f"{host.address}; converged by `up`"))
     return plan
+
+
+def pulled_models(stack: Stack, hosts: list[Host]) -> list[str]:
+    """The plan's lines on the models a running host has already: their real size and whether they fit in
+    the GPU memory ``nvidia-smi`` reports there. Only hosts whose key ``up`` recorded are asked."""
+    from ollastack.orchestrate import gpu_report
+
+    lines = []
+    for host in hosts:
+        report = gpu_report(stack, host, known_only=True)
+        if "error" in report:
+            lines.append(f"{host.name}: models not read ({report['error']})")
+            continue
+        memory = f"{report['vram_bytes'] / 1e9:.1f} GB GPU memory" if report["gpus"] else "no GPU answers nvidia-smi"
+        for model in report["models"]:
+            if model["size"] is None:
+                lines.append(f"{host.name}: {model['name']} not pulled yet")
+            else:
+                verdict = {True: "fits", False: "does NOT fit: runs partly on the CPU", None: "runs on the CPU"}
+                lines.append(f"{host.name}: {model['name']} is {model['size'] / 1e9:.1f} GB as pulled "
+                             f"({memory}): {verdict[model['fits']]}")
+    return lines
 
 
 def converge_changes(plan: Plan, stack: Stack, hosts: list[Host]) -> None:

@@ -21,10 +21,14 @@ if TYPE_CHECKING:
     from ollastack.config import Stack
 
 
-def host_command(stack: Stack, host: Host, *words: str) -> list[str]:
-    """The ssh argv running ``words`` as root on ``host`` (``sudo -n`` first for another login user)."""
+def host_command(stack: Stack, host: Host, *words: str, known_only: bool = False) -> list[str]:
+    """The ssh argv running ``words`` as root on ``host`` (``sudo -n`` first for another login user).
+
+    ``known_only``: only a host whose key is known already answers, and ssh records no new key (for
+    commands that must write nothing on this machine, such as ``plan``'s).
+    """
     provider = providers.get(stack.stack.provider)
     _, private_key = stack.key_paths()
     as_root = ("sudo", "-n") if host.user != "root" else ()
     return ssh_command(host.address, host.user, private_key, provider.known_hosts(stack), *as_root, *words,
-                       port=host.port, strict=provider.strict_host_keys)
+                       port=host.port, strict="yes" if known_only else provider.strict_host_keys)

@@ -304,6 +304,21 @@ def test_second_up_creates_nothing_and_changes_nothing(e2e):
 
 
 @pytest.mark.lab
+def test_plan_after_up_reads_the_pulled_models_and_writes_nothing(e2e):
+    """After `up` the plan creates nothing and gives the models' real sizes from the running host."""
+    known_hosts = e2e.dir / "state" / f"{e2e.cloud.stack_name}.known_hosts"
+    before = (known_hosts.read_bytes(), e2e.state_file.read_bytes())
+    result = e2e.ollastack("--json", "plan")
+    assert result.returncode == 0, result.stderr[-2000:]
+    plan = json.loads(result.stdout)
+    assert [c for c in plan["changes"] if c["action"] == "create"] == []
+    pulled = [line for line in plan["gpu"] if " is " in line and " GB as pulled " in line]
+    assert len(pulled) == 1 and "llama3.2:1b is " in pulled[0] and pulled[0].endswith("runs on the CPU"), plan["gpu"]
+    assert (known_hosts.read_bytes(), e2e.state_file.read_bytes()) == before
+    assert e2e.refused() == []
+
+
+@pytest.mark.lab
 def test_status_then_down_leaves_nothing(e2e):
     status = e2e.ollastack("--json", "status")
     assert status.returncode == 0, status.stderr[-2000:]
