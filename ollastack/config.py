@@ -800,7 +800,8 @@ class UserSettings(Section):
 
 class AccountsSection(Section):
     default_models: ModelNames = Field(
-        [], description="DEFAULT_MODELS: models preselected in a new chat for everyone; empty: left as Open WebUI has it.")
+        [], description="DEFAULT_MODELS: models preselected in a new chat for everyone; empty: left as Open WebUI has it.",
+        examples=[["llama3.2:1b"]])
     permissions: dict[str, dict[str, bool]] = Field(
         {}, description="Everyone's permissions where they differ from Open WebUI's defaults, e.g. "
                         "`permissions.chat.controls = false` (a group can only grant more); empty: left as they are.")
@@ -832,6 +833,7 @@ class BackupSection(Section):
     keep: int = Field(7, ge=1, le=1000, description="Backups of Open WebUI's data kept per host, on the control machine (`ollastack backup`) and in the host's scheduled backup directory; older ones are removed.")
     include_models: bool = Field(False, description="Back up Ollama's models directory too (large; by default models are pulled again instead).")
     schedule: str = Field("", description="Daily time (HH:MM, host's clock) of the host's own backup timer into /var/backups/ollastack/openwebui (`ollastack backup --fetch` copies the newest here); empty: no timer.",
+                          examples=["02:00"],
                           pattern=r"^(([01]\d|2[0-3]):[0-5]\d)?$")
 
 
