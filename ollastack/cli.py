@@ -13,7 +13,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from ollastack import __version__, accounts, backup, doctor, lab, logs, orchestrate, pin, planning
 from ollastack.cloud import CloudError
@@ -223,13 +223,6 @@ def cmd_pin(args: argparse.Namespace, stack: Stack) -> int:
     return EXIT_OK
 
 
-def _pin_version(value: str) -> str:
-    try:
-        return pin.release_version(value)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
 def cmd_backup(args: argparse.Namespace, stack: Stack) -> int:
     if args.action == "list":
         rows = backup.list_backups()
@@ -247,11 +240,14 @@ def cmd_restore(args: argparse.Namespace, stack: Stack) -> int:
     return EXIT_OK
 
 
-def _since(value: str) -> str:
-    try:
-        return logs.valid_since(value)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
+def _argument(check: Callable[[str], str]) -> Callable[[str], str]:
+    """An argparse ``type`` from a checker that raises ValueError: its message becomes argparse's usage error."""
+    def parse(value: str) -> str:
+        try:
+            return check(value)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+    return parse
 
 
 def _global_options(default: Any) -> argparse.ArgumentParser:
@@ -398,7 +394,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands["doctor"].add_argument("--strict", action="store_true", help="warnings fail too (exit 1)")
     commands["logs"].add_argument("service", nargs="?", default="all", choices=[*logs.SERVICES, "all"],
                                   help="whose journal (default: all the stack installs)")
-    commands["logs"].add_argument("--since", type=_since, help='from when: "2026-12-01 14:00", "2h ago", today, ...')
+    commands["logs"].add_argument("--since", type=_argument(logs.valid_since), help='from when: "2026-12-01 14:00", "2h ago", today, ...')
     commands["logs"].add_argument("--follow", "-f", action="store_true", help="keep printing new lines until Ctrl-C")
     commands["password"].add_argument("user", metavar="USER", help="an account of the stack (accounts.users.NAME)")
     commands["api-key"].add_argument("--user", metavar="NAME", help="an account of the stack (default: the admin)")
@@ -412,7 +408,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name in ("down", "list"):
         lab_commands[name].add_argument("--all", action="store_true", help="every lab host on this machine, of any stack")
     commands["pin"].add_argument("component", choices=["ollama"], help="what to pin")
-    commands["pin"].add_argument("version", type=_pin_version, help="the release, e.g. 0.14.0 (or v0.14.0)")
+    commands["pin"].add_argument("version", type=_argument(pin.release_version), help="the release, e.g. 0.14.0 (or v0.14.0)")
     return parser
 
 

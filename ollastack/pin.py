@@ -15,7 +15,6 @@ from __future__ import annotations
 import os
 import re
 import ssl
-import tempfile
 import tomllib
 import urllib.error
 import urllib.request
@@ -26,6 +25,7 @@ import tomlkit
 
 from ollastack import __version__
 from ollastack.config import ConfigError, parse_stack
+from ollastack.state import write_atomic
 from ollastack.ollama_release import RELEASES, SUMS, archive_name, listed_files, published_sha256, release_url
 
 # Where the releases are read from instead of GitHub (GitHub's layout: <url>/v<version>/<file>).
@@ -100,23 +100,6 @@ def pinned_text(text: str, version: str, sha256: str) -> str:
     return tomlkit.dumps(document)
 
 
-def _replace(path: Path, text: str) -> None:
-    """Write ``text`` over ``path`` atomically: readers see the old file or the new one, never half of it."""
-    target = path.resolve()
-    mode = target.stat().st_mode & 0o7777
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
-            out.write(text)
-            out.flush()
-            os.fsync(out.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, target)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-
-
 def pin_ollama(path: Path, version: str, base: str | None = None) -> dict[str, str]:
     """Pin Ollama ``version`` in the stack file ``path``; returns what was written and where it came from."""
     version = release_version(version)
@@ -133,5 +116,6 @@ def pin_ollama(path: Path, version: str, base: str | None = None) -> dict[str, s
         parse_stack(tomllib.loads(text), str(path))
     except (ConfigError, tomllib.TOMLDecodeError) as exc:
         raise PinError(f"the pinned stack file would not be valid ({exc}); nothing was written") from None
-    _replace(path, text)
+    target = path.resolve()
+    write_atomic(target, text, mode=target.stat().st_mode & 0o7777)
     return {"version": version, "sha256": sha256, "archive": name, "sums_url": url}
