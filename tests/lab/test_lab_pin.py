@@ -14,7 +14,7 @@ from collections.abc import Iterator
 import pytest
 
 from ollastack import lab
-from ollastack.config import load_stack
+from ollastack.config import LabSection, load_stack
 from ollastack.deploy.ollama import STATE_DIR
 from ollastack.ollama_release import archive_name, release_url
 from ollastack.pin import RELEASES_ENV
@@ -40,8 +40,14 @@ def releases(tmp_path_factory) -> Releases:
 
 @pytest.fixture(scope="module")
 def served(releases) -> Iterator[str]:
-    """The release stand-in over HTTP on the bridge's gateway, which lab hosts reach (a mirror would be HTTPS)."""
-    with releases.serve(lab._network("10.213.0.0/24")[1]) as url:
+    """The release stand-in over HTTP on the bridge's gateway, which lab hosts reach (a mirror would be HTTPS).
+
+    The bridge is made first, as ``lab up`` makes it: with no other lab host running there is no gateway
+    address to listen on yet.
+    """
+    subnet = LabSection().subnet
+    lab.ensure_network(subnet)
+    with releases.serve(lab.gateway(subnet)) as url:
         yield url
 
 
