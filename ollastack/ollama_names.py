@@ -1,7 +1,5 @@
 """How Ollama names things, shared by the deploys (on the host) and ``ollastack status`` (from here)."""
 
-from ollastack.config import split_host_port
-
 DEFAULT_REGISTRY, DEFAULT_NAMESPACE, DEFAULT_TAG = "registry.ollama.ai", "library", "latest"
 # Where a client on the host itself reaches a server listening on every address.
 LOOPBACK = {"0.0.0.0": "127.0.0.1", "::": "::1"}
@@ -10,6 +8,10 @@ LOOPBACK = {"0.0.0.0": "127.0.0.1", "::": "::1"}
 def client_address(listen: str) -> str:
     """Where to reach Ollama on the host itself: ``client_address("0.0.0.0:11434") == "127.0.0.1:11434"``,
     ``client_address("[::]:11434") == "[::1]:11434"``."""
+    # Imported here: config uses ``tagged`` while it builds its own defaults, so this module must
+    # import without it (``import ollastack.ollama_names`` first, as the Ollama stand-in does).
+    from ollastack.config import split_host_port
+
     address, port = split_host_port(listen)
     address = LOOPBACK.get(address, address)
     return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"

@@ -532,7 +532,12 @@ class Handler(BaseHTTPRequestHandler):
             self.reply_json(503, {"error": "server busy, please try again.  maximum pending requests exceeded"})
             return
         events = self.store.pull(name)
-        if request.get("stream", True):
+        self.reply_progress(events, request.get("stream", True))
+
+    def reply_progress(self, events, stream: bool) -> None:
+        """A pull's or create's progress as Ollama sends it: streamed lines, or only the last one
+        (HTTP 500 with it when it is an error)."""
+        if stream:
             self.stream(events)
             return
         last = {}
@@ -670,15 +675,7 @@ class Handler(BaseHTTPRequestHandler):
             self.reply_json(400, {"error": "json: cannot unmarshal parameters into Go struct field"})
             return
         events = self.store.create(str(name), str(base), request.get("system") or None, parameters)
-        if request.get("stream", True):
-            self.stream(events)
-            return
-        last = {}
-        for last in events:
-            if "error" in last:
-                self.reply_json(500, last)
-                return
-        self.reply_json(200, last)
+        self.reply_progress(events, request.get("stream", True))
 
     def delete(self) -> None:
         found = self.requested_model()
