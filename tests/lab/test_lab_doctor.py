@@ -17,6 +17,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 
 import pytest
 
@@ -46,6 +47,16 @@ def doctor(stack: LabStack, *flags: str) -> tuple[int, dict]:
     result = stack.ollastack("--json", "doctor", *flags, timeout=300)
     assert result.stdout.strip(), result.stderr
     return result.returncode, json.loads(result.stdout)
+
+
+def doctor_during(host: dict, stack: LabStack, fault: str, undo: Callable[[dict, LabStack], None]) -> tuple[int, dict]:
+    """doctor's verdict while ``fault`` (a shell command run on the host) holds; ``undo`` puts the host back
+    whatever happens."""
+    on_host(host, stack, fault)
+    try:
+        return doctor(stack)
+    finally:
+        undo(host, stack)
 
 
 def not_ok(report: dict) -> dict[str, dict]:
@@ -87,11 +98,7 @@ def test_healthy_host_every_check_ok(stack, host):
 
 
 def test_ollama_stopped(stack, host):
-    on_host(host, stack, "systemctl stop ollama")
-    try:
-        code, report = doctor(stack)
-    finally:
-        restart_ollama(host, stack)
+    code, report = doctor_during(host, stack, "systemctl stop ollama", restart_ollama)
     problems = not_ok(report)
     assert code == 1
     assert set(problems) == {"service ollama", "port 11434 (Ollama's API)", "ollama api"}

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.lab.test_lab_doctor import doctor, not_ok, on_host, restart_ollama
+from tests.lab.test_lab_doctor import doctor, doctor_during, not_ok, on_host, restart_ollama
 from tests.lab.test_lab_openwebui import container_stack
 
 pytestmark = pytest.mark.lab
@@ -46,11 +46,7 @@ def test_healthy_host_with_open_webui_every_check_ok(stack, host):
 
 
 def test_open_webui_stopped(stack, host):
-    on_host(host, stack, "systemctl stop open-webui")
-    try:
-        code, report = doctor(stack)
-    finally:
-        start_open_webui(host, stack)
+    code, report = doctor_during(host, stack, "systemctl stop open-webui", start_open_webui)
     problems = not_ok(report)
     assert code == 1
     assert set(problems) == {"service open-webui", "port 8080 (Open WebUI)", "open webui health"}
@@ -80,11 +76,7 @@ def test_another_process_on_open_webuis_port(stack, host):
 
 def test_ollama_stopped_as_open_webui_sees_it(stack, host):
     """Open WebUI stays healthy, but its own view of the Ollama connection fails with Ollama's checks."""
-    on_host(host, stack, "systemctl stop ollama")
-    try:
-        code, report = doctor(stack)
-    finally:
-        restart_ollama(host, stack)
+    code, report = doctor_during(host, stack, "systemctl stop ollama", restart_ollama)
     problems = not_ok(report)
     assert code == 1
     assert set(problems) == {"service ollama", "port 11434 (Ollama's API)", "ollama api", "open webui -> ollama"}

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.lab.test_lab_doctor import doctor, not_ok, restart_ollama
+from tests.lab.test_lab_doctor import doctor, doctor_during, not_ok, restart_ollama
 from tests.support.labkit import LabStack, changed_ops, lab_stack_fixture, port_open, ssh
 from tests.support.webui_standin.build_image import STANDIN_IMAGE
 
@@ -225,18 +225,14 @@ def test_pip_restart_keeps_sessions(pip_converged, pip_stack, pip_host, keypair)
     assert status == 200 and json.loads(body)["email"] == ADMIN
 
 
-def test_pip_doctor_reads_the_real_open_webui(pip_converged, pip_stack, pip_host, keypair):
+def test_pip_doctor_reads_the_real_open_webui(pip_converged, pip_stack, pip_host):
     """doctor's Open WebUI checks against the real 0.12.4 (the doctor modules use the stand-in image):
     all ok on the converged host; with Ollama stopped, Open WebUI's own view of the connection fails."""
     code, report = doctor(pip_stack)
     checks = {c["name"]: c for c in report["hosts"][0]["checks"]}
     assert code == 0 and not_ok(report) == {}, not_ok(report)
     assert checks["open webui -> ollama"]["detail"].startswith("Open WebUI reaches Ollama ")
-    ssh(pip_host["address"], "systemctl stop ollama", keypair)
-    try:
-        code, report = doctor(pip_stack)
-    finally:
-        restart_ollama(pip_host, pip_stack)
+    code, report = doctor_during(pip_host, pip_stack, "systemctl stop ollama", restart_ollama)
     problems = not_ok(report)
     assert code == 1 and "open webui health" not in problems, problems
     assert {"service ollama", "open webui -> ollama"} <= set(problems)
