@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from ollastack import __version__, accounts, backup, doctor, lab, logs, orchestrate, pin, planning
+from ollastack import __version__, accounts, backup, doctor, lab, logs, orchestrate, pin, planning, upgrade
 from ollastack.cloud import CloudError
 from ollastack.config import CONFIG_ENV, ConfigError, Stack, config_path, iter_settings, load_stack
 from ollastack.host import Host
@@ -227,7 +227,8 @@ def cmd_backup(args: argparse.Namespace, stack: Stack) -> int:
     if args.action == "list":
         rows = backup.list_backups()
         _emit(args, rows, "\n".join(f"{r['host']}\t{r['id']}\tOpen WebUI {r['openwebui_version']}\t"
-                                    f"{r['size'] / 1e6:.1f} MB" for r in rows) or "no backups")
+                                    f"{r['size'] / 1e6:.1f} MB" + (f"\t{r['label']}" if r["label"] else "")
+                                    for r in rows) or "no backups")
         return EXIT_OK
     taken = backup.take(stack, Progress("backup: "), fetch=args.fetch)
     _emit(args, taken, "\n".join(t["path"] for t in taken))
@@ -439,7 +440,7 @@ def main(argv: list[str] | None = None) -> int:
         with _stack_file(args.config_path), locked:
             return handlers[args.command](args, stack)
     except (lab.LabError, CloudError, orchestrate.ConvergeError, orchestrate.PreflightError, StackBusy,
-            backup.BackupError) as exc:
+            backup.BackupError, upgrade.UpgradeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_FAILED
     except OSError as exc:

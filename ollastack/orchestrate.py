@@ -24,7 +24,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from ollastack import accounts, certs, dnscheck, planning, providers, ready, resources
+from ollastack import accounts, certs, dnscheck, planning, providers, ready, resources, upgrade
 from ollastack.config import Stack
 from ollastack.host import Host
 from ollastack.inventory import pyinfra_hosts
@@ -178,7 +178,10 @@ def up(stack: Stack, progress: Progress, config_path: str) -> dict[str, Any]:
     hosts = provision(stack, progress)
     dns_preflight(stack, hosts)
     issue_certificates(stack, hosts)
-    converge(stack, config_path, progress)
+    # A changed Open WebUI release: backup first, checks after, rollback by itself (ollastack.upgrade).
+    upgrade.guarded(stack, upgrade.detect(stack, hosts), config_path, progress,
+                    converge=lambda path: converge(stack, path, progress),
+                    check=lambda host, wait_s: https_check(stack, host, wait_s), wait_s=UP_READY_WAIT_S)
     report = []
     for host in hosts:
         check = https_check(stack, host, wait_s=UP_READY_WAIT_S)
