@@ -308,7 +308,9 @@ COMMANDS = {
            "(NVIDIA driver, Ollama, Podman, Open WebUI, nginx, firewall) and prints the HTTPS URL\n"
            "once it answers verified and the admin signs in. Re-running changes only what differs.\n"
            "First it prints the plan's one line (`ollastack plan`) and stops before creating anything\n"
-           "when the size cannot be created there or costs more than cloud.max_hourly_price."),
+           "when the size cannot be created there or costs more than cloud.max_hourly_price.\n"
+           "A changed Open WebUI release (openwebui.version or image) gets a backup first; when the\n"
+           "new release fails its checks, up restores that backup onto the previous release and exits 1."),
     "down": ("delete every resource this stack created",
              "Deletes every cloud resource this stack created (what the state file records, and what\n"
              "carries the stack's tag), or a lab stack's hosts, after asking (--yes: without asking;\n"
