@@ -2,7 +2,8 @@
 
 Data flows one way: the stack's provider (``ollastack.providers``: the lab, a cloud or a static
 list) gives hosts, the provider's inventory file turns them into pyinfra hosts, and ``deploy/site.py``
-converges them. This module never touches a host itself except to check that HTTPS answers, and never
+converges them. This module never touches a host itself except to check that HTTPS answers (and, through
+``ollastack.upgrade``, to ask which Open WebUI a host has and back it up before an upgrade), and never
 asks which provider a stack has: whatever differs is a method of the provider.
 
 Example::

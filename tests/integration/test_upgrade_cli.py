@@ -15,6 +15,7 @@ import pytest
 
 from ollastack import backup, orchestrate
 from ollastack.cli import main
+from ollastack.host import Host
 from tests.integration.test_orchestrate import control  # noqa: F401 (fixture: state, certificates, PATH)
 from tests.support.controlkit import fake_host, fake_ssh, loopback_address
 
@@ -82,3 +83,13 @@ def test_up_of_a_working_release_upgrades_after_a_backup(setup, capsys):
     assert main(["--config", str(config), "up"]) == 0, capsys.readouterr().err
     assert steps == [("backup", "before the upgrade to open-webui 0.12.5"), ("converge", "0.12.5")]
     assert f"upgrade to open-webui 0.12.5: ready on {loopback_address()}" in capsys.readouterr().err
+
+
+def test_a_host_without_python3_has_no_open_webui_a_failed_probe_stops_up(control, tmp_path):  # noqa: F811
+    """Exit 127 (no python3: no converge ever ran, base installs it) is a fresh host; another failure is an error."""
+    stack = control(static={"hosts": [loopback_address()]}, openwebui={"install": "pip"})
+    fake_ssh(control.bin, exit_code=127, stderr="sh: 1: python3: not found")
+    assert backup.installed(stack, Host("fresh", loopback_address())) == {"version": None, "image": None}
+    fake_ssh(control.bin, exit_code=255, stderr="Connection refused")
+    with pytest.raises(backup.BackupError, match="fresh: cannot read the host's Open WebUI release: Connection refused"):
+        backup.installed(stack, Host("fresh", loopback_address()))

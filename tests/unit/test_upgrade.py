@@ -237,3 +237,19 @@ def test_the_host_script_restores_stopped_for_a_rollback(tmp_path, monkeypatch):
     assert calls == ["stop"]
     assert (data / "webui.db").read_bytes() == b"before the upgrade"
     assert (tmp_path / "secret-key.env").read_text() == "WEBUI_SECRET_KEY=k\n"
+
+
+def test_the_host_script_names_the_running_container_s_image(tmp_path, monkeypatch, capsys):
+    """``version`` on the container route: the image the ``open-webui`` container was created from (podman)."""
+    podman = tmp_path / "podman"
+    podman.write_text('#!/bin/sh\n[ "$*" = "container inspect -f {{.ImageName}} open-webui" ] || exit 125\n'
+                      'echo ghcr.io/open-webui/open-webui:v0.12.4\n')
+    podman.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
+    script = host_script()
+    monkeypatch.setattr(script, "version", lambda route, port: "0.12.4")
+    assert script.main(["x", "version", "container", "8080"]) == 0
+    assert json.loads(capsys.readouterr().out) == {"version": "0.12.4", "image": "ghcr.io/open-webui/open-webui:v0.12.4"}
+    assert script.image("pip") is None
+    podman.write_text("#!/bin/sh\necho 'no such container' >&2\nexit 125\n")
+    assert script.image("container") is None
