@@ -199,7 +199,10 @@ def installed(stack: Stack, host: Host) -> dict[str, str | None]:
         raise BackupError(f"{host.name}: cannot read the host's Open WebUI release: {result.stderr.strip()[-300:]}")
     try:
         answer = json.loads(result.stdout)
-        return {"version": answer["version"], "image": answer.get("image")}
+        facts = {"version": answer["version"], "image": answer.get("image")}
+        if not all(value is None or isinstance(value, str) for value in facts.values()):
+            raise ValueError("not text")
+        return facts
     except (ValueError, KeyError, TypeError, AttributeError):
         raise BackupError(f"{host.name}: the host's answer about its Open WebUI release was not understood: "
                           f"{result.stdout.strip()[:200]!r}") from None

@@ -86,10 +86,15 @@ def test_up_of_a_working_release_upgrades_after_a_backup(setup, capsys):
 
 
 def test_a_host_without_python3_has_no_open_webui_a_failed_probe_stops_up(control, tmp_path):  # noqa: F811
-    """Exit 127 (no python3: no converge ever ran, base installs it) is a fresh host; another failure is an error."""
+    """Exit 127 (no python3: no converge ever ran, base installs it) is a fresh host; another failure, or an
+    answer that is not text, is an error."""
     stack = control(static={"hosts": [loopback_address()]}, openwebui={"install": "pip"})
     fake_ssh(control.bin, exit_code=127, stderr="sh: 1: python3: not found")
     assert backup.installed(stack, Host("fresh", loopback_address())) == {"version": None, "image": None}
     fake_ssh(control.bin, exit_code=255, stderr="Connection refused")
     with pytest.raises(backup.BackupError, match="fresh: cannot read the host's Open WebUI release: Connection refused"):
+        backup.installed(stack, Host("fresh", loopback_address()))
+    fake_ssh(control.bin)
+    (control.bin / "ssh.out").write_text('{"version": 12, "image": null}\n')
+    with pytest.raises(backup.BackupError, match="fresh: the host's answer about its Open WebUI release was not understood"):
         backup.installed(stack, Host("fresh", loopback_address()))
