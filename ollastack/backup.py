@@ -63,10 +63,10 @@ def script_words(stack: Stack, mode: str, *args: str) -> list[str]:
     return ["python3", "-c", _script(), mode, stack.openwebui.install, str(stack.openwebui.port), *args]
 
 
-def _hosts(stack: Stack) -> list[Host]:
+def _hosts(stack: Stack, hosts: list[Host] | None = None) -> list[Host]:
     if stack.openwebui.install == "none":
         raise BackupError("openwebui.install = \"none\": ollastack installs no Open WebUI here, so it keeps no backup of it")
-    return providers.get(stack.stack.provider).hosts(stack)
+    return providers.get(stack.stack.provider).hosts(stack) if hosts is None else hosts
 
 
 def sha256(path: Path) -> str:
@@ -92,7 +92,8 @@ def _private_tree(path: Path) -> None:
         item.chmod(0o700 if item.is_dir() else 0o600)
 
 
-def _receive(stack: Stack, host: Host, words: list[str], progress: Callable[[str], None]) -> dict[str, Any]:
+def _receive(stack: Stack, host: Host, words: list[str], progress: Callable[[str], None],
+             label: str = "") -> dict[str, Any]:
     """Run ``words`` on ``host``, unpack the tar it writes on stdout into a new backup; return its manifest."""
     home = backups_dir(host.name)
     partial = Path(tempfile.mkdtemp(dir=home, prefix=".partial-"))
@@ -116,7 +117,8 @@ def _receive(stack: Stack, host: Host, words: list[str], progress: Callable[[str
                 raise BackupError(f"{host.name}: {rel} arrived damaged (sha256 differs from the host's)")
         if not ID_PATTERN.match(info.get("id", "")):
             raise BackupError(f"{host.name}: the host sent no valid backup id")
-        manifest = {**info, "stack": stack.stack.name, "host": host.name, "ollastack_version": __version__}
+        manifest = {**info, "stack": stack.stack.name, "host": host.name, "ollastack_version": __version__,
+                    **({"label": label} if label else {})}
         write_atomic(partial / MANIFEST, json.dumps(manifest, indent=2) + "\n", mode=0o600)
         _private_tree(partial)
         final = home / info["id"]
@@ -139,10 +141,15 @@ def _ids(host_name: str) -> list[str]:
     return sorted(p.name for p in home.iterdir() if ID_PATTERN.match(p.name) and (p / MANIFEST).exists())
 
 
-def take(stack: Stack, progress: Callable[[str], None], fetch: bool = False) -> list[dict[str, Any]]:
-    """A new backup of every host (``fetch``: copy each host's newest scheduled one instead)."""
+def take(stack: Stack, progress: Callable[[str], None], fetch: bool = False, hosts: list[Host] | None = None,
+         label: str = "") -> list[dict[str, Any]]:
+    """A new backup of every host (``fetch``: copy each host's newest scheduled one instead).
+
+    ``hosts``: only these; ``label`` is kept in the manifest and shown by ``backup list`` (e.g.
+    "before the upgrade to open-webui 0.12.5").
+    """
     taken = []
-    for host in _hosts(stack):
+    for host in _hosts(stack, hosts):
         if fetch:
             progress(f"{host.name}: fetching the newest scheduled backup from {HOST_DIR}")
             words = script_words(stack, "latest", HOST_DIR)
@@ -150,7 +157,7 @@ def take(stack: Stack, progress: Callable[[str], None], fetch: bool = False) -> 
             progress(f"{host.name}: taking a backup of Open WebUI's data")
             models = [stack.ollama.models_dir] if stack.backup.include_models else []
             words = script_words(stack, "backup", stack.openwebui.admin_email, *models)
-        manifest = _receive(stack, host, words, progress)
+        manifest = _receive(stack, host, words, progress, label)
         size = sum(f.stat().st_size for f in (backups_dir(host.name) / manifest["id"]).rglob("*") if f.is_file())
         progress(f"{host.name}: backup {manifest['id']} kept ({size / 1e6:.1f} MB, Open WebUI "
                  f"{manifest['openwebui_version']})")
@@ -168,7 +175,8 @@ def list_backups() -> list[dict[str, Any]]:
             manifest = json.loads((home / backup_id / MANIFEST).read_text())
             size = sum(f.stat().st_size for f in (home / backup_id).rglob("*") if f.is_file())
             rows.append({"host": home.name, "id": backup_id, "taken_at": manifest["taken_at"],
-                         "openwebui_version": manifest["openwebui_version"], "size": size})
+                         "openwebui_version": manifest["openwebui_version"], "size": size,
+                         "label": manifest.get("label", "")})
     return rows
 
 
@@ -177,16 +185,31 @@ def release_key(version: str) -> tuple[int, ...]:
     return tuple(int(n) for n in re.findall(r"\d+", version))
 
 
-def _host_version(stack: Stack, host: Host) -> str | None:
+def installed(stack: Stack, host: Host) -> dict[str, str | None]:
+    """What the host has installed: {"version": release or None, "image": the container's image or None}.
+
+    Both None on a host where Open WebUI was never installed (or, for the image, is not running), and on
+    one without python3 (exit 127), which no converge has reached: the base deploy installs it.
+    """
     result = subprocess.run(host_command(stack, host, *script_words(stack, "version")), capture_output=True,
                             text=True, timeout=120)
+    if result.returncode == 127:
+        return {"version": None, "image": None}
     if result.returncode != 0:
         raise BackupError(f"{host.name}: cannot read the host's Open WebUI release: {result.stderr.strip()[-300:]}")
     try:
-        return json.loads(result.stdout)["version"]
-    except (ValueError, KeyError, TypeError):
+        answer = json.loads(result.stdout)
+        facts = {"version": answer["version"], "image": answer.get("image")}
+        if not all(value is None or isinstance(value, str) for value in facts.values()):
+            raise ValueError("not text")
+        return facts
+    except (ValueError, KeyError, TypeError, AttributeError):
         raise BackupError(f"{host.name}: the host's answer about its Open WebUI release was not understood: "
                           f"{result.stdout.strip()[:200]!r}") from None
+
+
+def _host_version(stack: Stack, host: Host) -> str | None:
+    return installed(stack, host)["version"]
 
 
 def _checked(host: Host, backup_id: str | None) -> tuple[Path, dict[str, Any]]:
@@ -216,15 +239,21 @@ def _send(path: Path, manifest: dict[str, Any], out: IO[bytes]) -> None:
         tar.addfile(member, io.BytesIO(blob))
 
 
-def restore(stack: Stack, progress: Callable[[str], None], backup_id: str | None = None) -> list[dict[str, Any]]:
-    """Put a backup (default: each host's newest) back onto every host of the stack.
+def restore(stack: Stack, progress: Callable[[str], None], backup_id: str | None = None,
+            hosts: list[Host] | None = None, stopped: bool = False) -> list[dict[str, Any]]:
+    """Put a backup (default: each host's newest) back onto every host of the stack (``hosts``: only these).
 
     Every host is checked before any is touched: the files against the manifest, and the host's Open WebUI
-    release, which must be the backup's or newer.
+    release, which must be the backup's or newer. ``stopped`` (an upgrade's rollback) leaves Open WebUI
+    stopped for the converge that installs and starts the backup's own release, so the host's release
+    (the failed one) is not compared.
     """
     plans = []
-    for host in _hosts(stack):
+    for host in _hosts(stack, hosts):
         path, manifest = _checked(host, backup_id)
+        if stopped:
+            plans.append((host, path, manifest, manifest.get("openwebui_version")))
+            continue
         have, had = _host_version(stack, host), manifest.get("openwebui_version")
         if have is None or had is None:
             raise BackupError(f"{host.name}: the Open WebUI release of the {'host' if have is None else 'backup'} "
@@ -237,7 +266,8 @@ def restore(stack: Stack, progress: Callable[[str], None], backup_id: str | None
     restored = []
     for host, path, manifest, have in plans:
         progress(f"{host.name}: restoring backup {path.name} (Open WebUI {manifest['openwebui_version']} onto {have})")
-        process = subprocess.Popen(host_command(stack, host, *script_words(stack, "restore", stack.ollama.models_dir)),
+        mode = "restore-stopped" if stopped else "restore"
+        process = subprocess.Popen(host_command(stack, host, *script_words(stack, mode, stack.ollama.models_dir)),
                                    stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=sys.stderr)
         assert process.stdin is not None
         try:
@@ -247,6 +277,7 @@ def restore(stack: Stack, progress: Callable[[str], None], backup_id: str | None
             pass
         if process.wait() != 0:
             raise BackupError(f"{host.name}: the restore of {path.name} failed on the host (its output is above)")
-        progress(f"{host.name}: backup {path.name} restored; Open WebUI answers /health")
+        progress(f"{host.name}: backup {path.name} restored; " +
+                 ("Open WebUI left stopped" if stopped else "Open WebUI answers /health"))
         restored.append({"host": host.name, "id": path.name})
     return restored

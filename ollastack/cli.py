@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from ollastack import __version__, accounts, backup, doctor, lab, logs, orchestrate, pin, planning
+from ollastack import __version__, accounts, backup, doctor, lab, logs, orchestrate, pin, planning, upgrade
 from ollastack.cloud import CloudError
 from ollastack.config import CONFIG_ENV, ConfigError, Stack, config_path, iter_settings, load_stack
 from ollastack.host import Host
@@ -227,7 +227,8 @@ def cmd_backup(args: argparse.Namespace, stack: Stack) -> int:
     if args.action == "list":
         rows = backup.list_backups()
         _emit(args, rows, "\n".join(f"{r['host']}\t{r['id']}\tOpen WebUI {r['openwebui_version']}\t"
-                                    f"{r['size'] / 1e6:.1f} MB" for r in rows) or "no backups")
+                                    f"{r['size'] / 1e6:.1f} MB" + (f"\t{r['label']}" if r["label"] else "")
+                                    for r in rows) or "no backups")
         return EXIT_OK
     taken = backup.take(stack, Progress("backup: "), fetch=args.fetch)
     _emit(args, taken, "\n".join(t["path"] for t in taken))
@@ -307,7 +308,9 @@ COMMANDS = {
            "(NVIDIA driver, Ollama, Podman, Open WebUI, nginx, firewall) and prints the HTTPS URL\n"
            "once it answers verified and the admin signs in. Re-running changes only what differs.\n"
            "First it prints the plan's one line (`ollastack plan`) and stops before creating anything\n"
-           "when the size cannot be created there or costs more than cloud.max_hourly_price."),
+           "when the size cannot be created there or costs more than cloud.max_hourly_price.\n"
+           "A changed Open WebUI release (openwebui.version or image) gets a backup first; when the\n"
+           "new release fails its checks, up restores that backup onto the previous release and exits 1."),
     "down": ("delete every resource this stack created",
              "Deletes every cloud resource this stack created (what the state file records, and what\n"
              "carries the stack's tag), or a lab stack's hosts, after asking (--yes: without asking;\n"
@@ -439,7 +442,7 @@ def main(argv: list[str] | None = None) -> int:
         with _stack_file(args.config_path), locked:
             return handlers[args.command](args, stack)
     except (lab.LabError, CloudError, orchestrate.ConvergeError, orchestrate.PreflightError, StackBusy,
-            backup.BackupError) as exc:
+            backup.BackupError, upgrade.UpgradeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_FAILED
     except OSError as exc:

@@ -2,7 +2,8 @@
 
 Data flows one way: the stack's provider (``ollastack.providers``: the lab, a cloud or a static
 list) gives hosts, the provider's inventory file turns them into pyinfra hosts, and ``deploy/site.py``
-converges them. This module never touches a host itself except to check that HTTPS answers, and never
+converges them. This module never touches a host itself except to check that HTTPS answers (and, through
+``ollastack.upgrade``, to ask which Open WebUI a host has and back it up before an upgrade), and never
 asks which provider a stack has: whatever differs is a method of the provider.
 
 Example::
@@ -24,7 +25,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from ollastack import accounts, certs, dnscheck, planning, providers, ready, resources
+from ollastack import accounts, certs, dnscheck, planning, providers, ready, resources, upgrade
 from ollastack.config import Stack
 from ollastack.host import Host
 from ollastack.inventory import pyinfra_hosts
@@ -178,7 +179,10 @@ def up(stack: Stack, progress: Progress, config_path: str) -> dict[str, Any]:
     hosts = provision(stack, progress)
     dns_preflight(stack, hosts)
     issue_certificates(stack, hosts)
-    converge(stack, config_path, progress)
+    # A changed Open WebUI release: backup first, checks after, rollback by itself (ollastack.upgrade).
+    upgrade.guarded(stack, upgrade.detect(stack, hosts), config_path, progress,
+                    converge=lambda path: converge(stack, path, progress),
+                    check=lambda host, wait_s: https_check(stack, host, wait_s), wait_s=UP_READY_WAIT_S)
     report = []
     for host in hosts:
         check = https_check(stack, host, wait_s=UP_READY_WAIT_S)

@@ -89,15 +89,23 @@ def read_sums(version: str, base: str) -> tuple[str, str]:
         raise PinError(f"{url} is not text: not a sha256sum.txt; nothing was pinned") from None
 
 
+def with_settings(text: str, section: str, values: dict[str, str]) -> str:
+    """``text`` (a stack file) with ``values`` set in ``[section]``, everything else as it was.
+
+    Example: ``with_settings(text, "openwebui", {"version": "0.12.4"})``
+    """
+    document = tomlkit.parse(text)
+    if section not in document:
+        document.add(section, tomlkit.table())
+    table: Any = document[section]
+    for name, value in values.items():
+        table[name] = value
+    return tomlkit.dumps(document)
+
+
 def pinned_text(text: str, version: str, sha256: str) -> str:
     """``text`` (a stack file) with ``ollama.version`` and ``ollama.sha256`` set, everything else as it was."""
-    document = tomlkit.parse(text)
-    if "ollama" not in document:
-        document.add("ollama", tomlkit.table())
-    table: Any = document["ollama"]
-    table["version"] = version
-    table["sha256"] = sha256
-    return tomlkit.dumps(document)
+    return with_settings(text, "ollama", {"version": version, "sha256": sha256})
 
 
 def pin_ollama(path: Path, version: str, base: str | None = None) -> dict[str, str]:

@@ -4,9 +4,10 @@
 Run as root, by ``ollastack backup``/``restore`` over SSH (``python3 -c <this file> MODE ...``) and by
 ``ollastack-backup.service`` (installed as /usr/local/lib/ollastack/openwebui-backup.py)::
 
-    openwebui-backup.py version ROUTE PORT                 # {"version": "0.12.4", ...} on stdout
+    openwebui-backup.py version ROUTE PORT                 # {"version": "0.12.4", "image": ...} on stdout
     openwebui-backup.py backup ROUTE PORT EMAIL [MODELS]   # tar on stdout, progress on stderr
     openwebui-backup.py restore ROUTE PORT [MODELS] < backup.tar   # stop, put back, start, wait for /health
+    openwebui-backup.py restore-stopped ROUTE PORT [MODELS] < backup.tar   # stop, put back, leave it stopped
     openwebui-backup.py scheduled ROUTE PORT EMAIL DIR KEEP [MODELS]   # DIR/<ID>.tar, newest KEEP kept
     openwebui-backup.py latest ROUTE PORT DIR              # the newest DIR/<ID>.tar on stdout
 
@@ -79,6 +80,20 @@ def version(route, port):
     if route == "pip" and os.path.exists(PIP_MARKER):
         return open(PIP_MARKER).read().strip().partition("==")[2] or None
     return None
+
+
+def image(route):
+    """The container route's image as the running container was created from it; None when none runs."""
+    if route != "container":
+        return None
+    try:
+        out = subprocess.run(["podman", "container", "inspect", "-f", "{{.ImageName}}", SERVICE],
+                             capture_output=True, text=True)
+    except OSError:
+        return None
+    if out.returncode != 0:
+        return None
+    return out.stdout.strip() or None
 
 
 def wait_healthy(port):
@@ -252,8 +267,12 @@ def plain_members(tar):
         yield member
 
 
-def restore(route, port, models, source):
-    """Unpack the tar on ``source`` beside the data, check it, stop Open WebUI, swap it in, start, wait."""
+def restore(route, port, models, source, start=True):
+    """Unpack the tar on ``source`` beside the data, check it, stop Open WebUI, swap it in, start, wait.
+
+    ``start`` False leaves Open WebUI stopped: an upgrade's rollback puts the data back before the
+    converge starts the release the backup came from, so the failed release never opens it again.
+    """
     data = data_dir(route)
     owner = os.stat(data)
     staging = tempfile.mkdtemp(prefix=".ollastack-restore-", dir=os.path.dirname(data))
@@ -292,6 +311,9 @@ def restore(route, port, models, source):
         shutil.copyfile(f"{staging}/secret-key.env", f"{SECRET_KEY_ENV}.new")
         os.chmod(f"{SECRET_KEY_ENV}.new", 0o600)
         os.replace(f"{SECRET_KEY_ENV}.new", SECRET_KEY_ENV)
+        if not start:
+            say("data put back; Open WebUI left stopped")
+            return
         say("starting Open WebUI")
         systemctl("start")
         wait_healthy(port)
@@ -306,13 +328,13 @@ def main(argv):
         raise SystemExit(f"unknown route {route!r}")
     os.umask(0o077)
     if mode == "version":
-        print(json.dumps({"version": version(route, port)}))
+        print(json.dumps({"version": version(route, port), "image": image(route)}))
     elif mode == "backup":
         backup(route, port, argv[4], argv[5] if len(argv) > 5 else "", sys.stdout.buffer)
     elif mode == "scheduled":
         scheduled(route, port, argv[4], argv[5], int(argv[6]), argv[7] if len(argv) > 7 else "")
-    elif mode == "restore":
-        restore(route, port, argv[4] if len(argv) > 4 else "", sys.stdin.buffer)
+    elif mode in ("restore", "restore-stopped"):
+        restore(route, port, argv[4] if len(argv) > 4 else "", sys.stdin.buffer, start=mode == "restore")
     elif mode == "latest":
         tars = sorted(n for n in os.listdir(argv[4]) if n.endswith(".tar") and not n.startswith("."))
         if not tars:
