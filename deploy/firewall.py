@@ -1,5 +1,7 @@
 """Host firewall (nftables): SSH from the admin networks, 80/443 from anywhere, all else dropped.
 
+A fleet's backend opens no web port; it admits Ollama's port from the gateway's address alone.
+
 The converge compares the live table with the listing recorded right after the last apply, so a
 flushed or edited table (``nft flush ruleset``, a restart of Debian's nftables.service) is put back.
 """
@@ -17,6 +19,8 @@ from ollastack.deploy.defaults import DEFAULTS
 from ollastack.deploy.facts import FileText, NftTable, SshClientAddress, nft_list_command, normalized_nft
 from ollastack.deploy.guards import plan_check
 from ollastack.deploy.present import directory, host_state, service_running, templated
+from ollastack.config import split_host_port
+from ollastack.fleet import BACKEND
 from ollastack.resources import template
 
 RULES = "/etc/ollastack/firewall.nft"
@@ -59,6 +63,19 @@ def table_differs(live: str | None, applied: str | None) -> bool:
     return live is None or applied is None or normalized_nft(live) != normalized_nft(applied)
 
 
+def fleet_rules(data) -> dict:
+    """Template values for a fleet host: a backend serves no web ports, and Ollama's port to the gateway alone.
+
+    Example: ``fleet_rules(backend.data) == {"web": False, "ollama_from": "10.213.0.10", "ollama_family": "ip",
+    "ollama_port": 11434}``
+    """
+    if data.ollastack_fleet_role != BACKEND:
+        return {"web": True, "ollama_from": ""}
+    gateway = ipaddress.ip_address(data.ollastack_fleet_gateway)
+    return {"web": False, "ollama_from": str(gateway), "ollama_family": "ip" if gateway.version == 4 else "ip6",
+            "ollama_port": split_host_port(data.ollastack_ollama_host)[1]}
+
+
 @plan_check
 def refuse_lockout() -> None:
     """Stop the converge before any change when the rules would cut off the SSH session it runs over."""
@@ -76,7 +93,7 @@ def firewall():
     present = host_state(paths=["/etc/ollastack", RULES, UNIT], services=["ollastack-firewall"])
     directory(present, name="ollastack config directory", path="/etc/ollastack", mode="0755")
     rules = templated(present, name="Firewall rules", src=str(template("firewall.nft.j2")), dest=RULES,
-                      mode="0600", admin4=admin4, admin6=admin6)
+                      mode="0600", admin4=admin4, admin6=admin6, **fleet_rules(host.data))
     unit = templated(present, name="Firewall unit", src=str(template("ollastack-firewall.service.j2")),
                      dest=UNIT, mode="0644", rules=RULES)
     systemd.daemon_reload(name="Reload systemd units", _if=unit.did_change)

@@ -2,7 +2,8 @@
 
 Only the stack's names are served (``deploy.tls.server_names``); other Host headers get 444 and,
 when the canonical name is a DNS name, a TLS handshake for any other name (or none) is refused. Sign-in attempts are
-rate-limited per client address; the TLS 1.2 suites are ``TLS12_CIPHERS``.
+rate-limited per client address; the TLS 1.2 suites are ``TLS12_CIPHERS``. On a fleet's gateway the site also
+balances the backends' Ollama on loopback (``upstream_arguments``).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import ipaddress
 
 from pyinfra import host
 from pyinfra.api import deploy
+from pyinfra.api.exceptions import DeployError
 from pyinfra.operations import server
 from pyinfra.operations.util import any_changed
 
@@ -19,6 +21,9 @@ from ollastack.deploy.defaults import DEFAULTS
 from ollastack.deploy.present import NOTHING, directory, host_state, link, service_running, templated
 from ollastack.deploy.release import host_release
 from ollastack.deploy.tls import TLS_DIR, server_names
+from ollastack.config import split_host_port
+from ollastack.fleet import GATEWAY
+from ollastack.ollama_names import client_address
 from ollastack.resources import template
 
 SITE = "/etc/nginx/sites-available/ollastack.conf"
@@ -59,6 +64,24 @@ def site_arguments(data) -> dict:
             "auth_rate": AUTH_RATE, "auth_burst": AUTH_BURST}
 
 
+def upstream_arguments(data) -> dict:
+    """Template values of a fleet gateway's Ollama upstream (``ollastack.fleet``); no upstream on other hosts.
+
+    Every address is checked whole (an IP address and a port): they are written into nginx's configuration.
+
+    Example: ``upstream_arguments(gateway.data)["upstreams"] == ["10.213.0.11:11434", "10.213.0.12:11434"]``
+    """
+    upstreams = list(data.ollastack_fleet_upstreams) if data.ollastack_fleet_role == GATEWAY else []
+    for address in upstreams:
+        try:
+            split_host_port(address)
+        except ValueError as exc:
+            raise DeployError(f"{host.name}: fleet backend {address!r}: {exc}") from None
+    return {"upstreams": upstreams, "ollama_listen": client_address(data.ollastack_ollama_host),
+            "max_fails": int(data.ollastack_fleet_max_fails), "fail_timeout": int(data.ollastack_fleet_fail_timeout),
+            "connect_timeout": int(data.ollastack_fleet_connect_timeout)}
+
+
 @deploy("nginx", data_defaults=DEFAULTS)
 def nginx(tls_changes=()):
     """Install and configure nginx; ``tls_changes`` are the operations that replaced certificate files."""
@@ -70,7 +93,8 @@ def nginx(tls_changes=()):
     directory(present, name="ACME challenge directory", path=ACME_ROOT, mode="0755")
     site = templated(present, name="nginx site", src=str(template("nginx-site.conf.j2")), dest=SITE,
                      tls_dir=TLS_DIR, upstream_port=data.ollastack_openwebui_port, acme_root=ACME_ROOT,
-                     http2_directive=host_release().nginx_http2_directive, **site_arguments(data))
+                     http2_directive=host_release().nginx_http2_directive, **site_arguments(data),
+                     **upstream_arguments(data))
     enabled = link(present, name="nginx site enabled", path=ENABLED, target=SITE)
     default = link(present, name="Debian's default site disabled", path=DEFAULT_SITE, present_=False)
     service_running(present, name="nginx running and enabled", service="nginx")

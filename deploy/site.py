@@ -5,6 +5,8 @@ closes everything but 22/80/443 before any service listens, TLS material exists 
 and nginx runs before certbot asks for a Let's Encrypt certificate.
 """
 
+from pyinfra import host
+
 from ollastack.deploy.backup import backup_timer
 from ollastack.deploy.base import base
 from ollastack.deploy.certbot import letsencrypt
@@ -16,17 +18,22 @@ from ollastack.deploy.nvidia import nvidia
 from ollastack.deploy.ollama import ollama
 from ollastack.deploy.openwebui import openwebui
 from ollastack.deploy.tls import tls
+from ollastack.fleet import BACKEND, GATEWAY
 
+# A fleet's gateway runs no Ollama, its backends only Ollama (ollastack.fleet); a single host runs all.
+role = host.data.ollastack_fleet_role
 checks()
 base()
 firewall()
-# Before Ollama: it finds the GPU only if the driver is up when it starts.
-ollama(gpu_changes=nvidia())
-openwebui()
-backup_timer()
-tls_changes = tls()
-nginx(tls_changes=tls_changes)
-# After nginx: certbot's HTTP-01 challenge is answered by the running nginx.
-letsencrypt()
+if role != GATEWAY:
+    # Before Ollama: it finds the GPU only if the driver is up when it starts.
+    ollama(gpu_changes=nvidia())
+if role != BACKEND:
+    openwebui()
+    backup_timer()
+    tls_changes = tls()
+    nginx(tls_changes=tls_changes)
+    # After nginx: certbot's HTTP-01 challenge is answered by the running nginx.
+    letsencrypt()
 # Last: what `pyinfra --dry` and `ollastack plan` report of the steps gated on an earlier change.
 settle_conditions()

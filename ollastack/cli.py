@@ -190,8 +190,16 @@ def cmd_status(args: argparse.Namespace, stack: Stack) -> int:
                      f"    certificate: issued by {cert['issuer']}, expires in {cert['days_left']} days ({cert['not_after']})")
         lines += gpu_lines(host["gpu"])
         lines += [f"    account not in the stack: {account}" for account in host.get("unlisted_accounts", [])]
+    backends = report.get("backends", [])
+    if isinstance(backends, str):
+        lines.append(f"  backends: {backends}")
+    for backend in backends if isinstance(backends, list) else []:
+        lines.append(f"  backend {backend['name']} {backend['address']}: "
+                     + (f"answers, models: {', '.join(backend['models']) or 'none'}" if backend["reachable"]
+                        else "no answer from the gateway"))
     _emit(args, report, "\n".join(lines))
-    return EXIT_OK if all(h["ok"] for h in report["hosts"]) else EXIT_FAILED
+    backends_ok = isinstance(backends, list) and all(b["reachable"] for b in backends)
+    return EXIT_OK if all(h["ok"] for h in report["hosts"]) and backends_ok else EXIT_FAILED
 
 
 def cmd_doctor(args: argparse.Namespace, stack: Stack) -> int:

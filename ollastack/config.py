@@ -837,6 +837,13 @@ class BackupSection(Section):
                           pattern=r"^(([01]\d|2[0-3]):[0-5]\d)?$")
 
 
+class FleetSection(Section):
+    backends: int = Field(0, ge=0, le=7, description="Ollama backend hosts behind the first host (the gateway: nginx, Open WebUI, TLS, the only public host); each backend serves every model in ollama.models; 0: one host runs everything.")
+    max_fails: int = Field(1, ge=1, le=100, description="Failed connections to a backend within fail_timeout after which the gateway's nginx skips it (passive health check).")
+    fail_timeout: int = Field(10, ge=1, le=3600, description="Seconds a failed backend is skipped before nginx tries it again, and the window max_fails counts in.")
+    connect_timeout: int = Field(3, ge=1, le=60, description="Seconds the gateway waits for a backend to accept a connection before it tries the next one.")
+
+
 class Stack(Section):
     """A whole stack description. Sections mirror the TOML tables."""
 
@@ -854,6 +861,7 @@ class Stack(Section):
     presets: PresetsSection = PresetsSection()
     accounts: AccountsSection = AccountsSection()
     backup: BackupSection = BackupSection()
+    fleet: FleetSection = FleetSection()
 
     @model_validator(mode="before")
     @classmethod
@@ -977,6 +985,22 @@ class Stack(Section):
             emails.setdefault(user.email, name)
         if problems:
             raise ValueError("; ".join(problems))
+        return self
+
+    @model_validator(mode="after")
+    def _fleet_fits(self) -> "Stack":
+        """A fleet is one gateway plus backends the provider makes, with Ollama reached on the gateway's loopback."""
+        if not self.fleet.backends:
+            return self
+        if not _provider(self.stack.provider).makes_fleets:
+            raise ValueError(f"fleet.backends: provider \"{self.stack.provider}\" does not create backend hosts yet; "
+                             "use provider = \"lab\" or fleet.backends = 0")
+        if self.lab.hosts != 1:
+            raise ValueError(f"lab.hosts: a fleet has one gateway (lab.hosts = 1) and fleet.backends = "
+                             f"{self.fleet.backends} Ollama hosts; set lab.hosts = 1")
+        if not ipaddress.ip_address(split_host_port(self.ollama.host)[0]).is_loopback:
+            raise ValueError(f"ollama.host: {self.ollama.host} is where the gateway's nginx balances the backends "
+                             "and must stay on loopback (each backend listens on its private address by itself)")
         return self
 
 

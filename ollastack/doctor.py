@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass
 from types import SimpleNamespace
 from typing import Any
 
-from ollastack import orchestrate, providers
+from ollastack import fleet, orchestrate, providers
 from ollastack.config import Stack, split_host_port
 from ollastack.deploy.ollama import environment
 from ollastack.gpus import estimated_gb
@@ -554,9 +554,59 @@ def check_host(stack: Stack, host: Host) -> dict[str, Any]:
     return {"name": host.name, "address": host.address, "checks": [asdict(c) for c in checks]}
 
 
+def check_backends(stack: Stack, hosts: list[Host]) -> list[Check]:
+    """A fleet's backends as its gateway reaches them: each answering, with every model of ``ollama.models``."""
+    try:
+        gateway, backends = fleet.split(stack, hosts)
+    except fleet.FleetError as exc:
+        return [Check("fleet", FAIL, str(exc), "`ollastack up` starts the missing hosts")]
+    if gateway is None:
+        return []
+    found = fleet.probe_backends(stack, gateway, backends)
+    if isinstance(found, str):
+        return [Check("fleet", FAIL, found, "is the gateway up? see its ssh check")]
+    checks = []
+    for backend in found:
+        name = f"backend {backend['name']}"
+        if not backend["reachable"]:
+            checks.append(Check(name, FAIL, f"no answer from Ollama on {backend['address']} (asked from the gateway); "
+                                "nginx skips it and the other backends serve the chats",
+                                f"start it: `systemctl restart ollama` on {backend['name']} (see `ollastack logs "
+                                "ollama`), or `ollastack up`"))
+            continue
+        missing = sorted({tagged(m) for m in stack.ollama.models} - set(backend["models"]))
+        if missing:
+            checks.append(Check(name, FAIL, f"answers on {backend['address']} without {', '.join(missing)}",
+                                "`ollastack up` pulls the missing models"))
+        else:
+            checks.append(Check(name, OK, f"answers on {backend['address']} ({len(backend['models'])} models)"))
+    return checks
+
+
+def check_fleet_host(stack: Stack, host: Host, gateway: bool) -> dict[str, Any]:
+    """A fleet host: reached over SSH; the gateway also its certificate. The single-host checks assume one
+    host runs every service, so they are not run on a fleet's hosts."""
+    probe = probe_host(stack, host)
+    checks = [probe if isinstance(probe, Check) else Check("ssh", OK, f"{host.user}@{host.address}")]
+    if gateway:
+        checks += check_certificate(stack, host)
+    return {"name": host.name, "address": host.address, "checks": [asdict(c) for c in checks]}
+
+
 def run(stack: Stack) -> dict[str, Any]:
     """Every check on every host of the stack (hosts in parallel); ``ok`` is False when any check failed."""
     hosts = providers.get(stack.stack.provider).hosts(stack)
+    if stack.fleet.backends:
+        with ThreadPoolExecutor(max_workers=max(1, min(8, len(hosts)))) as pool:
+            reports = list(pool.map(lambda ih: check_fleet_host(stack, ih[1], ih[0] == 0), enumerate(hosts)))
+        backends = [asdict(c) for c in check_backends(stack, hosts)]
+        if reports:
+            reports[0]["checks"] += backends
+        else:
+            reports = [{"name": "fleet", "address": "", "checks": backends}]
+        statuses = [c["status"] for r in reports for c in r["checks"]]
+        return {"stack": stack.stack.name, "provider": stack.stack.provider, "hosts": reports,
+                "ok": FAIL not in statuses, "warnings": statuses.count(WARN), "failures": statuses.count(FAIL)}
     with ThreadPoolExecutor(max_workers=max(1, min(8, len(hosts)))) as pool:
         reports = list(pool.map(lambda h: check_host(stack, h), hosts))
     statuses = [c["status"] for r in reports for c in r["checks"]]

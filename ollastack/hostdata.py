@@ -19,10 +19,13 @@ from ollastack.state import admin_password_file
 
 PREFIX = "ollastack_"
 # Sections whose settings travel to the hosts.
-HOST_SECTIONS = ("stack", "access", "ollama", "openwebui", "tls", "gpu", "presets", "accounts", "backup")
+HOST_SECTIONS = ("stack", "access", "ollama", "openwebui", "tls", "gpu", "presets", "accounts", "backup", "fleet")
 # Set per host by the inventory builder, not by the stack description; the secret travels as the path
 # of its 0600 file on the control machine.
-EXTRA = {"name": "", "tls_names": [], "openwebui_admin_password_file": ""}
+EXTRA = {"name": "", "tls_names": [], "openwebui_admin_password_file": "",
+         # A fleet host's role (gateway, backend; "" alone), the backends' Ollama addresses (on the gateway),
+         # the gateway's address (on a backend): ``ollastack.fleet.host_settings``.
+         "fleet_role": "", "fleet_upstreams": [], "fleet_gateway": ""}
 
 
 def key(setting: str) -> str:

@@ -16,7 +16,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from ollastack import providers
+from ollastack import fleet, providers
 from ollastack.config import Stack, load_stack
 from ollastack.host import SSH_PORT, Host
 from ollastack.hostdata import host_data, key
@@ -28,9 +28,12 @@ def pyinfra_hosts(stack: Stack, hosts: Iterable[Host], known_hosts: Path | None 
     """One ``(address, data)`` pair per host, carrying every host setting of the stack."""
     _, private_key = stack.key_paths()
     common = host_data(stack)
+    hosts = list(hosts)
+    roles = fleet.host_settings(stack, hosts)
     entries = []
     for host in hosts:
         data = dict(common)
+        data.update(roles.get(host.name, {}))
         data.update({
             key("name"): host.name,
             key("tls_names"): list(host.tls_names),

@@ -472,7 +472,8 @@ def _start(stack: Stack, progress: Progress) -> None:
     image = ensure_image(release, progress)
     ensure_network(subnet)
     public_key = public_key_file.read_text()
-    for index in range(1, stack.lab.hosts + 1):
+    # A fleet's backends come after its gateway (ollastack.fleet takes the first host as the gateway).
+    for index in range(1, stack.lab.hosts + stack.fleet.backends + 1):
         name = f"{stack_name}-{index}"
         host_dir = _hosts_dir() / name
         meta_path = host_dir / "host.json"

@@ -25,7 +25,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from ollastack import accounts, certs, dnscheck, planning, providers, ready, resources, upgrade
+from ollastack import accounts, certs, dnscheck, fleet, planning, providers, ready, resources, upgrade
 from ollastack.config import Stack
 from ollastack.host import Host
 from ollastack.inventory import pyinfra_hosts
@@ -184,7 +184,8 @@ def up(stack: Stack, progress: Progress, config_path: str) -> dict[str, Any]:
                     converge=lambda path: converge(stack, path, progress),
                     check=lambda host, wait_s: https_check(stack, host, wait_s), wait_s=UP_READY_WAIT_S)
     report = []
-    for host in hosts:
+    # A fleet's backends serve no HTTPS: only its gateway is checked.
+    for host in hosts[:1] if stack.fleet.backends else hosts:
         check = https_check(stack, host, wait_s=UP_READY_WAIT_S)
         progress(f"{host.name}: {check['https']}; Open WebUI {check['webui']}")
         report.append({"name": host.name, "address": host.address, **check, **reconcile_accounts(stack, host, check, progress)})
@@ -289,9 +290,11 @@ def unlisted_accounts(stack: Stack, host: Host, check: dict[str, Any]) -> dict[s
 
 def status(stack: Stack) -> dict[str, Any]:
     hosts = []
-    for host in hosts_of(stack):
+    listed = hosts_of(stack)
+    # A fleet's backends serve no HTTPS: they are reported as its gateway reaches them (ollastack.fleet).
+    for host in listed[:1] if stack.fleet.backends else listed:
         check = https_check(stack, host)
         hosts.append({"name": host.name, "address": host.address, **check,
                       "certificate": served_certificate(host.address, host_url_name(stack, host)),
                       "gpu": gpu_report(stack, host), **unlisted_accounts(stack, host, check)})
-    return {"stack": stack.stack.name, "provider": stack.stack.provider, "hosts": hosts}
+    return {"stack": stack.stack.name, "provider": stack.stack.provider, "hosts": hosts, **fleet.status(stack, listed)}

@@ -44,6 +44,8 @@ class Provider(Protocol):
 
     name: str
     strict_host_keys: str
+    # Whether ``create`` makes a gateway and ``fleet.backends`` Ollama hosts (``ollastack.fleet``).
+    makes_fleets: bool
 
     def check(self, stack: Stack) -> None:
         """Raise ValueError naming the setting when the stack lacks what this provider needs."""
@@ -102,6 +104,8 @@ class LabProvider:
     name = "lab"
     # The lab writes each host's key into its known_hosts when it builds the host.
     strict_host_keys = "yes"
+    # All on the bridge: the first host is the gateway, the others the backends.
+    makes_fleets = True
 
     def check(self, stack: Stack) -> None:
         return None
@@ -141,6 +145,7 @@ class StaticProvider:
 
     name = "static"
     strict_host_keys = "accept-new"
+    makes_fleets = False
 
     def check(self, stack: Stack) -> None:
         if not stack.static.hosts:
@@ -179,6 +184,7 @@ class CloudProvider:
 
     name = ""
     strict_host_keys = "accept-new"
+    makes_fleets = False
 
     def check(self, stack: Stack) -> None:
         return None
