@@ -76,7 +76,7 @@ def upstream_arguments(data) -> dict:
         try:
             split_host_port(address)
         except ValueError as exc:
-            raise DeployError(f"{host.name}: fleet backend {address!r}: {exc}") from None
+            raise DeployError(f"{data.ollastack_name}: fleet backend {address!r}: {exc}") from None
     return {"upstreams": upstreams, "ollama_listen": client_address(data.ollastack_ollama_host),
             "max_fails": int(data.ollastack_fleet_max_fails), "fail_timeout": int(data.ollastack_fleet_fail_timeout),
             "connect_timeout": int(data.ollastack_fleet_connect_timeout)}

@@ -9,15 +9,12 @@ Debian's nftables.service) and check that the converge or the unit puts it back.
 
 from __future__ import annotations
 
-import ipaddress
 import re
-import subprocess
 from collections.abc import Callable, Iterator
 
 import pytest
 
-from ollastack import lab
-from tests.support.labkit import LabStack, changed_ops, lab_stack_fixture, port_open, ssh
+from tests.support.labkit import LabStack, bridge_prober, changed_ops, lab_stack_fixture, port_open, ssh
 
 pytestmark = pytest.mark.lab
 
@@ -58,38 +55,8 @@ def converge_changes_nothing(stack: FirewallStack) -> None:
 
 @pytest.fixture()
 def from_bridge() -> Iterator[Callable[[str, str, int], bool]]:
-    """``connects(source, address, port)``: a TCP connection from a network namespace on the lab bridge.
-
-    Each source address gets its own namespace, joined to the bridge by a veth pair, removed afterwards.
-    """
-    subnet = lab._network("10.213.0.0/24")[0]
-    made: list[str] = []
-
-    def connects(source: str, address: str, port: int) -> bool:
-        assert ipaddress.ip_address(source) in subnet
-        suffix = source.rsplit(".", 1)[1]
-        namespace, outer, inner = f"fwtest-{suffix}", f"fwt{suffix}h", f"fwt{suffix}n"
-        if namespace not in made:
-            made.append(namespace)
-            for command in (["ip", "netns", "add", namespace],
-                            ["ip", "link", "add", outer, "type", "veth", "peer", "name", inner],
-                            ["ip", "link", "set", inner, "netns", namespace],
-                            ["ip", "link", "set", outer, "master", lab.BRIDGE, "up"],
-                            ["ip", "-n", namespace, "addr", "add", f"{source}/{subnet.prefixlen}", "dev", inner],
-                            ["ip", "-n", namespace, "link", "set", inner, "up"],
-                            ["ip", "-n", namespace, "link", "set", "lo", "up"]):
-                subprocess.run(command, check=True, capture_output=True)
-        probe = (f"import socket\ntry:\n    socket.create_connection(({address!r}, {port}), timeout=4).close()\n"
-                 "except OSError:\n    raise SystemExit(1)\n")
-        return subprocess.run(["ip", "netns", "exec", namespace, "python3", "-c", probe],
-                              capture_output=True, timeout=30).returncode == 0
-
-    try:
-        yield connects
-    finally:
-        for namespace in made:
-            # Deleting the namespace deletes its end of the veth pair, and with it the bridge's end.
-            subprocess.run(["ip", "netns", "del", namespace], capture_output=True)
+    """``connects(source, address, port)``: a TCP connection from a network namespace on the lab bridge."""
+    yield from bridge_prober("fwtest")
 
 
 def test_ssh_only_from_the_admin_networks(host, from_bridge):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import socket
@@ -127,3 +128,40 @@ def port_open(address: str, port: int) -> bool:
             return True
     except OSError:
         return False
+
+
+def bridge_prober(tag: str) -> Iterator[Callable[[str, str, int], bool]]:
+    """Body of a fixture giving ``connects(source, address, port)``: a TCP connection (4 s) from a network
+    namespace on the lab bridge, as a machine at ``source`` outside the lab hosts sees them.
+
+    Each source address gets its own namespace (``<tag>-<last octet>``), joined to the bridge by a veth
+    pair, removed afterwards. Give each module its own ``tag`` (the veth names take its first 3 letters).
+    """
+    subnet = lab._network("10.213.0.0/24")[0]
+    made: list[str] = []
+
+    def connects(source: str, address: str, port: int) -> bool:
+        assert ipaddress.ip_address(source) in subnet
+        suffix = source.rsplit(".", 1)[1]
+        namespace, outer, inner = f"{tag}-{suffix}", f"{tag[:3]}{suffix}h", f"{tag[:3]}{suffix}n"
+        if namespace not in made:
+            made.append(namespace)
+            for command in (["ip", "netns", "add", namespace],
+                            ["ip", "link", "add", outer, "type", "veth", "peer", "name", inner],
+                            ["ip", "link", "set", inner, "netns", namespace],
+                            ["ip", "link", "set", outer, "master", lab.BRIDGE, "up"],
+                            ["ip", "-n", namespace, "addr", "add", f"{source}/{subnet.prefixlen}", "dev", inner],
+                            ["ip", "-n", namespace, "link", "set", inner, "up"],
+                            ["ip", "-n", namespace, "link", "set", "lo", "up"]):
+                subprocess.run(command, check=True, capture_output=True)
+        probe = (f"import socket\ntry:\n    socket.create_connection(({address!r}, {port}), timeout=4).close()\n"
+                 "except OSError:\n    raise SystemExit(1)\n")
+        return subprocess.run(["ip", "netns", "exec", namespace, "python3", "-c", probe],
+                              capture_output=True, timeout=30).returncode == 0
+
+    try:
+        yield connects
+    finally:
+        for namespace in made:
+            # Deleting the namespace deletes its end of the veth pair, and with it the bridge's end.
+            subprocess.run(["ip", "netns", "del", namespace], capture_output=True)

@@ -9,12 +9,13 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+from types import SimpleNamespace
 
 import jinja2
 import pytest
 
 from ollastack.deploy.facts import NftTable, normalized_nft
-from ollastack.deploy.firewall import admin_networks, table_differs
+from ollastack.deploy.firewall import admin_networks, fleet_rules, table_differs
 from tests.support.repo import REPO
 
 # Every line of the input chain, in order: anything else accepted, or one of these missing, fails.
@@ -28,11 +29,13 @@ INPUT_CHAIN = [
 WEB = "tcp dport { 80, 443 } accept"
 
 
-def render(admin_cidrs: list[str]) -> str:
+def render(admin_cidrs: list[str], **fleet) -> str:
+    """The rules for a host; ``fleet`` as ``deploy.firewall.fleet_rules`` gives them (default: a single host's)."""
     admin4, admin6 = admin_networks(admin_cidrs)
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(REPO / "templates"),
                              undefined=jinja2.StrictUndefined)
-    return env.get_template("firewall.nft.j2").render(admin4=admin4, admin6=admin6)
+    return env.get_template("firewall.nft.j2").render(admin4=admin4, admin6=admin6,
+                                                      **(fleet or {"web": True, "ollama_from": ""}))
 
 
 def loaded(rules: str) -> str:
@@ -103,3 +106,26 @@ def test_unit_keeps_the_table_and_follows_nftables_service():
     for line in ("After=nftables.service", "PartOf=nftables.service", "ReloadPropagatedFrom=nftables.service",
                  "Before=network-pre.target", "DefaultDependencies=no"):
         assert line in lines
+
+
+def test_a_fleet_backend_admits_ollama_from_the_gateway_alone_and_serves_no_web_ports():
+    data = SimpleNamespace(ollastack_fleet_role="backend", ollastack_fleet_gateway="10.213.0.10",
+                           ollastack_ollama_host="10.213.0.11:11434")
+    rules = fleet_rules(data)
+    assert rules == {"web": False, "ollama_from": "10.213.0.10", "ollama_family": "ip", "ollama_port": 11434}
+    # The web ports' rule gives way to Ollama's port from the gateway's address; nothing else changes.
+    want = expected(["198.51.100.0/24"], []).replace(WEB, "ip saddr 10.213.0.10 tcp dport 11434 accept")
+    assert normalized_nft(loaded(render(["198.51.100.0/24"], **rules))) == want
+
+
+def test_a_gateway_and_a_single_host_keep_the_single_host_rules():
+    for role in ("gateway", ""):
+        data = SimpleNamespace(ollastack_fleet_role=role, ollastack_fleet_gateway="", ollastack_ollama_host="127.0.0.1:11434")
+        assert render(["198.51.100.0/24"], **fleet_rules(data)) == render(["198.51.100.0/24"])
+
+
+def test_a_fleet_gateway_address_that_is_not_an_address_is_refused():
+    data = SimpleNamespace(ollastack_fleet_role="backend", ollastack_fleet_gateway="10.0.0.1; tcp dport 0-65535 accept",
+                           ollastack_ollama_host="10.213.0.11:11434")
+    with pytest.raises(ValueError):
+        fleet_rules(data)

@@ -1,0 +1,195 @@
+"""A fleet without hosts: its settings' validation, the inventory's roles and groups, the gateway's
+nginx upstream as rendered, and doctor's per-backend checks from the gateway's answers."""
+
+from __future__ import annotations
+
+import re
+from types import SimpleNamespace
+
+import jinja2
+import pytest
+from pyinfra.api.exceptions import DeployError
+
+from ollastack import doctor, fleet, lab, state
+from ollastack.config import ConfigError, parse_stack
+from ollastack.deploy.nginx import upstream_arguments
+from ollastack.host import Host
+from ollastack.inventory import provider_inventory
+from tests.support.repo import REPO
+
+
+@pytest.fixture
+def make(tmp_path, monkeypatch):
+    """A stack-description factory with this test's own state, lab directory and key pair."""
+    monkeypatch.setenv("OLLASTACK_STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.setenv("OLLASTACK_LAB_DIR", str(tmp_path / "lab"))
+    monkeypatch.setattr(state, "_held_locks", {})
+    public, private = tmp_path / "id.pub", tmp_path / "id"
+    public.write_text("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5 test\n")
+    private.write_text("key\n")
+
+    def stack(provider: str = "lab", **sections) -> dict:
+        return {"stack": {"name": "fleetunit", "provider": provider},
+                "access": {"ssh_public_key": str(public), "ssh_private_key": str(private)},
+                "openwebui": {"install": "none"}, **sections}
+
+    stack.dir = tmp_path
+    return stack
+
+
+def problems(data: dict) -> str:
+    with pytest.raises(ConfigError) as err:
+        parse_stack(data)
+    return "; ".join(err.value.problems)
+
+
+def test_a_single_host_stack_has_no_fleet(make):
+    stack = parse_stack(make())
+    assert stack.fleet.backends == 0
+    assert fleet.split(stack, [Host("a", "10.213.0.10")]) == (None, [])
+    assert fleet.host_settings(stack, [Host("a", "10.213.0.10")]) == {}
+
+
+@pytest.mark.parametrize("sections,field", [
+    ({"fleet": {"backends": 8}}, "fleet.backends"),
+    ({"fleet": {"backends": -1}}, "fleet.backends"),
+    ({"fleet": {"backends": 2}, "lab": {"hosts": 3}}, "lab.hosts"),
+    ({"fleet": {"backends": 2}, "ollama": {"host": "0.0.0.0:11434", "listen_beyond_loopback": True}}, "ollama.host"),
+    ({"fleet": {"backends": 1, "connect_timeout": 0}}, "fleet.connect_timeout"),
+])
+def test_bad_fleet_settings_name_the_field(make, sections, field):
+    assert field in problems(make(**sections))
+
+
+def test_a_provider_that_makes_no_backends_refuses_a_fleet(make):
+    text = problems(make("static", static={"hosts": ["192.0.2.10"]}, fleet={"backends": 1}))
+    assert "fleet.backends" in text and "static" in text
+
+
+def _lab_hosts(monkeypatch, count: int) -> None:
+    monkeypatch.setattr(lab, "list_hosts", lambda name: [
+        {"name": f"{name}-{i}", "address": f"10.213.0.{9 + i}", "user": "root", "running": True}
+        for i in range(1, count + 1)])
+
+
+def _use(make, monkeypatch, **sections) -> None:
+    config = make.dir / "stack.toml"
+    lines = []
+    for section, values in make(**sections).items():
+        lines.append(f"[{section}]")
+        lines += [f"{k} = {v!r}".replace("'", '"') for k, v in values.items()]
+    config.write_text("\n".join(lines) + "\n")
+    monkeypatch.setenv("OLLASTACK_CONFIG", str(config))
+
+
+def test_the_inventory_gives_each_host_its_role(make, monkeypatch):
+    _lab_hosts(monkeypatch, 3)
+    _use(make, monkeypatch, fleet={"backends": 2})
+    entries = provider_inventory("lab")
+    data = {address: d for address, d in entries}
+    gateway, first, second = (data[f"10.213.0.{n}"] for n in (10, 11, 12))
+    assert gateway["ollastack_fleet_role"] == "gateway"
+    assert gateway["ollastack_fleet_upstreams"] == ["10.213.0.11:11434", "10.213.0.12:11434"]
+    # The gateway's nginx takes Ollama's address on its loopback, where Open WebUI looks.
+    assert gateway["ollastack_ollama_host"] == "127.0.0.1:11434"
+    for address, backend in (("10.213.0.11", first), ("10.213.0.12", second)):
+        assert backend["ollastack_fleet_role"] == "backend"
+        assert backend["ollastack_fleet_gateway"] == "10.213.0.10"
+        assert backend["ollastack_ollama_host"] == f"{address}:11434"
+        assert backend["ollastack_ollama_models"] == ["llama3.2:1b"]
+    assert fleet.groups(entries) == (["10.213.0.10"], ["10.213.0.11", "10.213.0.12"])
+
+
+def test_a_single_host_is_in_both_groups(make, monkeypatch):
+    _lab_hosts(monkeypatch, 1)
+    _use(make, monkeypatch)
+    entries = provider_inventory("lab")
+    # Its role stays the deploys' default (""): the inventory of a single host is what it was.
+    assert "ollastack_fleet_role" not in entries[0][1]
+    assert fleet.groups(entries) == (["10.213.0.10"], ["10.213.0.10"])
+
+
+def test_a_missing_fleet_host_stops_the_inventory(make, monkeypatch):
+    # A stopped gateway must not make the first backend a public gateway.
+    _lab_hosts(monkeypatch, 2)
+    _use(make, monkeypatch, fleet={"backends": 2})
+    with pytest.raises(fleet.FleetError, match="needs a gateway and 2 backends running"):
+        provider_inventory("lab")
+
+
+def test_the_lab_inventory_file_defines_the_groups():
+    text = (REPO / "inventories" / "lab.py").read_text()
+    assert re.search(r"^gateway, ollama = groups\(lab\)$", text, re.MULTILINE)
+
+
+def _site(**upstream) -> str:
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(REPO / "templates"), undefined=jinja2.StrictUndefined,
+                             keep_trailing_newline=True)
+    return env.get_template("nginx-site.conf.j2").render(
+        server_names="10.213.0.10", reject_handshake=False, url_host="10.213.0.10", ciphers="ECDHE-ECDSA-AES128-GCM-SHA256",
+        auth_rate="10r/m", auth_burst=20, tls_dir="/etc/ollastack/tls", upstream_port=8080, acme_root="/var/www/acme",
+        http2_directive=False, **upstream)
+
+
+def _data(role: str, upstreams: list[str]) -> SimpleNamespace:
+    return SimpleNamespace(ollastack_fleet_role=role, ollastack_fleet_upstreams=upstreams, ollastack_name="g",
+                           ollastack_ollama_host="127.0.0.1:11434", ollastack_fleet_max_fails=1,
+                           ollastack_fleet_fail_timeout=10, ollastack_fleet_connect_timeout=3)
+
+
+def _block(text: str, opening: str) -> list[str]:
+    """The directives of the block starting at ``opening`` (to its closing brace), stripped."""
+    lines = text[text.index(opening):].splitlines()[1:]
+    return [line.strip() for line in lines[:next(i for i, line in enumerate(lines) if line.startswith("}"))]]
+
+
+def test_the_gateway_balances_the_backends_on_loopback():
+    text = _site(**upstream_arguments(_data("gateway", ["10.213.0.11:11434", "10.213.0.12:11434"])))
+    assert _block(text, "upstream ollastack_ollama {") == [
+        "least_conn;", "server 10.213.0.11:11434 max_fails=1 fail_timeout=10s;",
+        "server 10.213.0.12:11434 max_fails=1 fail_timeout=10s;", "keepalive 16;"]
+    server = _block(text, "server {\n    listen 127.0.0.1:11434;")
+    assert server[:2] == ["listen 127.0.0.1:11434;", "server_tokens off;"]
+    # Only the loopback listener is new: nothing else listens beyond 22/80/443.
+    listens = sorted(set(re.findall(r"^\s*listen (\S+?)[ ;]", text, re.MULTILINE)))
+    assert listens == ["127.0.0.1:11434", "443", "80", "[::]:443", "[::]:80"]
+    location = _block(text, "    location / {\n        proxy_pass http://ollastack_ollama;")
+    for directive in ("proxy_next_upstream error timeout;", "proxy_next_upstream_tries 2;", "proxy_connect_timeout 3s;",
+                      "proxy_buffering off;", "proxy_http_version 1.1;", 'proxy_set_header Connection "";'):
+        assert directive in location
+
+
+def test_a_single_host_site_has_no_upstream():
+    single = upstream_arguments(_data("", []))
+    assert single["upstreams"] == [] and "upstream" not in _site(**single)
+    # A backend's data never makes an upstream, whatever it carries.
+    assert upstream_arguments(_data("backend", ["10.213.0.11:11434"]))["upstreams"] == []
+
+
+@pytest.mark.parametrize("bad", ["10.213.0.11", "10.213.0.11:11434; include /etc/passwd", "backend.example:11434"])
+def test_a_backend_address_that_is_not_address_and_port_is_refused(bad):
+    with pytest.raises(DeployError, match="fleet backend"):
+        upstream_arguments(_data("gateway", [bad]))
+
+
+def test_the_probe_answers_become_one_report_per_backend():
+    backends = [Host("f-2", "10.213.0.11"), Host("f-3", "10.213.0.12")]
+    output = '10.213.0.11:11434 {"models": [{"name": "llama3.2:1b"}]}\n10.213.0.12:11434 \n'
+    assert fleet.parse_probe(output, backends, ["10.213.0.11:11434", "10.213.0.12:11434"]) == [
+        {"name": "f-2", "address": "10.213.0.11:11434", "reachable": True, "models": ["llama3.2:1b"]},
+        {"name": "f-3", "address": "10.213.0.12:11434", "reachable": False, "models": []}]
+
+
+def test_doctor_names_the_dead_backend_and_a_missing_model(make, monkeypatch):
+    stack = parse_stack(make(fleet={"backends": 3}))
+    hosts = [Host(f"f-{i}", f"10.213.0.{9 + i}") for i in range(1, 5)]
+    monkeypatch.setattr(fleet, "probe_backends", lambda stack, gateway, backends: [
+        {"name": "f-2", "address": "10.213.0.11:11434", "reachable": True, "models": ["llama3.2:1b"]},
+        {"name": "f-3", "address": "10.213.0.12:11434", "reachable": False, "models": []},
+        {"name": "f-4", "address": "10.213.0.13:11434", "reachable": True, "models": []}])
+    checks = {c.name: c for c in doctor.check_backends(stack, hosts)}
+    assert checks["backend f-2"].status == "ok"
+    assert checks["backend f-3"].status == "fail" and "10.213.0.12:11434" in checks["backend f-3"].detail
+    assert checks["backend f-4"].status == "fail" and "llama3.2:1b" in checks["backend f-4"].detail
+    [missing] = doctor.check_backends(stack, hosts[:3])
+    assert missing.name == "fleet" and missing.status == "fail"
