@@ -21,7 +21,8 @@ from ollastack.deploy.tls import tls
 from ollastack.fleet import BACKEND, GATEWAY
 
 # A fleet's gateway runs no Ollama, its backends only Ollama (ollastack.fleet); a single host runs all.
-role = host.data.ollastack_fleet_role
+# Read outside any deploy, so without the deploys' defaults: a single host's inventory sets no role.
+role = host.data.get("ollastack_fleet_role", "")
 checks()
 base()
 firewall()

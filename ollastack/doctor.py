@@ -583,11 +583,41 @@ def check_backends(stack: Stack, hosts: list[Host]) -> list[Check]:
     return checks
 
 
-def check_fleet_host(stack: Stack, host: Host, gateway: bool) -> dict[str, Any]:
-    """A fleet host: reached over SSH; the gateway also its certificate. The single-host checks assume one
-    host runs every service, so they are not run on a fleet's hosts."""
-    probe = probe_host(stack, host)
-    checks = [probe if isinstance(probe, Check) else Check("ssh", OK, f"{host.user}@{host.address}")]
+# The host checks a fleet host's role keeps: the gateway runs no Ollama of its own (its Ollama API is
+# nginx's upstream of the backends), a backend runs Ollama alone.
+GATEWAY_CHECKS: tuple[Callable[[Stack, Probe], list[Check]], ...] = (
+    check_services, check_ports, check_ollama_api, check_nginx, check_webui, check_webui_ollama)
+BACKEND_CHECKS: tuple[Callable[[Stack, Probe], list[Check]], ...] = (
+    check_services, check_ports, check_ollama_api, check_drift, check_journal, check_disk, check_gpu)
+
+
+def fleet_view(stack: Stack, backend_address: str | None) -> Stack:
+    """The stack as a fleet host runs it: a backend's Ollama on its own address and no Open WebUI there."""
+    if backend_address is None:
+        return stack
+    return stack.model_copy(update={"ollama": stack.ollama.model_copy(update={"host": backend_address}),
+                                    "openwebui": stack.openwebui.model_copy(update={"install": "none"})})
+
+
+def role_skips(view: Stack, gateway: bool) -> set[str]:
+    """Names of the service and port checks of services the role does not run."""
+    absent = {"ollama"} if gateway else {"nginx", "openwebui", "certbot"}
+    names = {f"service {unit}" for name, unit in units(view).items() if name in absent}
+    return names | {f"port {port} ({what})" for port, (service, what) in expected_ports(view).items() if service in absent}
+
+
+def check_fleet_host(stack: Stack, host: Host, backend_address: str | None) -> dict[str, Any]:
+    """A fleet host's checks for its role: the gateway's (``backend_address`` None) or a backend's."""
+    view = fleet_view(stack, backend_address)
+    gateway = backend_address is None
+    probe = probe_host(view, host)
+    if isinstance(probe, Check):
+        checks = [probe]
+    else:
+        checks = [Check("ssh", OK, f"{host.user}@{host.address}")]
+        skips = role_skips(view, gateway)
+        for check in GATEWAY_CHECKS if gateway else BACKEND_CHECKS:
+            checks += [c for c in check(view, probe) if c.name not in skips]
     if gateway:
         checks += check_certificate(stack, host)
     return {"name": host.name, "address": host.address, "checks": [asdict(c) for c in checks]}
@@ -597,8 +627,9 @@ def run(stack: Stack) -> dict[str, Any]:
     """Every check on every host of the stack (hosts in parallel); ``ok`` is False when any check failed."""
     hosts = providers.get(stack.stack.provider).hosts(stack)
     if stack.fleet.backends:
+        addresses = [None, *(fleet.backend_address(stack, h) for h in hosts[1:])]
         with ThreadPoolExecutor(max_workers=max(1, min(8, len(hosts)))) as pool:
-            reports = list(pool.map(lambda ih: check_fleet_host(stack, ih[1], ih[0] == 0), enumerate(hosts)))
+            reports = list(pool.map(lambda pair: check_fleet_host(stack, *pair), zip(hosts, addresses)))
         backends = [asdict(c) for c in check_backends(stack, hosts)]
         if reports:
             reports[0]["checks"] += backends

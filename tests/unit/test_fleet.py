@@ -14,7 +14,8 @@ from ollastack import doctor, fleet, lab, state
 from ollastack.config import ConfigError, parse_stack
 from ollastack.deploy.nginx import upstream_arguments
 from ollastack.host import Host
-from ollastack.inventory import provider_inventory
+from ollastack.certs import issue_for_inventory
+from ollastack.inventory import provider_inventory, pyinfra_hosts
 from tests.support.repo import REPO
 
 
@@ -193,3 +194,29 @@ def test_doctor_names_the_dead_backend_and_a_missing_model(make, monkeypatch):
     assert checks["backend f-4"].status == "fail" and "llama3.2:1b" in checks["backend f-4"].detail
     [missing] = doctor.check_backends(stack, hosts[:3])
     assert missing.name == "fleet" and missing.status == "fail"
+
+
+def test_the_site_plans_each_role_s_components_only(make, tmp_path, monkeypatch):
+    """deploy/site.py on pyinfra's @fake connector: Ollama only on the backends, the web parts only on the gateway."""
+    from tests.unit.test_plan_time import ANSWERS, plan_site
+
+    monkeypatch.setenv("OLLASTACK_SSL_DIR", str(tmp_path / "ssl"))
+    data = make(fleet={"backends": 2})
+    data["access"]["admin_cidrs"] = ["192.0.2.1/32"]
+    stack = parse_stack(data)
+    hosts = [Host(f"fleetunit-{i}", f"192.0.2.{9 + i}") for i in (1, 2, 3)]
+    entries = pyinfra_hosts(stack, hosts)
+    issue_for_inventory(entries)
+    for _, host_data in entries:
+        host_data.update(fake_responses=ANSWERS, fake_delay=0, fake_delay_jitter=0)
+    components = {}
+    # One host per plan: in API mode pyinfra tells operations apart by their count per host, so a gateway's
+    # n-th operation would share its name with a backend's n-th in a plan of all three.
+    for host, (_, host_data) in zip(hosts, entries):
+        state = plan_site([(f"@fake/{host.name}", host_data)])
+        [planned] = state.inventory
+        components[host.name] = {list(state.op_meta[op].names)[0].split(" | ")[0] for op in state.ops[planned]}
+    gateway, *backends = (components[h.name] for h in hosts)
+    assert {"nginx", "TLS", "Firewall"} <= gateway and "Ollama" not in gateway
+    for backend in backends:
+        assert {"Ollama", "Firewall"} <= backend and not backend & {"nginx", "TLS", "Open WebUI"}
