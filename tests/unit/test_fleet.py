@@ -220,3 +220,19 @@ def test_the_site_plans_each_role_s_components_only(make, tmp_path, monkeypatch)
     assert {"nginx", "TLS", "Firewall"} <= gateway and "Ollama" not in gateway
     for backend in backends:
         assert {"Ollama", "Firewall"} <= backend and not backend & {"nginx", "TLS", "Open WebUI"}
+
+
+def test_doctor_checks_each_fleet_host_for_its_role(make):
+    stack = parse_stack(make(fleet={"backends": 2}))
+    assert doctor.fleet_view(stack, None) is stack
+    view = doctor.fleet_view(stack, "10.213.0.11:11434")
+    assert (view.ollama.host, view.openwebui.install) == ("10.213.0.11:11434", "none")
+    # The gateway's Ollama port is nginx's upstream, not an Ollama service; a backend runs no web parts.
+    assert doctor.role_skips(stack, gateway=True) == {"service ollama", "port 11434 (Ollama's API)"}
+    assert doctor.role_skips(view, gateway=False) == {"service nginx", "port 80 (HTTP)", "port 443 (HTTPS)",
+                                                      f"port {stack.openwebui.port} (Open WebUI)"}
+    probe = {"services": "ollastack-firewall active\nollama active\nnginx inactive",
+             "tags": '{"models": [{"name": "llama3.2:1b", "size": 1}]}'}
+    names = {c.name: c.status for c in doctor.check_services(view, probe) + doctor.check_ollama_api(view, probe)
+             if c.name not in doctor.role_skips(view, gateway=False)}
+    assert names["ollama api"] == "ok" and "service nginx" not in names
