@@ -78,6 +78,12 @@ def doctor(stack) -> dict:
     return json.loads(result.stdout)
 
 
+def backends_status(stack) -> dict[str, bool]:
+    """Backend name -> whether ``status`` saw the gateway reach it with the stack's model."""
+    report = json.loads(stack.ollastack("--json", "status").stdout)
+    return {b["name"]: b["reachable"] and MODEL in b["models"] for b in report["backends"]}
+
+
 def backend_checks(report: dict) -> dict[str, str]:
     """Backend check name -> status, from the gateway's checks."""
     return {c["name"]: c["status"] for h in report["hosts"] for c in h["checks"] if c["name"].startswith("backend ")}
@@ -125,6 +131,7 @@ def test_a_stopped_backend_is_skipped_named_by_doctor_and_rejoins(stack, fleet, 
     # Every host passes the checks of its role (the gateway's nginx and upstream, the backends' Ollama).
     assert healthy["ok"], [(h["name"], c) for h in healthy["hosts"] for c in h["checks"] if c["status"] != "ok"]
     assert set(backend_checks(healthy).values()) == {"ok"} and len(backend_checks(healthy)) == 2
+    assert backends_status(stack) == {alive["name"]: True, dead["name"]: True}
     ssh(dead["address"], "systemctl stop ollama", keypair)
     try:
         before = chats_served(alive, keypair)
@@ -134,6 +141,7 @@ def test_a_stopped_backend_is_skipped_named_by_doctor_and_rejoins(stack, fleet, 
         checks = backend_checks(doctor(stack))
         assert checks[f"backend {dead['name']}"] == "fail"
         assert checks[f"backend {alive['name']}"] == "ok"
+        assert backends_status(stack) == {alive["name"]: True, dead["name"]: False}
     finally:
         ssh(dead["address"], "systemctl start ollama", keypair)
     # nginx tries the backend again once fail_timeout has passed: chats reach it again.
