@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from ollastack.config import load_stack
-from ollastack.hostdata import defaults, host_data
+from ollastack.hostdata import defaults, key
 from tests.lab.test_lab_openwebui import ADMIN, WebUIStack, figure, request, signin
 from tests.support.labkit import changed_ops, lab_stack_fixture, ssh
 
@@ -38,7 +38,8 @@ def built(image_stack) -> tuple[str, Path]:
     """The image's tag and archive, from the stack's own host data (what the converge will ask for)."""
     from ollastack.deploy.webui_image import ensure_built
 
-    data = types.SimpleNamespace(**{**defaults(), **host_data(load_stack(image_stack.path))})
+    settings = load_stack(image_stack.path).openwebui.model_dump()
+    data = types.SimpleNamespace(**{**defaults(), **{key(f"openwebui.{k}"): v for k, v in settings.items()}})
     started = time.monotonic()
     tag, archive = ensure_built(data)
     figure("build_image: image ready on the control machine (built, or found for these inputs)", time.monotonic() - started, "s")
