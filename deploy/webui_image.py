@@ -110,12 +110,13 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def docker_archive(dest: Path, tag: str, layers: list[Path], config: dict) -> None:
-    """Write a docker-archive (what ``podman save`` writes and ``podman load`` reads) of ``layers``.
+def docker_archive(dest: Path, tag: str, layers: list[Path] | list[bytes], config: dict) -> None:
+    """Write a docker-archive (what ``podman save`` writes and ``podman load`` reads) of ``layers``
+    (tar files, or tar data in memory).
 
     Example: ``docker_archive(Path("img.tar"), "localhost/x:1", [Path("layer.tar")], {"Cmd": ["/bin/true"]})``
     """
-    digests = [_sha256(layer) for layer in layers]
+    digests = [hashlib.sha256(layer).hexdigest() if isinstance(layer, bytes) else _sha256(layer) for layer in layers]
     image = json.dumps({"architecture": "amd64", "os": "linux", "config": config,
                         "rootfs": {"type": "layers", "diff_ids": [f"sha256:{d}" for d in digests]}},
                        sort_keys=True).encode()
@@ -124,11 +125,18 @@ def docker_archive(dest: Path, tag: str, layers: list[Path], config: dict) -> No
                             "Layers": [f"{d}/layer.tar" for d in digests]}]).encode()
     with tarfile.open(dest, "w") as archive:
         for digest, layer in zip(digests, layers):
-            archive.add(layer, arcname=f"{digest}/layer.tar")
-        for name, blob in ((config_name, image), ("manifest.json", manifest)):
-            info = tarfile.TarInfo(name)
-            info.size, info.mode = len(blob), 0o644
-            archive.addfile(info, io.BytesIO(blob))
+            if isinstance(layer, bytes):
+                _add_blob(archive, f"{digest}/layer.tar", layer)
+            else:
+                archive.add(layer, arcname=f"{digest}/layer.tar")
+        _add_blob(archive, config_name, image)
+        _add_blob(archive, "manifest.json", manifest)
+
+
+def _add_blob(archive: tarfile.TarFile, name: str, blob: bytes) -> None:
+    info = tarfile.TarInfo(name)
+    info.size, info.mode = len(blob), 0o644
+    archive.addfile(info, io.BytesIO(blob))
 
 
 def _install_script(data, wheels: list[Path], version: str) -> str:
