@@ -67,7 +67,7 @@ def test_quadlet_runs_the_built_image(converged, image_host, built, keypair):
     address = image_host["address"]
     info = json.loads(ssh(address, "podman inspect open-webui", keypair).stdout)[0]
     assert info["ImageName"] == tag and info["HostConfig"]["NetworkMode"] == "host"
-    labels = json.loads(ssh(address, f"podman image inspect -f json {tag}", keypair).stdout)[0]["Labels"]
+    labels = json.loads(ssh(address, f"podman image inspect {tag}", keypair).stdout)[0]["Labels"]
     assert labels["org.opencontainers.image.version"] == "0.12.4"
     assert f"Image={tag}" in ssh(address, "cat /etc/containers/systemd/open-webui.container", keypair).stdout
     listening = ssh(address, "ss -Htln 'sport = :8080' | awk '{print $4}'", keypair).stdout.split()
