@@ -1,9 +1,12 @@
 """The default route with the real Open WebUI: Debian 13, the container route, the image built from the
 PyPI release (``openwebui.build_image``), as hosts that cannot reach ghcr.io get it.
 
-One host (stack ``imagetest``) and two converges. The image is built on this machine once into
+One host (stack ``imagetest``). The image is built on this machine once into
 ``/var/lib/ollastack/lab/webui-images`` (under the build's own lock) and reused while its inputs stay
-the same; the first converge pushes and loads it, the second must change and build nothing.
+the same; the first converge pushes and loads it, the second must change and build nothing. The
+container route's own tests from test_lab_openwebui.py (Quadlet unit, confinement, restarts, data
+volume, secret key) run here on this host too, through the ``ctr_*`` fixtures below, so that Debian 13's
+container route is tested with the real Open WebUI only.
 """
 
 from __future__ import annotations
@@ -18,6 +21,11 @@ import pytest
 from ollastack.config import load_stack
 from ollastack.hostdata import defaults, key
 from tests.lab.test_lab_openwebui import ADMIN, WebUIStack, figure, request, signin
+from tests.lab.test_lab_openwebui import (  # noqa: F401  (collected here, on this module's ctr_* fixtures)
+    test_container_data_volume_survives_removal, test_container_reachable_through_nginx_only,
+    test_container_restart_keeps_the_secret_key, test_container_restarted_after_being_killed,
+    test_container_unit_per_release, test_container_unprivileged_on_the_host,
+    test_pip_route_refused_at_converge_without_python)
 from tests.support.labkit import changed_ops, lab_stack_fixture, ssh
 
 pytestmark = pytest.mark.lab
@@ -28,9 +36,13 @@ WHEELS = "/opt/wheels"
 
 @pytest.fixture(scope="module")
 def image_stack(tmp_path_factory, keypair, archives):
-    yield from lab_stack_fixture(lambda: WebUIStack(
-        "imagetest", tmp_path_factory.mktemp("imagetest"), keypair, archives,
-        {"install": "container", "build_image": True, "build_dir": BUILD_DIR, "find_links": WHEELS}, release="trixie"))
+    def make() -> WebUIStack:
+        stack = WebUIStack("imagetest", tmp_path_factory.mktemp("imagetest"), keypair, archives,
+                           {"install": "container", "build_image": True, "build_dir": BUILD_DIR, "find_links": WHEELS},
+                           release="trixie")
+        stack.image_label = "image built from PyPI"
+        return stack
+    yield from lab_stack_fixture(make)
 
 
 @pytest.fixture(scope="module")
@@ -60,6 +72,22 @@ def converged(image_stack, image_host, built) -> dict:
     assert any(op.startswith("Open WebUI | Load localhost/ollastack/open-webui:") for op in changed_ops(report)), \
         changed_ops(report)
     return {"base": f"https://{image_host['address']}", "password": image_stack.password()}
+
+
+# The names test_lab_openwebui.py's container tests ask for.
+@pytest.fixture(scope="module")
+def ctr_stack(image_stack) -> WebUIStack:
+    return image_stack
+
+
+@pytest.fixture(scope="module")
+def ctr_host(image_host) -> dict:
+    return image_host
+
+
+@pytest.fixture(scope="module")
+def ctr_converged(converged) -> dict:
+    return converged
 
 
 def test_quadlet_runs_the_built_image(converged, image_host, built, keypair):
