@@ -29,6 +29,7 @@ import shutil
 import subprocess
 import tarfile
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 
 from pyinfra.api.exceptions import DeployError
@@ -110,7 +111,7 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def docker_archive(dest: Path, tag: str, layers: list[Path] | list[bytes], config: dict) -> None:
+def docker_archive(dest: Path, tag: str, layers: Sequence[Path | bytes], config: dict) -> None:
     """Write a docker-archive (what ``podman save`` writes and ``podman load`` reads) of ``layers``
     (tar files, or tar data in memory).
 
