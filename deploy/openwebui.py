@@ -128,7 +128,7 @@ def secrets(data) -> list:
     return changes
 
 
-def _local_wheels(data) -> list[Path]:
+def local_wheels(data) -> list[Path]:
     return sorted(Path(data.ollastack_openwebui_find_links).expanduser().glob("*.whl")) if data.ollastack_openwebui_find_links else []
 
 
@@ -155,7 +155,7 @@ def install_pip(data, python: str):
     for sub in ("data", "static"):
         files.directory(name=f"Open WebUI {sub} directory", path=f"{HOME}/{sub}", user="open-webui",
                         group="open-webui", mode="0750")
-    wheels = _local_wheels(data)
+    wheels = local_wheels(data)
     if wheels:
         files.directory(name="Wheelhouse directory", path=WHEELS, mode="0755")
         for wheel in wheels:
@@ -187,11 +187,14 @@ def install_arguments(data, wheel_names: list[str], marker: str) -> dict[str, An
     }
 
 
-def unit(data, quadlet: bool) -> list:
-    """The route's unit (a Quadlet file when ``quadlet``) and the settings drop-in; returns the operations."""
+def unit(data, quadlet: bool, image: str = "") -> list:
+    """The route's unit (a Quadlet file when ``quadlet``) and the settings drop-in; returns the operations.
+
+    ``image``: the container's image when it is not ``openwebui.image`` (``openwebui.build_image``).
+    """
     route = data.ollastack_openwebui_install
     env = environment(data)
-    arguments = dict(venv=VENV, home=HOME, port=data.ollastack_openwebui_port, image=data.ollastack_openwebui_image,
+    arguments = dict(venv=VENV, home=HOME, port=data.ollastack_openwebui_port, image=image or data.ollastack_openwebui_image,
                      autoupdate=data.ollastack_openwebui_autoupdate, env_names=[*env, *SECRET_NAMES],
                      env_files=[SECRET_KEY_ENV, ADMIN_ENV])
     if quadlet:
@@ -218,12 +221,19 @@ def openwebui():
     refuse_pip_without_python()
     release = host_release()
     quadlet = data.ollastack_openwebui_install == "container" and release.quadlet
+    image, archive = data.ollastack_openwebui_image, data.ollastack_openwebui_image_archive
     if data.ollastack_openwebui_install == "container":
         podman()
-        installed = ensure_image(data.ollastack_openwebui_image, data.ollastack_openwebui_image_archive)
+        if data.ollastack_openwebui_build_image:
+            # Imported here: the build reuses this module's install recipe.
+            from ollastack.deploy.webui_image import ensure_built
+
+            image, built = ensure_built(data)
+            archive = str(built)
+        installed = ensure_image(image, archive)
     else:
         installed = install_pip(data, release.webui_python)
-    changes = [op for op in (installed, *secrets(data), *unit(data, quadlet)) if op is not None]
+    changes = [op for op in (installed, *secrets(data), *unit(data, quadlet, image)) if op is not None]
     # A generated unit cannot be enabled with systemctl: the Quadlet's [Install] section does it.
     restart_when_changed("Open WebUI", "open-webui", changes=changes, enabled=None if quadlet else True,
                          health_url=f"http://127.0.0.1:{data.ollastack_openwebui_port}/health", wait_s=300)

@@ -523,6 +523,10 @@ class OpenWebUISection(Section):
                                        examples=["https://api.example.com/v1"])
     ollama_url: Url = Field("", description="OLLAMA_BASE_URL; empty: the host's own Ollama (from ollama.host).",
                               examples=["http://10.0.0.5:11434"])
+    build_image: bool = Field(False, description="Container route: build the image on the control machine from the package index instead of pulling `image` (hosts that cannot reach ghcr.io): a Debian 12 root filesystem (debootstrap from build_mirror) with open-webui==version installed from index_url/find_links (CPU torch from find_links or torch_index_url), pushed and loaded like image_archive. Needs root and debootstrap on the control machine.")
+    build_mirror: Url = Field("http://deb.debian.org/debian", description="build_image: Debian mirror debootstrap makes the image's root filesystem from.",
+                              examples=["http://mirror.example.com/debian"])
+    build_dir: Annotated[str, LocalPath()] = Field("~/.cache/ollastack/images", description="build_image: where built images are kept on the control machine, one archive per version and inputs (reused by later converges and other stacks).")
 
     @field_validator("image")
     @classmethod
@@ -531,7 +535,7 @@ class OpenWebUISection(Section):
             raise ValueError("expected a fully qualified, pinned image like ghcr.io/open-webui/open-webui:v0.12.4")
         return value
 
-    @field_validator("index_url", "torch_index_url", "openai_api_base_url", "ollama_url")
+    @field_validator("index_url", "torch_index_url", "openai_api_base_url", "ollama_url", "build_mirror")
     @classmethod
     def _url(cls, value: str) -> str:
         return value.rstrip("/")
@@ -549,6 +553,16 @@ class OpenWebUISection(Section):
         if not EMAIL_RE.fullmatch(value):
             raise ValueError("expected an e-mail address like admin@example.com")
         return value.lower()
+
+    @model_validator(mode="after")
+    def _build_image(self) -> OpenWebUISection:
+        if self.build_image and self.install != "container":
+            raise ValueError("build_image builds the container route's image: set install = \"container\" or build_image = false")
+        if self.build_image and self.image_archive:
+            raise ValueError("build_image and image_archive both name where the image comes from: keep one")
+        if self.build_image and not self.build_dir:
+            raise ValueError("build_image needs build_dir, a directory on the control machine for the built images")
+        return self
 
 
 # ACME accounts need a mailbox on a real domain: Let's Encrypt refuses addresses like root@localhost.

@@ -68,7 +68,8 @@ class Upgrade:
 
 def wanted(stack: Stack) -> tuple[str, str, str] | None:
     """(setting, what the host fact is called, the stack's value) for the stack's route; None without Open WebUI."""
-    if stack.openwebui.install == "pip":
+    # A built image is the release itself (``openwebui.build_image``): its rollback pins the version, and builds that.
+    if stack.openwebui.install == "pip" or stack.openwebui.build_image:
         return "openwebui.version", "version", stack.openwebui.version
     if stack.openwebui.install == "container":
         return "openwebui.image", "image", stack.openwebui.image

@@ -253,3 +253,15 @@ def test_the_host_script_names_the_running_container_s_image(tmp_path, monkeypat
     assert script.image("pip") is None
     podman.write_text("#!/bin/sh\necho 'no such container' >&2\nexit 125\n")
     assert script.image("container") is None
+
+
+def test_a_built_image_compares_releases_not_image_names():
+    """build_image: the host runs localhost/ollastack/open-webui:<version>-<inputs>; the release is what counts."""
+    built = "localhost/ollastack/open-webui:0.12.4-f8f3866d8167"
+    current = having(**{"demo-1": {"version": "0.12.4", "image": built}})
+    assert upgrade.detect(stack("container", build_image=True), HOSTS, current) == []
+    # Switching a host from the pulled image to a built one of the same release is no upgrade either.
+    pulled = having(**{"demo-1": {"version": "0.12.4", "image": "ghcr.io/open-webui/open-webui:v0.12.4"}})
+    assert upgrade.detect(stack("container", build_image=True), HOSTS, pulled) == []
+    assert upgrade.detect(stack("container", build_image=True, version="0.12.5"), HOSTS, current) == [
+        upgrade.Upgrade(HOSTS[0], "openwebui.version", "0.12.4", "0.12.5")]

@@ -12,14 +12,13 @@ Example::
 
 from __future__ import annotations
 
-import hashlib
 import io
-import json
 import re
 import tarfile
 from pathlib import Path
 
 from ollastack import lab
+from ollastack.deploy.webui_image import docker_archive
 
 STANDIN_IMAGE = "localhost/open-webui-standin:0.1"
 ROOTS = ("python3.11-minimal", "libpython3.11-stdlib")
@@ -91,23 +90,9 @@ def _app_layer() -> bytes:
 
 def build_image(dest: Path, release: str = "bookworm") -> Path:
     """Write ``dest/open-webui-standin.tar`` and return its path."""
-    layers = [_python_layer(lab.ensure_image(release, lambda _: None)), _app_layer()]
-    digests = [hashlib.sha256(layer).hexdigest() for layer in layers]
-    config = json.dumps({
-        "architecture": "amd64", "os": "linux",
-        "config": {"Cmd": ["/usr/bin/python3.11", "/app/app.py"], "WorkingDir": "/app",
-                   "Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
-                   "Labels": {"org.opencontainers.image.title": "Open WebUI stand-in (tests only)"}},
-        "rootfs": {"type": "layers", "diff_ids": [f"sha256:{d}" for d in digests]},
-    }, sort_keys=True).encode()
-    config_name = hashlib.sha256(config).hexdigest() + ".json"
-    manifest = json.dumps([{"Config": config_name, "RepoTags": [STANDIN_IMAGE],
-                            "Layers": [f"{d}/layer.tar" for d in digests]}]).encode()
     path = dest / "open-webui-standin.tar"
-    with tarfile.open(path, "w") as archive:
-        for name, data in [*((f"{d}/layer.tar", layer) for d, layer in zip(digests, layers)),
-                           (config_name, config), ("manifest.json", manifest)]:
-            info = tarfile.TarInfo(name)
-            info.size, info.mtime = len(data), 0
-            archive.addfile(info, io.BytesIO(data))
+    docker_archive(path, STANDIN_IMAGE, [_python_layer(lab.ensure_image(release, lambda _: None)), _app_layer()], {
+        "Cmd": ["/usr/bin/python3.11", "/app/app.py"], "WorkingDir": "/app",
+        "Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
+        "Labels": {"org.opencontainers.image.title": "Open WebUI stand-in (tests only)"}})
     return path
