@@ -871,12 +871,6 @@ def _discovery_url(value: str) -> str:
     return value
 
 
-def _secret_file(value: str) -> str:
-    if value and _expand(value).stat().st_mode & 0o077:
-        raise ValueError(f"{_expand(value)} is readable by others: chmod 600 it (it holds the client secret)")
-    return value
-
-
 ClaimName = Annotated[str, AfterValidator(_claim)]
 RoleNames = Annotated[list[str], AfterValidator(_roles)]
 
@@ -885,11 +879,11 @@ class SsoSection(Section):
     """Single sign-on through an OpenID Connect provider (Open WebUI's OIDC login, as its Helm chart sets it)."""
 
     provider_url: Annotated[Url, AfterValidator(_discovery_url)] = Field(
-        "", description="OPENID_PROVIDER_URL: the issuer's discovery document (ending in "
-                        f"{DISCOVERY}); empty: no single sign-on.",
-        examples=[f"https://id.example.org/realms/staff{DISCOVERY}"])
+        "", description="OPENID_PROVIDER_URL: the issuer's discovery document, e.g. "
+                        f"https://id.example.org/realms/staff{DISCOVERY}; empty: no single sign-on (the other "
+                        "sso settings are then unused).")
     client_id: str = Field("", description="OAUTH_CLIENT_ID: this Open WebUI's client id at the provider.")
-    client_secret_file: Annotated[str, AfterValidator(_existing_file), AfterValidator(_secret_file), LocalPath()] = Field(
+    client_secret_file: Annotated[str, AfterValidator(_existing_file), LocalPath()] = Field(
         "", description="OAUTH_CLIENT_SECRET from this 0600 file on the control machine; it reaches the host only in a "
                         "0600 root-owned environment file (/etc/open-webui/oidc.env), never in host data or output.")
     client_secret_env: str = Field(
@@ -950,14 +944,15 @@ class SsoSection(Section):
 
     @model_validator(mode="after")
     def _complete(self) -> "SsoSection":
-        given = [n for n in ("provider_url", "client_id", "client_secret_file", "client_secret_env") if getattr(self, n)]
-        if not given:
+        if not self.provider_url:
             return self
-        missing = [n for n in ("provider_url", "client_id") if not getattr(self, n)]
-        if missing:
-            raise ValueError(f"single sign-on needs {' and '.join(missing)} too")
+        if not self.client_id:
+            raise ValueError("single sign-on (sso.provider_url) needs sso.client_id too")
         if bool(self.client_secret_file) == bool(self.client_secret_env):
             raise ValueError("name the client secret once: client_secret_file or client_secret_env")
+        if self.client_secret_file and _expand(self.client_secret_file).stat().st_mode & 0o077:
+            raise ValueError(f"sso.client_secret_file {_expand(self.client_secret_file)} is readable by others: "
+                             "chmod 600 it (it holds the client secret)")
         return self
 
     @property

@@ -15,6 +15,7 @@ Example::
 
 from __future__ import annotations
 
+import os
 import secrets
 import threading
 import time
@@ -237,7 +238,13 @@ def app_of(provider: Provider) -> Flask:
 
 @contextmanager
 def serve_provider(address: str, client: Client, people: dict[str, dict[str, Any]]) -> Iterator[Provider]:
-    """Run a provider over plain HTTP on ``address`` (a free port) for the ``with`` block."""
+    """Run a provider over plain HTTP on ``address`` (a free port) for the ``with`` block.
+
+    Authlib's server refuses plain HTTP beyond loopback unless AUTHLIB_INSECURE_TRANSPORT is set: the lab
+    bridge's gateway is a private link between this machine and its lab hosts, so it is set while the
+    provider runs (nothing else in the test process uses Authlib).
+    """
+    os.environ["AUTHLIB_INSECURE_TRANSPORT"] = "1"
     server = make_server(address, 0, Flask(__name__), threaded=True)
     provider = Provider(f"http://{address}:{server.server_port}", client, people)
     server.app = app_of(provider)
@@ -248,3 +255,4 @@ def serve_provider(address: str, client: Client, people: dict[str, dict[str, Any
     finally:
         server.shutdown()
         thread.join()
+        os.environ.pop("AUTHLIB_INSECURE_TRANSPORT", None)
