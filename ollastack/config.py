@@ -906,7 +906,7 @@ class SsoSection(Section):
         ["user", "admin"], description="OAUTH_ALLOWED_ROLES: claim values that make a user (others are refused).")
     admin_roles: RoleNames = Field(["admin"], description="OAUTH_ADMIN_ROLES: claim values that make an admin.")
     group_claim: ClaimName = Field(
-        "", description="OAUTH_GROUP_CLAIM, and ENABLE_OAUTH_GROUP_MANAGEMENT on: the claim listing a person's groups; "
+        "", description="OAUTH_GROUPS_CLAIM, and ENABLE_OAUTH_GROUP_MANAGEMENT on: the claim listing a person's groups; "
                         "at each sign-in the account joins those of Open WebUI's groups (e.g. accounts.groups) and "
                         "leaves the others; empty: membership is left to the stack.", examples=["groups"])
     create_groups: bool = Field(False, description="ENABLE_OAUTH_GROUP_CREATION: make groups named in the claim "
