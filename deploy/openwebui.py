@@ -42,8 +42,8 @@ from ollastack.deploy.release import host_release
 from ollastack.deploy.services import restart_when_changed
 from ollastack.deploy.tls import server_names
 from ollastack.deploy.units import systemd_quoted
-from ollastack import accounts
-from ollastack.config import AccountsSection
+from ollastack import accounts, sso
+from ollastack.config import AccountsSection, SsoSection
 from ollastack.hostdata import key
 from ollastack.resources import template
 from ollastack.ollama_names import client_address
@@ -54,6 +54,7 @@ DROP_IN = "/etc/systemd/system/open-webui.service.d/override.conf"
 CONF_DIR = "/etc/open-webui"
 SECRET_KEY_ENV = f"{CONF_DIR}/secret-key.env"
 ADMIN_ENV = f"{CONF_DIR}/admin.env"
+OIDC_ENV = f"{CONF_DIR}/oidc.env"
 HOME = "/var/lib/open-webui"
 VENV = "/opt/open-webui"
 UV_VENV = "/opt/ollastack/uv"
@@ -62,6 +63,7 @@ WHEELS = "/var/cache/ollastack/wheels"
 INSTALLED_MARKER = f"{VENV}/.ollastack-installed"
 # Variables passed from the unit's environment into the container (values never on the command line).
 SECRET_NAMES = ("WEBUI_SECRET_KEY", "WEBUI_ADMIN_PASSWORD")
+OIDC_SECRET_NAME = "OAUTH_CLIENT_SECRET"
 
 
 def ollama_url(data) -> str:
@@ -101,7 +103,14 @@ def environment(data) -> dict[str, str]:
         env.update(DATA_DIR=f"{HOME}/data", STATIC_DIR=f"{HOME}/static", HOME=HOME)
     section = {name: getattr(data, key(f"accounts.{name}"), None) for name in AccountsSection.model_fields}
     env.update(accounts.environment(AccountsSection.model_validate({k: v for k, v in section.items() if v is not None})))
+    env.update(sso.environment(sso_section(data), urls[0]))
     return env
+
+
+def sso_section(data) -> SsoSection:
+    """The stack's ``[sso]`` from the ``ollastack_sso_*`` host data (paths and names only, never the secret)."""
+    section = {name: getattr(data, key(f"sso.{name}"), None) for name in SsoSection.model_fields}
+    return SsoSection.model_validate({k: v for k, v in section.items() if v is not None})
 
 
 def admin_password(data) -> str:
@@ -117,7 +126,7 @@ def secrets(data) -> list:
     files.directory(name="Open WebUI settings directory", path=CONF_DIR, mode="0700")
     admin = files.put(name="Open WebUI admin password (0600)", mode="0600", dest=ADMIN_ENV,
                       src=StringIO(f'WEBUI_ADMIN_PASSWORD="{systemd_quoted(admin_password(data), specifiers=False)}"\n'))
-    changes = [admin]
+    changes = [admin, oidc_secret(data)]
     if not host.get_fact(File, path=SECRET_KEY_ENV):
         # Made on the host so the key never travels; kept across upgrades and re-installs.
         changes.append(server.shell(
@@ -126,6 +135,19 @@ def secrets(data) -> list:
                       f"printf 'WEBUI_SECRET_KEY=%s\\n' \"$key\" > {SECRET_KEY_ENV}.new && "
                       f"mv {SECRET_KEY_ENV}.new {SECRET_KEY_ENV}"]))
     return changes
+
+
+def oidc_secret(data):
+    """The OIDC client secret's 0600 root-owned environment file, or none when single sign-on is off."""
+    section = sso_section(data)
+    if not section.enabled:
+        return files.file(name="No OIDC client secret", path=OIDC_ENV, present=False)
+    try:
+        secret = sso.client_secret(section)
+    except (sso.SsoError, OSError) as error:
+        raise DeployError(f"{host.name}: {error}") from None
+    return files.put(name="OIDC client secret (0600)", mode="0600", user="root", group="root", dest=OIDC_ENV,
+                     src=StringIO(f'{OIDC_SECRET_NAME}="{systemd_quoted(secret, specifiers=False)}"\n'))
 
 
 def local_wheels(data) -> list[Path]:
@@ -194,9 +216,11 @@ def unit(data, quadlet: bool, image: str = "") -> list:
     """
     route = data.ollastack_openwebui_install
     env = environment(data)
+    oidc = sso_section(data).enabled
     arguments = dict(venv=VENV, home=HOME, port=data.ollastack_openwebui_port, image=image or data.ollastack_openwebui_image,
-                     autoupdate=data.ollastack_openwebui_autoupdate, env_names=[*env, *SECRET_NAMES],
-                     env_files=[SECRET_KEY_ENV, ADMIN_ENV])
+                     autoupdate=data.ollastack_openwebui_autoupdate,
+                     env_names=[*env, *SECRET_NAMES, *([OIDC_SECRET_NAME] if oidc else [])],
+                     env_files=[SECRET_KEY_ENV, ADMIN_ENV, *([OIDC_ENV] if oidc else [])])
     if quadlet:
         services = [
             files.template(name="Open WebUI Quadlet (container)", dest=QUADLET,

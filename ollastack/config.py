@@ -858,6 +858,129 @@ class FleetSection(Section):
     connect_timeout: int = Field(3, ge=1, le=60, description="Seconds the gateway waits for a backend to accept a connection before it tries the next one.")
 
 
+# Claim names as Open WebUI reads them (a dotted path reaches into nested claims, e.g. realm_access.roles).
+CLAIM_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_:/-]{0,63}(\.[A-Za-z_][A-Za-z0-9_:/-]{0,63}){0,7}")
+# Values of a role claim: Open WebUI splits OAUTH_*_ROLES at commas, so none may hold one.
+ROLE_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.:/@-]{0,127}")
+CLIENT_ID_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.:@/-]{0,254}")
+ENV_NAME_RE = re.compile(r"[A-Z_][A-Z0-9_]{0,127}")
+SCOPE_RE = re.compile(r"[A-Za-z0-9_.:/-]{1,128}")
+DISCOVERY = "/.well-known/openid-configuration"
+
+
+def _claim(value: str) -> str:
+    if value and not CLAIM_RE.fullmatch(value):
+        raise ValueError("expected a claim name of letters, digits and _:/- (dots between nested names), e.g. groups")
+    return value
+
+
+def _roles(values: list[str]) -> list[str]:
+    if bad := [v for v in values if not ROLE_RE.fullmatch(v)]:
+        raise ValueError(f"expected role names of letters, digits and _.:/@- (no commas, no spaces): {bad}")
+    return values
+
+
+def _domains(values: list[str]) -> list[str]:
+    if bad := [v for v in values if not DNS_NAME_RE.fullmatch(v)]:
+        raise ValueError(f"expected e-mail domains in lower case like example.org: {bad}")
+    return values
+
+
+def _discovery_url(value: str) -> str:
+    if value and not urllib.parse.urlsplit(value).path.endswith(DISCOVERY):
+        raise ValueError(f"expected the issuer's discovery document, e.g. https://id.example.org/realms/x{DISCOVERY}")
+    return value
+
+
+ClaimName = Annotated[str, AfterValidator(_claim)]
+RoleNames = Annotated[list[str], AfterValidator(_roles)]
+
+
+class SsoSection(Section):
+    """Single sign-on through an OpenID Connect provider (Open WebUI's OIDC login, as its Helm chart sets it)."""
+
+    provider_url: Annotated[Url, AfterValidator(_discovery_url)] = Field(
+        "", description="OPENID_PROVIDER_URL: the issuer's discovery document, e.g. "
+                        f"https://id.example.org/realms/staff{DISCOVERY}; empty: no single sign-on (the other "
+                        "sso settings are then unused).")
+    client_id: str = Field("", description="OAUTH_CLIENT_ID: this Open WebUI's client id at the provider.")
+    client_secret_file: Annotated[str, AfterValidator(_existing_file), LocalPath()] = Field(
+        "", description="OAUTH_CLIENT_SECRET from this 0600 file on the control machine; it reaches the host only in a "
+                        "0600 root-owned environment file (/etc/open-webui/oidc.env), never in host data or output.")
+    client_secret_env: str = Field(
+        "", description="Or: the name of an environment variable of `ollastack up` holding the client secret.",
+        examples=["OLLASTACK_OIDC_SECRET"])
+    provider_name: Annotated[str, Permits(" ")] = Field(
+        "SSO", description="OAUTH_PROVIDER_NAME: the sign-in button's label (\"Continue with ...\").")
+    scopes: list[str] = Field(["openid", "email", "profile"], description="OAUTH_SCOPES requested.")
+    allowed_domains: Annotated[list[str], AfterValidator(_domains)] = Field(
+        [], description="OAUTH_ALLOWED_DOMAINS: e-mail domains that may sign in; empty: any.", examples=[["example.org"]])
+    signup: bool = Field(True, description="ENABLE_OAUTH_SIGNUP: make an account at a person's first sign-in "
+                                           "(else only accounts that exist may sign in).")
+    merge_accounts_by_email: bool = Field(
+        False, description="OAUTH_MERGE_ACCOUNTS_BY_EMAIL: a first sign-in takes over the account with the same e-mail "
+                           "(e.g. one from accounts.users); only for a provider that verifies addresses.")
+    role_claim: ClaimName = Field(
+        "", description="OAUTH_ROLES_CLAIM, and ENABLE_OAUTH_ROLE_MANAGEMENT on: the claim whose values set the role "
+                        "at each sign-in; empty: new accounts get openwebui.default_user_role.", examples=["roles"])
+    allowed_roles: RoleNames = Field(
+        ["user", "admin"], description="OAUTH_ALLOWED_ROLES: claim values that make a user (others are refused).")
+    admin_roles: RoleNames = Field(["admin"], description="OAUTH_ADMIN_ROLES: claim values that make an admin.")
+    group_claim: ClaimName = Field(
+        "", description="OAUTH_GROUPS_CLAIM, and ENABLE_OAUTH_GROUP_MANAGEMENT on: the claim listing a person's groups; "
+                        "at each sign-in the account joins those of Open WebUI's groups (e.g. accounts.groups) and "
+                        "leaves the others; empty: membership is left to the stack.", examples=["groups"])
+    create_groups: bool = Field(False, description="ENABLE_OAUTH_GROUP_CREATION: make groups named in the claim "
+                                                   "that Open WebUI lacks.")
+
+    @field_validator("client_id")
+    @classmethod
+    def _client_id(cls, value: str) -> str:
+        if value and not CLIENT_ID_RE.fullmatch(value):
+            raise ValueError("expected a client id of letters, digits and _.:@/- (up to 255)")
+        return value
+
+    @field_validator("client_secret_env")
+    @classmethod
+    def _env_name(cls, value: str) -> str:
+        if value and not ENV_NAME_RE.fullmatch(value):
+            raise ValueError("expected an environment variable name like OLLASTACK_OIDC_SECRET")
+        return value
+
+    @field_validator("provider_name")
+    @classmethod
+    def _provider_name(cls, value: str) -> str:
+        if not DISPLAY_NAME_RE.fullmatch(value):
+            raise ValueError("expected a label of letters, digits, spaces, . and - (up to 64), e.g. Company SSO")
+        return value
+
+    @field_validator("scopes")
+    @classmethod
+    def _scopes(cls, value: list[str]) -> list[str]:
+        if bad := [s for s in value if not SCOPE_RE.fullmatch(s)]:
+            raise ValueError(f"expected scope names of letters, digits and _.:/-: {bad}")
+        if "openid" not in value:
+            raise ValueError("the scopes must include openid")
+        return value
+
+    @model_validator(mode="after")
+    def _complete(self) -> "SsoSection":
+        if not self.provider_url:
+            return self
+        if not self.client_id:
+            raise ValueError("single sign-on (sso.provider_url) needs sso.client_id too")
+        if bool(self.client_secret_file) == bool(self.client_secret_env):
+            raise ValueError("name the client secret once: client_secret_file or client_secret_env")
+        if self.client_secret_file and _expand(self.client_secret_file).stat().st_mode & 0o077:
+            raise ValueError(f"sso.client_secret_file {_expand(self.client_secret_file)} is readable by others: "
+                             "chmod 600 it (it holds the client secret)")
+        return self
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.provider_url)
+
+
 class Stack(Section):
     """A whole stack description. Sections mirror the TOML tables."""
 
@@ -876,6 +999,7 @@ class Stack(Section):
     accounts: AccountsSection = AccountsSection()
     backup: BackupSection = BackupSection()
     fleet: FleetSection = FleetSection()
+    sso: SsoSection = SsoSection()
 
     @model_validator(mode="before")
     @classmethod

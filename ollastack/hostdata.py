@@ -19,7 +19,7 @@ from ollastack.state import admin_password_file
 
 PREFIX = "ollastack_"
 # Sections whose settings travel to the hosts.
-HOST_SECTIONS = ("stack", "access", "ollama", "openwebui", "tls", "gpu", "presets", "accounts", "backup", "fleet")
+HOST_SECTIONS = ("stack", "access", "ollama", "openwebui", "tls", "gpu", "presets", "accounts", "backup", "fleet", "sso")
 # Set per host by the inventory builder, not by the stack description; the secret travels as the path
 # of its 0600 file on the control machine.
 EXTRA = {"name": "", "tls_names": [], "openwebui_admin_password_file": "",

@@ -10,17 +10,26 @@ between groups) after the earlier ones looked at it.
 
 from __future__ import annotations
 
+import http.cookiejar
 import json
 import os
+import secrets
+import ssl
 import subprocess
+import urllib.error
+import urllib.parse
+import urllib.request
 from pathlib import Path
 
 import pytest
 
+from ollastack import lab
+from ollastack.config import LabSection
 from ollastack.presets import BUILTINS
 from tests.lab.test_lab_presets import CHAT_LOG
 from tests.lab.test_lab_openwebui import reachable_ports, request, signin
 from tests.support.labkit import LabStack, lab_stack_fixture, port_open, ssh
+from tests.support.oidc_provider import Client, serve_provider
 
 pytestmark = pytest.mark.lab
 
@@ -263,3 +272,115 @@ def test_moving_a_user_between_groups_changes_what_they_see(base, stack):
     assert model_ids(base, stack, bob) == STAFF_MODELS
     status, _ = chat(base, stack, bob, "factual:latest")
     assert status == 200
+
+
+# -- single sign-on (the same host, re-converged with [sso]) --------------------------------------
+SSO_CLIENT = "ollastack-webui"
+SSO_PEOPLE = {
+    "carol": {"email": "carol@example.org", "name": "Carol SSO", "realm_access": {"roles": ["chat-admin"]},
+              "teams": ["staff"]},
+    "dave": {"email": "dave@example.org", "name": "Dave SSO", "realm_access": {"roles": ["chat-user"]},
+             "teams": ["guests"]},
+    "mallory": {"email": "mallory@elsewhere.example", "name": "Mallory", "realm_access": {"roles": ["chat-user"]},
+                "teams": ["staff"]},
+}
+
+
+def sso_toml(discovery_url: str, secret_file: Path) -> str:
+    return f"""[sso]
+provider_url = "{discovery_url}"
+client_id = "{SSO_CLIENT}"
+client_secret_file = "{secret_file}"
+provider_name = "Lab IdP"
+allowed_domains = ["example.org"]
+role_claim = "realm_access.roles"
+allowed_roles = ["chat-user"]
+admin_roles = ["chat-admin"]
+group_claim = "teams"
+"""
+
+
+class NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args, **kwargs):
+        return None
+
+
+def browser_sign_in(base: str, stack: AccountsStack, username: str) -> tuple[str, dict[str, str]]:
+    """The browser's part of the authorization-code flow, one redirect at a time, with a cookie jar:
+    Open WebUI's /oauth/oidc/login, the provider's form, the callback. Returns (final Location, cookies)."""
+    jar = http.cookiejar.CookieJar()
+    opener = urllib.request.build_opener(NoRedirect, urllib.request.HTTPCookieProcessor(jar),
+                                         urllib.request.HTTPSHandler(context=ssl.create_default_context(cafile=str(stack.ca))))
+
+    def go(url: str, form: dict | None = None) -> tuple[int, str]:
+        data = urllib.parse.urlencode(form).encode() if form is not None else None
+        try:
+            with opener.open(url, data=data, timeout=60) as response:
+                return response.status, response.headers.get("Location", "")
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.headers.get("Location", "")
+
+    status, authorize = go(f"{base}/oauth/oidc/login")
+    assert status == 302, status
+    status, _ = go(authorize)
+    assert status == 200, (status, authorize)
+    status, callback = go(authorize, {"username": username})
+    assert status == 302 and "code=" in callback, (status, callback)
+    status, landing = go(callback)
+    assert status in (302, 307), (status, landing)
+    return landing, {c.name: c.value for c in jar}
+
+
+@pytest.fixture(scope="module")
+def sso(stack, first_up, tokens):
+    """The host re-converged with [sso] naming a provider on the lab bridge's gateway; yields (provider, up report)."""
+    subnet = LabSection().subnet
+    lab.ensure_network(subnet)
+    secret = "oidc-" + secrets.token_urlsafe(24)
+    secret_file = stack.dir / "oidc-client-secret"
+    secret_file.write_text(secret + "\n")
+    secret_file.chmod(0o600)
+    client = Client(SSO_CLIENT, secret, [])
+    with serve_provider(lab.gateway(subnet), client, SSO_PEOPLE) as provider:
+        stack.write(extra=sso_toml(provider.discovery_url, secret_file))
+        result = stack.ollastack("--json", "up", timeout=2400)
+        assert result.returncode == 0, result.stderr[-4000:]
+        env = ssh(first_up["address"], "systemctl show open-webui -p Environment --value", stack.keypair).stdout
+        redirect = next(w.split("=", 1)[1] for w in env.split() if w.startswith("OPENID_REDIRECT_URI="))
+        client.redirect_uris.append(redirect)
+        yield provider, secret, result
+
+
+def test_sso_sign_in_maps_role_and_group_from_the_providers_claims(base, stack, tokens, sso):
+    provider, _, _ = sso
+    for username, role, group in (("carol", "admin", "staff"), ("dave", "user", "guests")):
+        landing, cookies = browser_sign_in(base, stack, username)
+        assert landing.endswith("/auth") and "error" not in landing, landing
+        status, body = request(f"{base}/api/v1/auths/", stack.ca, token=cookies["token"])
+        me = json.loads(body)
+        assert status == 200 and me["email"] == SSO_PEOPLE[username]["email"] and me["role"] == role, me
+        status, body = request(f"{base}/api/v1/users/{me['id']}", stack.ca, token=tokens["admin"])
+        user = json.loads(body)
+        assert status == 200 and user["role"] == role and [g["name"] for g in user["groups"]] == [group], user
+    dave = browser_sign_in(base, stack, "dave")[1]["token"]
+    assert model_ids(base, stack, dave) == GUEST_MODELS
+    assert provider.signed_in == ["carol", "dave", "dave"]
+
+
+def test_sso_refuses_an_e_mail_domain_not_allowed(base, stack, sso):
+    landing, cookies = browser_sign_in(base, stack, "mallory")
+    assert "error=" in landing and "token" not in cookies, landing
+
+
+def test_sso_client_secret_stays_in_its_0600_file_on_the_host(stack, first_up, sso):
+    _, secret, result = sso
+    assert secret not in result.stdout + result.stderr
+    address = first_up["address"]
+    assert ssh(address, "stat -c '%a %U %G' /etc/open-webui/oidc.env", stack.keypair).stdout.split() == ["600", "root", "root"]
+    assert secret in ssh(address, "cat /etc/open-webui/oidc.env", stack.keypair).stdout
+    shown = ssh(address, "systemctl cat open-webui; systemctl show open-webui -p Environment; ps -eo args",
+                stack.keypair).stdout
+    assert "/etc/open-webui/oidc.env" in shown and secret not in shown
+    leaked = [p for p in stack.dir.rglob("*") if p.is_file() and p.name != "oidc-client-secret"
+              and secret.encode() in p.read_bytes()]
+    assert leaked == []
