@@ -103,12 +103,11 @@ def _run(command: list[str]) -> None:
                           f"{(result.stdout + result.stderr)[-3000:]}")
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as stream:
-        for block in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+def _digest(layer: Path | bytes) -> str:
+    if isinstance(layer, bytes):
+        return hashlib.sha256(layer).hexdigest()
+    with layer.open("rb") as stream:  # a root filesystem layer is gigabytes: hashed as it is read
+        return hashlib.file_digest(stream, "sha256").hexdigest()
 
 
 def docker_archive(dest: Path, tag: str, layers: Sequence[Path | bytes], config: dict) -> None:
@@ -117,7 +116,7 @@ def docker_archive(dest: Path, tag: str, layers: Sequence[Path | bytes], config:
 
     Example: ``docker_archive(Path("img.tar"), "localhost/x:1", [Path("layer.tar")], {"Cmd": ["/bin/true"]})``
     """
-    digests = [hashlib.sha256(layer).hexdigest() if isinstance(layer, bytes) else _sha256(layer) for layer in layers]
+    digests = [_digest(layer) for layer in layers]
     image = json.dumps({"architecture": "amd64", "os": "linux", "config": config,
                         "rootfs": {"type": "layers", "diff_ids": [f"sha256:{d}" for d in digests]}},
                        sort_keys=True).encode()

@@ -17,20 +17,13 @@ from ollastack import sso
 from ollastack.config import ConfigError, parse_stack
 from ollastack.deploy import openwebui
 from ollastack.hostdata import defaults, host_data
+from tests.unit.test_accounts import keys  # noqa: F401 (fixture: the stack's key pair)
 from tests.unit.test_gpu_fake import LINUX, converge
 from tests.unit.test_ollama_env import uploads  # noqa: F401 (fixture: what the deploy uploads)
 
 URL = "https://id.example.org/realms/staff/.well-known/openid-configuration"
 SECRET_CORE = "s3cret-Value_with.odd"
 SECRET = SECRET_CORE + "%chars$and\"quotes'"
-
-
-@pytest.fixture()
-def keys(tmp_path):
-    public, private = tmp_path / "id.pub", tmp_path / "id"
-    public.write_text("ssh-ed25519 AAAA test\n")
-    private.write_text("x\n")
-    return {"ssh_public_key": str(public), "ssh_private_key": str(private)}
 
 
 @pytest.fixture()
