@@ -51,6 +51,17 @@ def admin_token(stack: WebUIStack, host: dict) -> str:
     return session["token"]
 
 
+def add_user(stack: WebUIStack, host: dict, name: str, email: str, password: str) -> dict:
+    """A user made by the admin through the API, signed in: their session (``token``, ``id``, ...)."""
+    status, body = request(f"{host['base']}/api/v1/auths/add", stack.ca,
+                           {"name": name, "email": email, "password": password, "role": "user"},
+                           token=admin_token(stack, host))
+    assert status == 200, body
+    status, session = signin(host["base"], stack.ca, email, password)
+    assert status == 200, session
+    return session
+
+
 def new_chat(host: dict, ca: Path, token: str, title: str) -> str:
     status, body = request(f"{host['base']}/api/v1/chats/new", ca, {"chat": {"title": title, "messages": []}}, token=token)
     assert status == 200, body
@@ -79,12 +90,7 @@ def backup(stack: WebUIStack, *extra: str) -> Path:
 def test_backup_down_up_restore(stack, host):
     """A user, their chat and their session survive ``backup``, ``down``, ``up`` (a fresh host), ``restore``."""
     ca = stack.ca
-    status, body = request(f"{host['base']}/api/v1/auths/add", ca, {"name": "Alice", "email": USER,
-                                                                    "password": USER_PASSWORD, "role": "user"},
-                           token=admin_token(stack, host))
-    assert status == 200, body
-    status, session = signin(host["base"], ca, USER, USER_PASSWORD)
-    assert status == 200
+    session = add_user(stack, host, "Alice", USER, USER_PASSWORD)
     chat_id = new_chat(host, ca, session["token"], "kept across hosts")
 
     path = backup(stack)

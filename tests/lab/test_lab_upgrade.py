@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.lab.test_lab_backup import admin_token, new_chat
+from tests.lab.test_lab_backup import add_user, new_chat
 from tests.lab.test_lab_openwebui import WebUIStack, request, signin
 from tests.support.labkit import lab_stack_fixture, ssh
 
@@ -83,12 +83,7 @@ def test_broken_upgrade_rolls_back_with_data_intact(stack):
     address = payload["hosts"][0]["address"]
     host = {"address": address, "base": f"https://{address}"}
     ca = stack.ca
-    status, body = request(f"{host['base']}/api/v1/auths/add", ca, {"name": "Bob", "email": USER,
-                                                                    "password": USER_PASSWORD, "role": "user"},
-                           token=admin_token(stack, host))
-    assert status == 200, body
-    status, session = signin(host["base"], ca, USER, USER_PASSWORD)
-    assert status == 200
+    session = add_user(stack, host, "Bob", USER, USER_PASSWORD)
     chat_id = new_chat(host, ca, session["token"], "made before the upgrade")
     assert stack.ollastack("--json", "backup", "list").stdout.strip() == "[]"   # a first install takes none
 

@@ -20,6 +20,7 @@ import pytest
 
 from ollastack.config import load_stack
 from ollastack.hostdata import defaults, key
+from tests.lab.test_lab_backup import add_user, admin_token, backup, new_chat
 from tests.lab.test_lab_openwebui import ADMIN, WebUIStack, figure, request, signin
 from tests.lab.test_lab_openwebui import (  # noqa: F401  (collected here, on this module's ctr_* fixtures)
     test_container_data_volume_survives_removal, test_container_reachable_through_nginx_only,
@@ -127,3 +128,30 @@ def test_second_converge_builds_and_changes_nothing(converged, image_stack, buil
     _, report = image_stack.pyinfra()
     assert report["results"]["totals"]["success"] == 0, changed_ops(report)
     assert {p.name: p.stat().st_mtime for p in Path(BUILD_DIR).glob("*.tar")} == before and archive.name in before
+
+
+def test_backup_and_restore_on_the_container_route(converged, image_stack, image_host):
+    """The built image's data (the ``open-webui`` volume and the secret key) comes back from a backup: a
+    user deleted after it, with their chat, signs in again and an earlier session still holds."""
+    host = {"address": image_host["address"], "base": converged["base"]}
+    ca = image_stack.ca
+    session = add_user(image_stack, host, "Erin", "erin@example.org", "Erin-Pass-1")
+    chat_id = new_chat(host, ca, session["token"], "kept in the volume")
+    path = backup(image_stack)
+    manifest = json.loads((path / "manifest.json").read_text())
+    assert manifest["openwebui_version"] == "0.12.4" and manifest["integrity_check"] == "ok", manifest
+    assert {"webui.db", "secret-key.env"} <= set(manifest["files"])
+
+    status, body = request(f"{host['base']}/api/v1/users/{session['id']}", ca,
+                           token=admin_token(image_stack, host), method="DELETE")
+    assert status == 200, body
+    assert signin(host["base"], ca, "erin@example.org", "Erin-Pass-1")[0] == 400
+
+    restored = image_stack.ollastack("restore", path.name)
+    assert restored.returncode == 0, restored.stderr[-3000:]
+    status, again = signin(host["base"], ca, "erin@example.org", "Erin-Pass-1")
+    assert status == 200, again
+    status, body = request(f"{host['base']}/api/v1/chats/{chat_id}", ca, token=again["token"])
+    assert status == 200 and json.loads(body)["title"] == "kept in the volume"
+    status, _ = request(f"{host['base']}/api/v1/auths/", ca, token=session["token"])
+    assert status == 200
