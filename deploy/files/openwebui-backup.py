@@ -37,6 +37,8 @@ ADMIN_ENV = "/etc/open-webui/admin.env"
 PIP_DATA = "/var/lib/open-webui/data"
 PIP_MARKER = "/opt/open-webui/.ollastack-installed"
 SERVICE = "open-webui"
+# The open-webui volume's mount point in the container (the Quadlet file and the container unit).
+CONTAINER_DATA = "/app/backend/data"
 HEALTH_WAIT_S = 300
 SQLITE_SUFFIXES = (".db", ".sqlite3")
 # Copied from the host's sqlite3 module in a child process running as the data's owner, so that
@@ -112,9 +114,15 @@ def systemctl(verb):
     subprocess.run(["systemctl", verb, SERVICE], check=True)
 
 
-def sqlite_copy(src, dst, staging):
+def sqlite_copy(src, dst, staging, route, data):
     """Copy an SQLite database to ``dst`` through the online backup API, run as the database's owner in a
-    directory of its own under ``staging`` (mode 0711); returns integrity_check's verdict on the copy."""
+    directory of its own under ``staging`` (mode 0711); returns integrity_check's verdict on the copy.
+
+    On the container route the copy runs in the container (``podman exec``): the volume belongs to the
+    container's unprivileged uid range, which cannot reach it on the host (/var/lib/containers is root's).
+    """
+    if route == "container":
+        return container_sqlite_copy(src, dst, CONTAINER_DATA + src[len(data):])
     owner = os.stat(src)
     work = tempfile.mkdtemp(dir=staging, prefix=".sqlite-")
     os.chown(work, owner.st_uid, owner.st_gid)
@@ -125,6 +133,23 @@ def sqlite_copy(src, dst, staging):
         raise SystemExit(f"SQLite backup of {src} failed: {out.stderr.strip()[-300:]}")
     os.rename(f"{work}/copy", dst)
     os.rmdir(work)
+    return out.stdout.strip()
+
+
+def container_sqlite_copy(src, dst, inside):
+    """``sqlite_copy`` in the running container, of ``src`` (``inside`` there), beside it then moved here."""
+    name = f".ollastack-backup-{os.getpid()}"
+    copy = f"{os.path.dirname(src)}/{name}"
+    try:
+        out = subprocess.run(["podman", "exec", SERVICE, "python3", "-c", SQLITE_BACKUP, inside,
+                              f"{os.path.dirname(inside)}/{name}"], capture_output=True, text=True)
+        if out.returncode != 0:
+            raise SystemExit(f"SQLite backup of {inside} in the {SERVICE} container failed (it must be running: "
+                             f"systemctl start {SERVICE}): {out.stderr.strip()[-300:]}")
+        shutil.move(copy, dst)
+    finally:
+        if os.path.exists(copy):
+            os.unlink(copy)
     return out.stdout.strip()
 
 
@@ -153,11 +178,11 @@ def snapshot(route, port, email, models, staging):
     info = {"taken_at": taken.strftime("%Y-%m-%dT%H:%M:%SZ"), "id": taken.strftime("%Y%m%dT%H%M%SZ"),
             "route": route, "openwebui_version": version(route, port), "hostname": os.uname().nodename}
     say("webui.db through SQLite's online backup")
-    info["integrity_check"] = sqlite_copy(f"{data}/webui.db", f"{staging}/webui.db", staging)
+    info["integrity_check"] = sqlite_copy(f"{data}/webui.db", f"{staging}/webui.db", staging, route, data)
     if os.path.isdir(f"{data}/uploads"):
         say("uploads/")
         shutil.copytree(f"{data}/uploads", f"{staging}/uploads")
-    info["vector_store"] = vector_store(port, f"{data}/vector_db", f"{staging}/vector_db", staging)
+    info["vector_store"] = vector_store(route, port, data, f"{staging}/vector_db", staging)
     shutil.copy2(SECRET_KEY_ENV, f"{staging}/secret-key.env")
     config, why = export_config(port, email)
     if config is not None:
@@ -172,8 +197,9 @@ def snapshot(route, port, email, models, staging):
     return info
 
 
-def vector_store(port, src, dst, staging):
+def vector_store(route, port, data, dst, staging):
     """Chroma's directory: online through the backup API when it is only SQLite files, else copied stopped."""
+    src = f"{data}/vector_db"
     if not os.path.isdir(src):
         return "absent"
     names = os.listdir(src)
@@ -182,7 +208,7 @@ def vector_store(port, src, dst, staging):
         for name in names:
             if name.endswith(SQLITE_SUFFIXES):
                 say(f"vector_db/{name} through SQLite's online backup")
-                sqlite_copy(f"{src}/{name}", f"{dst}/{name}", staging)
+                sqlite_copy(f"{src}/{name}", f"{dst}/{name}", staging, route, data)
         return "online (SQLite backup API)"
     say("vector_db/ holds index segments: stopping Open WebUI for the copy")
     systemctl("stop")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import io
 import json
+import os
 import shutil
 import sqlite3
 import tarfile
@@ -39,7 +40,8 @@ def test_snapshot_of_a_wal_database_holds_what_a_file_copy_misses(tmp_path):
     live = wal_database(tmp_path / "webui.db")
     staging = tmp_path / "staging"
     staging.mkdir()
-    verdict = host_script().sqlite_copy(str(tmp_path / "webui.db"), str(staging / "webui.db"), str(staging))
+    verdict = host_script().sqlite_copy(str(tmp_path / "webui.db"), str(staging / "webui.db"), str(staging),
+                                        "pip", str(tmp_path))
     shutil.copyfile(tmp_path / "webui.db", tmp_path / "copied.db")
     live.close()
     assert verdict == "ok"
@@ -48,6 +50,35 @@ def test_snapshot_of_a_wal_database_holds_what_a_file_copy_misses(tmp_path):
         assert snap.execute("PRAGMA journal_mode").fetchone()[0] == "delete"
         assert copied.execute("SELECT count(*) FROM chat").fetchone()[0] == 0
     assert sorted(p.name for p in staging.iterdir()) == ["webui.db"]
+
+
+def test_container_route_copies_inside_the_container(tmp_path, monkeypatch):
+    """The copy runs through ``podman exec open-webui`` on the volume's path in the container, lands beside
+    the database there and is moved out (here a podman on PATH runs the command, the container's path
+    being the same directory)."""
+    volume = tmp_path / "volume"
+    volume.mkdir()
+    live = wal_database(volume / "webui.db")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    calls = tmp_path / "calls"
+    podman = bin_dir / "podman"
+    podman.write_text(f"#!/bin/sh\necho \"$*\" >> {calls}\n[ \"$1 $2\" = \"exec open-webui\" ] || exit 9\nshift 2\n"
+                      "exec \"$@\"\n")
+    podman.chmod(0o755)
+    script = host_script()
+    monkeypatch.setattr(script, "CONTAINER_DATA", str(volume))   # the container's view is this directory
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    staging = tmp_path / "staging"
+    staging.mkdir()
+    verdict = script.sqlite_copy(str(volume / "webui.db"), str(staging / "webui.db"), str(staging), "container",
+                                 str(volume))
+    live.close()
+    assert verdict == "ok"
+    assert calls.read_text().startswith("exec open-webui python3 -c ")
+    with sqlite3.connect(staging / "webui.db") as snap:
+        assert snap.execute("SELECT count(*) FROM chat").fetchone()[0] == 500
+    assert sorted(p.name for p in volume.iterdir() if not p.name.startswith("webui.db")) == []
 
 
 def tar_with(member: tarfile.TarInfo) -> tarfile.TarFile:
