@@ -36,6 +36,7 @@ from pyinfra.api.exceptions import DeployError
 from pyinfra.api.util import get_template
 
 from ollastack.deploy.openwebui import UV_VERSION, VENV, WHEELS, install_arguments, local_wheels
+from ollastack.lab import LabError, debian_mirror
 from ollastack.resources import template
 
 REPOSITORY = "localhost/ollastack/open-webui"
@@ -57,6 +58,14 @@ ENV = [f"PATH={VENV}/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin
 _BUILDING = threading.Lock()
 
 
+def mirror(data) -> str:
+    """``openwebui.build_mirror``, or the control machine's own Debian mirror when it is empty."""
+    try:
+        return data.ollastack_openwebui_build_mirror or debian_mirror()
+    except LabError as error:
+        raise DeployError(f"openwebui.build_mirror is empty and {error}") from None
+
+
 def image_key(data, wheels: list[Path]) -> str:
     """SHA-256 of everything the image is made from; the tag carries its first 12 digits.
 
@@ -65,7 +74,7 @@ def image_key(data, wheels: list[Path]) -> str:
     script = Path(template("openwebui-install.sh.j2")).read_bytes()
     inputs = {
         "version": data.ollastack_openwebui_version, "index_url": data.ollastack_openwebui_index_url,
-        "torch_index_url": data.ollastack_openwebui_torch_index_url, "mirror": data.ollastack_openwebui_build_mirror,
+        "torch_index_url": data.ollastack_openwebui_torch_index_url, "mirror": mirror(data),
         "wheels": [[w.name, w.stat().st_size] for w in wheels], "uv": UV_VERSION,
         "recipe": [RECIPE, SUITE, PYTHON, PACKAGES, BUILD_ONLY, CMD, ENV, hashlib.sha256(script).hexdigest()],
     }
@@ -75,7 +84,7 @@ def image_key(data, wheels: list[Path]) -> str:
 def debootstrap_command(rootfs: Path, mirror: str) -> list[str]:
     """The root filesystem: Debian 12 minbase with Python 3.11 (an argument list, never a shell line).
 
-    Example: ``debootstrap_command(Path("/b/rootfs"), "http://deb.debian.org/debian")``
+    Example: ``debootstrap_command(Path("/b/rootfs"), "http://mirror.example.com/debian")``
     """
     return ["debootstrap", "--variant=minbase", f"--include={','.join(PACKAGES)}", SUITE, str(rootfs), mirror]
 
@@ -152,7 +161,7 @@ def build(data, wheels: list[Path], tag: str, key: str, archive: Path, work: Pat
         shutil.rmtree(work)
     work.mkdir(mode=0o700)
     try:
-        _run(debootstrap_command(rootfs, data.ollastack_openwebui_build_mirror))
+        _run(debootstrap_command(rootfs, mirror(data)))
         (rootfs / WHEELS.lstrip("/")).mkdir(parents=True, exist_ok=True)
         for wheel in wheels:
             shutil.copy(wheel, rootfs / WHEELS.lstrip("/") / wheel.name)

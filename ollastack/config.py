@@ -524,7 +524,7 @@ class OpenWebUISection(Section):
     ollama_url: Url = Field("", description="OLLAMA_BASE_URL; empty: the host's own Ollama (from ollama.host).",
                               examples=["http://10.0.0.5:11434"])
     build_image: bool = Field(False, description="Container route: build the image on the control machine from the package index instead of pulling `image` (hosts that cannot reach ghcr.io): a Debian 12 root filesystem (debootstrap from build_mirror) with open-webui==version installed from index_url/find_links (CPU torch from find_links or torch_index_url), pushed and loaded like image_archive. Needs root and debootstrap on the control machine.")
-    build_mirror: Url = Field("http://deb.debian.org/debian", description="build_image: Debian mirror debootstrap makes the image's root filesystem from.",
+    build_mirror: Url = Field("", description="build_image: Debian mirror debootstrap makes the image's root filesystem from; empty: the control machine's own (the first non-security URI of its apt sources).",
                               examples=["http://mirror.example.com/debian"])
     build_dir: Annotated[str, LocalPath()] = Field("~/.cache/ollastack/images", description="build_image: where built images are kept on the control machine, one archive per version and inputs (reused by later converges and other stacks).")
 

@@ -28,7 +28,7 @@ def data(**settings) -> types.SimpleNamespace:
 
 def test_defaults_pull_the_upstream_image():
     section = OpenWebUISection()
-    assert section.build_image is False and section.build_mirror == "http://deb.debian.org/debian"
+    assert section.build_image is False and section.build_mirror == ""
     assert section.build_dir == "~/.cache/ollastack/images"
 
 
