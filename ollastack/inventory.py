@@ -12,7 +12,6 @@ Example (an inventory file)::
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -68,24 +67,20 @@ def jump_config(stack: Stack, hosts: list[Host], known_hosts: Path | None, stric
 
     Example: ``jump_config(stack, [gateway, backend], known, "accept-new")`` -> ``.ollastack/state/demo.ssh_config``
     """
-    jumped = [h for h in hosts if h.jump is not None]
-    if not jumped:
-        return None
     _, private_key = stack.key_paths()
     known = known_hosts or known_hosts_file(stack.stack.name)
-    lines = ["# Written by ollastack: the hosts reached through another (a fleet's backends through its gateway)."]
-    for host in jumped:
-        assert host.jump is not None
-        lines += [f"Host {fleet_address(host.address)}",
-                  f"    ProxyCommand {proxy_command(host.jump, host.address, host.port, private_key, known, strict)}"]
+    lines = []
+    for host in hosts:
+        if host.jump is not None:
+            # proxy_command checks that the address is an IP address: it is the ``Host`` pattern too.
+            command = proxy_command(host.jump, host.address, host.port, private_key, known, strict)
+            lines += [f"Host {host.address}", f"    ProxyCommand {command}"]
+    if not lines:
+        return None
     path = ssh_config_file(stack.stack.name)
-    write_atomic(path, "\n".join(lines) + "\n")
+    write_atomic(path, "# Written by ollastack: the hosts reached through another (a fleet's backends "
+                       "through its gateway).\n" + "\n".join(lines) + "\n")
     return path
-
-
-def fleet_address(address: str) -> str:
-    """``address`` checked to be an IP address (it becomes an ssh config ``Host`` pattern)."""
-    return str(ipaddress.ip_address(address))
 
 
 def provider_inventory(name: str) -> list[tuple[str, dict[str, Any]]]:

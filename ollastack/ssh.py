@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import re
 import shlex
 import subprocess
 import time
@@ -11,6 +12,10 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from ollastack.host import Host
+
+
+# A login name as Debian's adduser takes it: nothing ssh could read as an option or a token.
+LOGIN_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_-]{0,31}")
 
 
 class SshTimeout(Exception):
@@ -35,8 +40,8 @@ def proxy_command(jump: Host, address: str, port: int, private_key: str | Path, 
     """
     ipaddress.ip_address(address)
     ipaddress.ip_address(jump.address)
-    if not jump.user.replace("-", "").replace("_", "").isalnum() or jump.user.startswith("-"):
-        raise ValueError(f"jump host user {jump.user!r}: expected letters, digits, - and _")
+    if not LOGIN_RE.fullmatch(jump.user):
+        raise ValueError(f"jump host user {jump.user!r}: expected a login name (letters, digits, - and _)")
     for path in (str(private_key), str(known_hosts)):
         if "%" in path:
             raise ValueError(f"{path}: ssh would read % in a ProxyCommand as a token; use a path without it")
