@@ -355,6 +355,10 @@ class Steps:
         """``ollastack-demo-backend2``: backend ``index``'s instance; ``ollastack-demo-backends``: their group."""
         return f"{self.prefix}-backend{index}" if index else f"{self.prefix}-backends"
 
+    def is_backend(self, instance: dict[str, Any]) -> bool:
+        """Whether a tagged instance is a fleet backend (one of a larger fleet too): never the gateway."""
+        return str(instance.get("InstanceName", "")).startswith(f"{self.prefix}-backend")
+
     def security_group(self, vpc_id: str) -> str:
         found = [g for g in self._groups(vpc_id) if g.get("SecurityGroupName") != self.backend_name()]
         if found:
@@ -445,9 +449,8 @@ class Steps:
         vsw_id, zone = vswitch
         cfg = self.stack.alibaba
         name = self.backend_name(index) if index else self.prefix
-        backends = {self.backend_name(i) for i in range(1, self.stack.fleet.backends + 1)}
         found = [i for i in self._instances() if i["Status"] not in ("Stopping", "Deleted")
-                 and (i.get("InstanceName") == name if index else i.get("InstanceName") not in backends)]
+                 and (i.get("InstanceName") == name if index else not self.is_backend(i))]
         if found:
             inst_id = found[0]["InstanceId"]
             if found[0]["InstanceType"] != cfg.instance_type:

@@ -92,7 +92,7 @@ def _resources(steps: alibaba.Steps) -> dict[str, Any]:
     backends = {steps.backend_name(i) for i in range(1, steps.stack.fleet.backends + 1)}
     instances = [i for i in steps._instances() if i["Status"] not in ("Stopping", "Deleted")]
     named = {i.get("InstanceName"): i for i in instances}
-    instances = [i for i in instances if i.get("InstanceName") not in backends]
+    instances = [i for i in instances if not steps.is_backend(i)]
     groups = [g for g in groups if g.get("SecurityGroupName") != steps.backend_name()]
     return {"key_pair": keys[0] if keys else None, "vpc": vpc, "vswitch": vswitches[0] if vswitches else None,
             "security_group": groups[0] if groups else None, "instance": instances[0] if instances else None,
@@ -184,6 +184,7 @@ def price(steps: alibaba.Steps, zone: str) -> Price:
     except CloudError as exc:
         result.warnings.append(f"price: {exc}")
         result.lines = [PriceLine(name, None) for name in names.values()]
+        result.lines += backend_lines(steps.stack, result.lines[:2])
         return result
     found = body.get("PriceInfo", {}).get("Price", {})
     result.currency = found.get("Currency") or result.currency

@@ -132,3 +132,14 @@ def test_plan_lists_the_backends_with_prices(emu, keys):
     assert [line.what.split(":")[0] for line in lines] == ["backend 1", "backend 1", "backend 2", "backend 2"]
     # Each backend costs the instance and its disk, without the public bandwidth.
     assert plan.price.hourly == pytest.approx(HOURLY + 2 * (11.58 + DISK_PRICES["cloud_essd"] * 100))
+
+
+def test_a_larger_fleet_adds_only_the_new_backend_and_a_smaller_one_keeps_the_gateway(emu, keys):
+    first = up(fleet_stack(emu, keys, 1))
+    grown = up(fleet_stack(emu, keys, 2))
+    assert grown[:2] == first
+    assert sorted(r["InstanceName"] for r in emu.calls("RunInstances")) == [
+        "ollastack-demo", "ollastack-demo-backend1", "ollastack-demo-backend2"]
+    # Back to one backend: the second backend is never taken for the gateway.
+    assert up(fleet_stack(emu, keys, 1)) == first
+    assert len(emu.calls("RunInstances")) == 3

@@ -162,3 +162,12 @@ def test_plan_lists_the_backends_with_prices(arm, prices, fleet_stack):
     # Each backend costs the gateway's VM and disk, without the public IP.
     assert plan.price.hourly == pytest.approx(HOURLY + 2 * (0.526 + 4.80 / 720))
     assert "backend 2: VM Standard_NC4as_T4_v3" in plan.render()
+
+
+def test_a_larger_fleet_creates_only_the_new_backend(arm, fleet_stack):
+    first, _ = up(fleet_stack(1))
+    before = {r.path for r in arm.seen("PUT")}
+    grown, _ = up(fleet_stack(2))
+    assert grown[:2] == first
+    created = {r.path.split("?")[0].rsplit("/", 1)[-1] for r in arm.seen("PUT") if r.path not in before}
+    assert created == {"demo-backend2-nic", "demo-backend2-vm"}
