@@ -5,7 +5,9 @@ tag before creating anything, so a second run (or a run after an interrupted one
 exists instead of duplicating it; ``destroy`` deletes what the state records or the tag finds, only
 if it carries the tag. ``GRAPH`` declares the steps and their needs as data; ``ollastack.cloud.plan``
 runs independent steps concurrently (the key pair, image and zone look-ups overlap the VPC), so
-the wall time is the dependency chain VPC -> vSwitch -> instance, not the sum of all calls.
+the wall time is the dependency chain VPC -> vSwitch -> instance, not the sum of all calls. A fleet
+(``fleet.backends``) adds instances without a public address in the same vSwitch, in a security group of
+their own admitting SSH and Ollama's port from the gateway's private address alone (``graph``).
 
 Credentials: ``ALIBABA_CLOUD_ACCESS_KEY_ID`` / ``ALIBABA_CLOUD_ACCESS_KEY_SECRET`` (and
 ``ALIBABA_CLOUD_SECURITY_TOKEN`` for STS), otherwise the alibabacloud-credentials default chain

@@ -12,6 +12,8 @@ concurrently once the resource group exists. Each resource is recorded in the st
 its create request is sent, so a run that is interrupted at any point leaves a trace: ``create`` again finishes the job (it GETs each resource and creates only
 what is missing), ``destroy`` removes what exists. Inbound traffic: SSH only from
 ``access.admin_cidrs``, HTTP/HTTPS from anywhere, everything else denied (Ollama's port included).
+A fleet (``fleet.backends``) adds, per backend, a NIC without a public IP in the same subnet and a VM,
+behind one more NSG admitting SSH and Ollama's port from the gateway's private address alone (``graph``).
 
 Credentials come from ``DefaultAzureCredential``: environment variables (``AZURE_CLIENT_ID``,
 ``AZURE_TENANT_ID``, ``AZURE_CLIENT_SECRET``), ``az login``, a managed identity, ...
