@@ -6,7 +6,12 @@ beside each other, ``down`` removes them all, and the inventory reaches them thr
 from __future__ import annotations
 
 import ipaddress
+import json
+import os
+import re
 import shlex
+import subprocess
+from pathlib import Path
 
 import paramiko
 import pytest
@@ -20,6 +25,7 @@ from ollastack.state import StackState
 from tests.integration.test_azure import ADMIN, _loopback_only, down, put_bodies, up  # noqa: F401
 from tests.integration.test_plan_azure import HOURLY, prices  # noqa: F401 (fixture)
 from tests.support.azure_fixtures import arm, ca, keys  # noqa: F401 (fixtures)
+from tests.support.repo import REPO
 
 SUBNET = ipaddress.ip_network(azure.SUBNET_PREFIX)
 
@@ -171,3 +177,26 @@ def test_a_larger_fleet_creates_only_the_new_backend(arm, fleet_stack):
     assert grown[:2] == first
     created = {r.path.split("?")[0].rsplit("/", 1)[-1] for r in arm.seen("PUT") if r.path not in before}
     assert created == {"demo-backend2-nic", "demo-backend2-vm"}
+
+
+def test_the_inventory_file_puts_the_backends_behind_the_gateway(arm, fleet_stack, keys, tmp_path):
+    hosts, _ = up(fleet_stack(2))
+    config = tmp_path / "stack.toml"
+    config.write_text(f'[stack]\nname = "demo"\nprovider = "azure"\n[access]\nssh_public_key = "{keys[0]}"\n'
+                      f'ssh_private_key = "{keys[1]}"\n[fleet]\nbackends = 2\n')
+    env = {**os.environ, "OLLASTACK_CONFIG": str(config)}
+    out = subprocess.run(["pyinfra", str(REPO / "inventories" / "azure.py"), "debug-inventory"], env=env,
+                         cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=60,
+                         check=True).stdout
+    blocks = {m.group(1): m.group(2) for m in re.finditer(r"^\[([0-9.]+)\] *\n(.*?)(?=^\[|\Z)", out, re.M | re.S)}
+    gateway, *backends = hosts
+    assert sorted(blocks) == sorted(h["address"] for h in hosts)
+    assert "gateway" in blocks[gateway["address"]] and "ssh_config_file" not in blocks[gateway["address"]]
+    for backend in backends:
+        block = blocks[backend["address"]]
+        data = json.loads(block.split("--> Data:", 1)[1].split("\n-->", 1)[0])
+        assert "--> Groups: azure, ollama" in block
+        assert data["ollastack_fleet_role"] == "backend" and data["ssh_user"] == "ollastack"
+        text = Path(data["ssh_config_file"]).read_text()
+        assert f"Host {backend['address']}\n" in text and f"-- ollastack@{gateway['address']}" in text
+        assert data["ssh_known_hosts_file"] in text
