@@ -1132,7 +1132,7 @@ class Stack(Section):
             return self
         if not _provider(self.stack.provider).makes_fleets:
             raise ValueError(f"fleet.backends: provider \"{self.stack.provider}\" does not create backend hosts yet; "
-                             "use provider = \"lab\" or fleet.backends = 0")
+                             "use provider = \"lab\", \"azure\" or \"alibaba\", or fleet.backends = 0")
         if self.lab.hosts != 1:
             raise ValueError(f"lab.hosts: a fleet has one gateway (lab.hosts = 1) and fleet.backends = "
                              f"{self.fleet.backends} Ollama hosts; set lab.hosts = 1")

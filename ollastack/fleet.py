@@ -56,10 +56,11 @@ def split(stack: Stack, hosts: Iterable[Host]) -> tuple[Host | None, list[Host]]
                          f"backends running, and the provider lists {len(hosts)} host(s) ({names}): `ollastack up` "
                          "starts the missing ones")
     for host in hosts:
-        try:
-            ipaddress.ip_address(host.address)
-        except ValueError:
-            raise FleetError(f"{host.name}: a fleet host needs an IP address, not {host.address!r}") from None
+        for address in filter(None, (host.address, host.private_address)):
+            try:
+                ipaddress.ip_address(address)
+            except ValueError:
+                raise FleetError(f"{host.name}: a fleet host needs an IP address, not {address!r}") from None
     return hosts[0], hosts[1:]
 
 
@@ -73,16 +74,23 @@ def host_settings(stack: Stack, hosts: Iterable[Host]) -> dict[str, dict[str, An
     """Host name -> the host-data keys its role changes; {} for a single-host stack.
 
     The gateway learns the backends' addresses (nginx's upstream); a backend its own listening
-    address (``ollama.host``) and the gateway's address (its firewall's only source for Ollama's port).
+    address (``ollama.host``) and the gateway's address in their network (its firewall's only source for
+    Ollama's port). A backend reached through the gateway (a cloud's, ``Host.jump``) also admits SSH
+    from the gateway's address, which is where pyinfra's and ollastack's SSH then arrive from.
     """
     gateway, backends = split(stack, hosts)
     if gateway is None:
         return {}
+    inside = gateway.private_address or gateway.address
     settings = {gateway.name: {key("fleet_role"): GATEWAY,
                                key("fleet_upstreams"): [backend_address(stack, b) for b in backends]}}
     for backend in backends:
-        settings[backend.name] = {key("fleet_role"): BACKEND, key("fleet_gateway"): gateway.address,
+        settings[backend.name] = {key("fleet_role"): BACKEND, key("fleet_gateway"): inside,
                                   key("ollama.host"): backend_address(stack, backend)}
+        if backend.jump is not None:
+            jump_cidr = str(ipaddress.ip_network(inside))
+            admins = [*stack.access.admin_cidrs, *([] if jump_cidr in stack.access.admin_cidrs else [jump_cidr])]
+            settings[backend.name][key("access.admin_cidrs")] = admins
     return settings
 
 

@@ -22,13 +22,19 @@ SSH_PORT = 22
 
 @dataclass(frozen=True)
 class Host:
-    """A host pyinfra logs in to: ``user@address:port``; ``tls_names`` are the names its certificate serves."""
+    """A host pyinfra logs in to: ``user@address:port``; ``tls_names`` are the names its certificate serves.
+
+    ``private_address``: where the stack's other hosts reach it ("": ``address``); ``jump``: the host
+    SSH goes through to reach it (a cloud fleet's backend, which has no public address, through the gateway).
+    """
 
     name: str
     address: str
     user: str = "root"
     port: int = SSH_PORT
     tls_names: tuple[str, ...] = ()
+    private_address: str = ""
+    jump: Host | None = None
 
     @classmethod
     def from_record(cls, record: Host | Mapping[str, Any]) -> Host:
@@ -38,15 +44,23 @@ class Host:
         """
         if isinstance(record, Host):
             return record
+        jump = record.get("jump")
         return cls(name=str(record["name"]), address=str(record["address"]), user=str(record.get("user") or "root"),
-                   port=int(record.get("port") or SSH_PORT), tls_names=tuple(record.get("tls_names") or ()))
+                   port=int(record.get("port") or SSH_PORT), tls_names=tuple(record.get("tls_names") or ()),
+                   private_address=str(record.get("private_address") or ""),
+                   jump=cls.from_record(jump) if jump else None)
 
     def to_record(self) -> dict[str, Any]:
-        """The state file's JSON form: the keys earlier versions wrote, ``port`` only when it is not 22."""
+        """The state file's JSON form: the keys earlier versions wrote, ``port``, ``private_address`` and
+        ``jump`` only when set."""
         record: dict[str, Any] = {"name": self.name, "address": self.address, "user": self.user,
                                   "tls_names": list(self.tls_names)}
         if self.port != SSH_PORT:
             record["port"] = self.port
+        if self.private_address:
+            record["private_address"] = self.private_address
+        if self.jump is not None:
+            record["jump"] = self.jump.to_record()
         return record
 
     @property

@@ -20,16 +20,22 @@ from ollastack import fleet, providers
 from ollastack.config import Stack, load_stack
 from ollastack.host import SSH_PORT, Host
 from ollastack.hostdata import host_data, key
-from ollastack.state import hold_lock_until_exit, known_hosts_file
+from ollastack.ssh import proxy_command
+from ollastack.state import hold_lock_until_exit, known_hosts_file, ssh_config_file, write_atomic
 
 
 def pyinfra_hosts(stack: Stack, hosts: Iterable[Host], known_hosts: Path | None = None,
                   strict: str = "accept-new") -> list[tuple[str, dict[str, Any]]]:
-    """One ``(address, data)`` pair per host, carrying every host setting of the stack."""
+    """One ``(address, data)`` pair per host, carrying every host setting of the stack.
+
+    Hosts with a ``jump`` (a cloud fleet's backends) are reached through it: their ProxyCommand goes
+    into the stack's ssh config file (``jump_config``), which their entries name.
+    """
     _, private_key = stack.key_paths()
     common = host_data(stack)
     hosts = list(hosts)
     roles = fleet.host_settings(stack, hosts)
+    config = jump_config(stack, hosts, known_hosts, strict)
     entries = []
     for host in hosts:
         data = dict(common)
@@ -47,8 +53,34 @@ def pyinfra_hosts(stack: Stack, hosts: Iterable[Host], known_hosts: Path | None 
             data["ssh_port"] = host.port
         if known_hosts is not None:
             data["ssh_known_hosts_file"] = str(known_hosts)
+        if host.jump is not None and config is not None:
+            data["ssh_config_file"] = str(config)
         entries.append((host.address, data))
     return entries
+
+
+def jump_config(stack: Stack, hosts: list[Host], known_hosts: Path | None, strict: str) -> Path | None:
+    """Write the ssh config reaching each jumped host through its jump (0600); None when no host has one.
+
+    pyinfra's ssh connector has no proxy setting of its own, and follows an ssh config's
+    ``ProxyCommand``; every value in the line is checked and quoted by ``ssh.proxy_command``.
+
+    Example: ``jump_config(stack, [gateway, backend], known, "accept-new")`` -> ``.ollastack/state/demo.ssh_config``
+    """
+    _, private_key = stack.key_paths()
+    known = known_hosts or known_hosts_file(stack.stack.name)
+    lines = []
+    for host in hosts:
+        if host.jump is not None:
+            # proxy_command checks that the address is an IP address: it is the ``Host`` pattern too.
+            command = proxy_command(host.jump, host.address, host.port, private_key, known, strict)
+            lines += [f"Host {host.address}", f"    ProxyCommand {command}"]
+    if not lines:
+        return None
+    path = ssh_config_file(stack.stack.name)
+    write_atomic(path, "# Written by ollastack: the hosts reached through another (a fleet's backends "
+                       "through its gateway).\n" + "\n".join(lines) + "\n")
+    return path
 
 
 def provider_inventory(name: str) -> list[tuple[str, dict[str, Any]]]:

@@ -177,4 +177,15 @@ def azure_price(stack: Stack) -> Price:
             continue
         price.currency = item.get("currencyCode", price.currency)
         price.lines.append(PriceLine(what, float(item["retailPrice"]) * per_hour, item.get("meterName", "")))
+    vm, disk = price.lines[0], price.lines[1]
+    price.lines += backend_lines(stack, [vm, disk])
     return price
+
+
+def backend_lines(stack: Stack, per_host: list[PriceLine]) -> list[PriceLine]:
+    """A fleet's backends priced as the gateway's host lines (the same size and disk, no public address).
+
+    Example: ``backend_lines(stack, [vm, disk])`` -> [PriceLine("backend 1: VM Standard_NC4as_T4_v3", 0.526), ...]
+    """
+    return [PriceLine(f"backend {index}: {line.what}", line.hourly, line.note)
+            for index in range(1, stack.fleet.backends + 1) for line in per_host]

@@ -84,7 +84,8 @@ def wait_until_reachable(stack: Stack, hosts: list[Host], known_hosts: Path, pro
     for host in hosts:
         progress(f"{host.name}: waiting for SSH on {host.address}")
         try:
-            took = wait_for_ssh(host.address, host.user, private_key, known_hosts, strict="accept-new", port=host.port)
+            took = wait_for_ssh(host.address, host.user, private_key, known_hosts, strict="accept-new", port=host.port,
+                                jump=host.jump)
         except SshTimeout as exc:
             raise CloudError(str(exc)) from None
         progress(f"{host.name}: SSH ready ({took:.1f}s)")
@@ -184,7 +185,8 @@ class CloudProvider:
 
     name = ""
     strict_host_keys = "accept-new"
-    makes_fleets = False
+    # The gateway with a public address, the backends without one in its network, reached through it.
+    makes_fleets = True
 
     def check(self, stack: Stack) -> None:
         return None

@@ -31,4 +31,4 @@ def host_command(stack: Stack, host: Host, *words: str, known_only: bool = False
     _, private_key = stack.key_paths()
     as_root = ("sudo", "-n") if host.user != "root" else ()
     return ssh_command(host.address, host.user, private_key, provider.known_hosts(stack), *as_root, *words,
-                       port=host.port, strict="yes" if known_only else provider.strict_host_keys)
+                       port=host.port, strict="yes" if known_only else provider.strict_host_keys, jump=host.jump)

@@ -76,6 +76,11 @@ def known_hosts_file(stack_name: str) -> Path:
     return state_dir() / f"{stack_name}.known_hosts"
 
 
+def ssh_config_file(stack_name: str) -> Path:
+    """The ssh config (ProxyCommand per host) pyinfra reaches a stack's jumped hosts by (a cloud fleet's backends)."""
+    return state_dir() / f"{stack_name}.ssh_config"
+
+
 def _lock_fd(stack_name: str) -> int:
     """Take the stack's lock without waiting; raise StackBusy naming the holder's pid."""
     path = state_dir() / f"{stack_name}.lock"

@@ -5,7 +5,9 @@ tag before creating anything, so a second run (or a run after an interrupted one
 exists instead of duplicating it; ``destroy`` deletes what the state records or the tag finds, only
 if it carries the tag. ``GRAPH`` declares the steps and their needs as data; ``ollastack.cloud.plan``
 runs independent steps concurrently (the key pair, image and zone look-ups overlap the VPC), so
-the wall time is the dependency chain VPC -> vSwitch -> instance, not the sum of all calls.
+the wall time is the dependency chain VPC -> vSwitch -> instance, not the sum of all calls. A fleet
+(``fleet.backends``) adds instances without a public address in the same vSwitch, in a security group of
+their own admitting SSH and Ollama's port from the gateway's private address alone (``graph``).
 
 Credentials: ``ALIBABA_CLOUD_ACCESS_KEY_ID`` / ``ALIBABA_CLOUD_ACCESS_KEY_SECRET`` (and
 ``ALIBABA_CLOUD_SECURITY_TOKEN`` for STS), otherwise the alibabacloud-credentials default chain
@@ -21,6 +23,7 @@ Example::
 from __future__ import annotations
 
 import fnmatch
+import functools
 import ipaddress
 import json
 import os
@@ -41,7 +44,8 @@ from darabonba.policy.retry import RetryCondition, RetryOptions
 
 from ollastack.cloud import CloudError, Progress, plan
 from ollastack.cloud.errors import hint, one_line
-from ollastack.config import Stack
+from ollastack.config import Stack, split_host_port
+from ollastack.host import Host
 from ollastack.state import StackState
 
 TAG_KEY = "ollastack-stack"
@@ -65,6 +69,10 @@ GRAPH = {
     "security_group": ["vpc"],
     "instance": ["vswitch", "security_group", "key_pair", "image"],
 }
+# A fleet's backends (``fleet.backends``): their own security group (no rules until the gateway's
+# private address is known, then SSH and Ollama's port from it alone), and one instance each without a
+# public address in the gateway's vSwitch; ``graph`` adds these steps, all beside the gateway's instance.
+BACKEND_GROUP, BACKEND_RULES = "backend_security_group", "backend_rules"
 
 
 @dataclass(frozen=True)
@@ -200,7 +208,7 @@ class Steps:
         self.recorder = plan.Recorder(state, progress, region=self.region)
         self.record, self.progress = self.recorder.record, self.recorder.progress
 
-    def client_token(self, kind: str) -> str:
+    def client_token(self, kind: str, name: str = "") -> str:
         """The ClientToken for creating this stack's ``kind``: one per resource, kept in its state record.
 
         Written before the request goes out, so a retried or resumed ``up`` (even one whose tag
@@ -209,11 +217,11 @@ class Steps:
         found gone gets a new token: the old one would only name the deleted resource again.
         """
         with self.recorder.lock:
-            entry = self.recorder.state.find(kind, self.prefix) or {}
+            entry = self.recorder.state.find(kind, name or self.prefix) or {}
             if entry.get("client_token") and not entry.get("id"):
                 return entry["client_token"]
             token = str(uuid.uuid4())
-            self.record(kind, self.prefix, id=None, client_token=token)
+            self.record(kind, name or self.prefix, id=None, client_token=token)
             return token
 
     def wait(self, what: str, poll: Callable[[], tuple[str, Any]], ready: str) -> Any:
@@ -340,10 +348,21 @@ class Steps:
             region_id=self.region, v_switch_id=vsw_id), "VSwitches", "VSwitch")["Status"], None), "Available")
         return vsw_id, zone
 
-    def security_group(self, vpc_id: str) -> str:
-        found = self.api.items(self.api.ecs.describe_security_groups, ecs_models.DescribeSecurityGroupsRequest(
+    def _groups(self, vpc_id: str) -> list[dict[str, Any]]:
+        return self.api.items(self.api.ecs.describe_security_groups, ecs_models.DescribeSecurityGroupsRequest(
             region_id=self.region, vpc_id=vpc_id, tag=_tag(ecs_models, "DescribeSecurityGroups", self.name)),
             "SecurityGroups", "SecurityGroup")
+
+    def backend_name(self, index: int = 0) -> str:
+        """``ollastack-demo-backend2``: backend ``index``'s instance; ``ollastack-demo-backends``: their group."""
+        return f"{self.prefix}-backend{index}" if index else f"{self.prefix}-backends"
+
+    def is_backend(self, instance: dict[str, Any]) -> bool:
+        """Whether a tagged instance is a fleet backend (one of a larger fleet too): never the gateway."""
+        return str(instance.get("InstanceName", "")).startswith(f"{self.prefix}-backend")
+
+    def security_group(self, vpc_id: str) -> str:
+        found = [g for g in self._groups(vpc_id) if g.get("SecurityGroupName") != self.backend_name()]
         if found:
             sg_id = found[0]["SecurityGroupId"]
         else:
@@ -356,9 +375,38 @@ class Steps:
         self._rules(sg_id)
         return sg_id
 
-    def _rules(self, sg_id: str) -> None:
-        """Make the ingress rules exactly: 22 from each admin CIDR, 80 and 443 from anywhere."""
-        missing, extra = self.rule_changes(sg_id)
+    def backend_security_group(self, vpc_id: str) -> str:
+        """The backends' group; it drops traffic between its members (one backend does not reach another)."""
+        name = self.backend_name()
+        found = [g for g in self._groups(vpc_id) if g.get("SecurityGroupName") == name]
+        if found:
+            sg_id = found[0]["SecurityGroupId"]
+        else:
+            sg_id = self.api.call(self.api.ecs.create_security_group, ecs_models.CreateSecurityGroupRequest(
+                region_id=self.region, vpc_id=vpc_id, security_group_name=name, security_group_type="normal",
+                description="ollastack fleet backends: SSH and Ollama from the gateway only",
+                client_token=self.client_token("security_group", name),
+                tag=_tag(ecs_models, "CreateSecurityGroup", self.name)))["SecurityGroupId"]
+            self.progress(f"security group {sg_id} (backends) created")
+        self.record("security_group", name, id=sg_id)
+        self.api.call(self.api.ecs.modify_security_group_policy, ecs_models.ModifySecurityGroupPolicyRequest(
+            region_id=self.region, security_group_id=sg_id, inner_access_policy="Drop"))
+        return sg_id
+
+    def backend_rules(self, sg_id: str, gateway: dict[str, str]) -> str:
+        """The backends' ingress rules, exactly: 22 and Ollama's port from the gateway's private address."""
+        self._rules(sg_id, self.backend_wanted(gateway["private_address"]))
+        return sg_id
+
+    def backend_wanted(self, gateway: str) -> set[tuple[str, str, str]]:
+        """The backends' ingress rules for a gateway at private address ``gateway``."""
+        port = split_host_port(self.stack.ollama.host)[1]
+        source = str(ipaddress.ip_network(gateway))
+        return {("TCP", "22/22", source), ("TCP", f"{port}/{port}", source)}
+
+    def _rules(self, sg_id: str, wanted: set[tuple[str, str, str]] | None = None) -> None:
+        """Make the ingress rules exactly ``wanted``, by default: 22 from each admin CIDR, 80 and 443 from anywhere."""
+        missing, extra = self.rule_changes(sg_id, wanted)
         if missing:
             try:
                 self.api.call(self.api.ecs.authorize_security_group, ecs_models.AuthorizeSecurityGroupRequest(
@@ -374,24 +422,37 @@ class Steps:
                 permissions=[_permission(ecs_models.RevokeSecurityGroupRequestPermissions, r) for r in extra]))
             self.progress(f"security group {sg_id}: removed " + ", ".join(f"{p} from {s}" for _, p, s in extra))
 
-    def rule_changes(self, sg_id: str) -> tuple[list[tuple[str, str, str]], list[tuple[str, str, str]]]:
-        """(ingress rules to allow, rules to revoke) to make the group's rules exactly ollastack's;
-        ``_rules`` applies them, ``plan`` reports them.
+    def rule_changes(self, sg_id: str, wanted: set[tuple[str, str, str]] | None = None,
+                     ) -> tuple[list[tuple[str, str, str]], list[tuple[str, str, str]]]:
+        """(ingress rules to allow, rules to revoke) to make the group's rules exactly ``wanted`` (by default
+        the gateway's or one host's); ``_rules`` applies them, ``plan`` reports them.
 
         Example: ``steps.rule_changes("sg-1")`` -> ([("TCP", "22/22", "203.0.113.0/24")], [("TCP", "22/22", "198.51.100.7/32")])
         """
-        wanted = {("TCP", "22/22", cidr) for cidr in self.stack.access.admin_cidrs}
-        wanted |= {("TCP", "80/80", WORLD), ("TCP", "443/443", WORLD)}
+        if wanted is None:
+            wanted = {("TCP", "22/22", cidr) for cidr in self.stack.access.admin_cidrs}
+            wanted |= {("TCP", "80/80", WORLD), ("TCP", "443/443", WORLD)}
         body = self.api.call(self.api.ecs.describe_security_group_attribute, ecs_models.DescribeSecurityGroupAttributeRequest(
             region_id=self.region, security_group_id=sg_id, direction="ingress"))
         have = {(p["IpProtocol"].upper(), p["PortRange"], p.get("SourceCidrIp") or p.get("Ipv6SourceCidrIp", ""))
                 for p in body.get("Permissions", {}).get("Permission", []) if p.get("Policy", "Accept").lower() == "accept"}
         return sorted(wanted - have), sorted(have - wanted)
 
-    def instance(self, vswitch: tuple[str, str], sg_id: str, key_pair: str, image_id: str) -> dict[str, Any]:
+    def instance(self, vswitch: tuple[str, str], sg_id: str, key_pair: str, image_id: str) -> dict[str, str]:
+        """The one host's (a fleet's gateway's) instance: {"address": public, "private_address": ...} once Running."""
+        return self._instance(vswitch, sg_id, key_pair, image_id)
+
+    def backend(self, index: int, vswitch: tuple[str, str], sg_id: str, key_pair: str, image_id: str) -> dict[str, str]:
+        """Backend ``index``'s instance: no public address (no bandwidth out), in the gateway's vSwitch."""
+        return self._instance(vswitch, sg_id, key_pair, image_id, index)
+
+    def _instance(self, vswitch: tuple[str, str], sg_id: str, key_pair: str, image_id: str,
+                  index: int = 0) -> dict[str, str]:
         vsw_id, zone = vswitch
         cfg = self.stack.alibaba
-        found = [i for i in self._instances() if i["Status"] not in ("Stopping", "Deleted")]
+        name = self.backend_name(index) if index else self.prefix
+        found = [i for i in self._instances() if i["Status"] not in ("Stopping", "Deleted")
+                 and (i.get("InstanceName") == name if index else not self.is_backend(i))]
         if found:
             inst_id = found[0]["InstanceId"]
             if found[0]["InstanceType"] != cfg.instance_type:
@@ -401,33 +462,36 @@ class Steps:
             inst_id = self.api.call(self.api.ecs.run_instances, ecs_models.RunInstancesRequest(
                 region_id=self.region, zone_id=zone, image_id=image_id, instance_type=cfg.instance_type,
                 v_switch_id=vsw_id, security_group_id=sg_id, key_pair_name=key_pair, amount=1,
-                instance_name=self.prefix, host_name=f"{self.name}-1", description="ollastack",
+                instance_name=name, host_name=f"{self.name}-{index + 1}", description="ollastack",
                 instance_charge_type="PostPaid", internet_charge_type="PayByTraffic",
-                internet_max_bandwidth_out=cfg.bandwidth_mbps,
+                internet_max_bandwidth_out=0 if index else cfg.bandwidth_mbps,
                 system_disk=ecs_models.RunInstancesRequestSystemDisk(size=str(cfg.system_disk_gb),
                                                                      category=cfg.system_disk_category),
-                client_token=self.client_token("instance"), tag=_tag(ecs_models, "RunInstances", self.name),
+                client_token=self.client_token("instance", name), tag=_tag(ecs_models, "RunInstances", self.name),
             ))["InstanceIdSets"]["InstanceIdSet"][0]
             self.progress(f"instance {inst_id} ({cfg.instance_type}) created")
-        self.record("instance", self.prefix, id=inst_id, zone=zone)
-        return self.wait(f"instance {inst_id}", lambda: self._instance_status(inst_id), "Running")
+        self.record("instance", name, id=inst_id, zone=zone)
+        return self.wait(f"instance {inst_id}", lambda: self._instance_status(inst_id, public=not index), "Running")
 
     def _instances(self, **filters: Any) -> list[dict[str, Any]]:
         return self.api.items(self.api.ecs.describe_instances, ecs_models.DescribeInstancesRequest(
             region_id=self.region, tag=_tag(ecs_models, "DescribeInstances", self.name), **filters),
             "Instances", "Instance")
 
-    def _instance_status(self, inst_id: str) -> tuple[str, Any]:
+    def _instance_status(self, inst_id: str, public: bool = True) -> tuple[str, Any]:
         found = self._instances(instance_ids=json.dumps([inst_id]))
         if not found:
             raise CloudError(f"instance {inst_id} disappeared while starting: run `ollastack up` again")
         addresses = found[0].get("PublicIpAddress", {}).get("IpAddress", [])
         eip = found[0].get("EipAddress", {}).get("IpAddress", "")
         address = eip or (addresses[0] if addresses else "")
+        private = (found[0].get("VpcAttributes", {}).get("PrivateIpAddress", {}).get("IpAddress") or [""])[0]
         status = found[0]["Status"]
-        if status == "Running" and not address:
+        if status == "Running" and public and not address:
             status = "Running, waiting for its public address"
-        return status, address
+        if status == "Running" and not private:
+            status = "Running, waiting for its private address"
+        return status, {"address": address if public else private, "private_address": private}
 
     def _one(self, method: Callable, request: Any, outer: str, inner: str) -> dict[str, Any]:
         found = self.api.call(method, request).get(outer, {}).get(inner, [])
@@ -443,9 +507,24 @@ def _permission(model: type, rule: tuple[str, str, str]) -> Any:
                  description="ollastack", **{"ipv_6source_cidr_ip" if v6 else "source_cidr_ip": source})
 
 
+def graph(stack: Stack) -> dict[str, list[str]]:
+    """``GRAPH``, and with ``fleet.backends`` the backends' group, its rules and one instance per backend.
+
+    Example: ``graph(stack)["backend_1"] == ["vswitch", "backend_security_group", "key_pair", "image"]``
+    """
+    steps = {step: list(needs) for step, needs in GRAPH.items()}
+    if stack.fleet.backends:
+        steps[BACKEND_GROUP] = ["vpc"]
+        steps[BACKEND_RULES] = [BACKEND_GROUP, "instance"]
+        for index in range(1, stack.fleet.backends + 1):
+            steps[f"backend_{index}"] = ["vswitch", BACKEND_GROUP, "key_pair", "image"]
+    return steps
+
+
 def create(stack: Stack, state: StackState, progress: Progress, timing: Timing | None = None,
            timings: dict[str, tuple[float, float]] | None = None, workers: int | None = None) -> list[dict[str, Any]]:
-    """Create (or finish creating) the stack's resources and return its one host.
+    """Create (or finish creating) the stack's resources and return its hosts: the one host, or a
+    fleet's gateway (public address) and then its backends (private addresses, reached through the gateway).
 
     ``timings`` and ``workers`` are ``plan.run``'s (per-step times; ``workers=1``: one step at a time).
 
@@ -455,10 +534,20 @@ def create(stack: Stack, state: StackState, progress: Progress, timing: Timing |
         hosts[0]["address"]        # the instance's public IP
     """
     steps = Steps(stack, state, progress, timing or Timing())
-    results = plan.run(GRAPH, steps, timings, workers)
-    address = results["instance"]
-    hosts = [{"name": f"{stack.stack.name}-1", "address": address, "user": stack.alibaba.admin_username,
-              "tls_names": [stack.tls.domain] if stack.tls.domain else [address]}]
+    for index in range(1, stack.fleet.backends + 1):
+        # plan.run calls a step by its name: each backend's step is the shared one with its number.
+        setattr(steps, f"backend_{index}", functools.partial(steps.backend, index))
+    results = plan.run(graph(stack), steps, timings, workers)
+    address = results["instance"]["address"]
+    hosts: list[dict[str, Any]] = [{"name": f"{stack.stack.name}-1", "address": address,
+                                    "user": stack.alibaba.admin_username,
+                                    "tls_names": [stack.tls.domain] if stack.tls.domain else [address]}]
+    if stack.fleet.backends:
+        hosts[0]["private_address"] = results["instance"]["private_address"]
+        gateway = Host.from_record(hosts[0])
+        hosts += [Host(f"{stack.stack.name}-{index + 1}", results[f"backend_{index}"]["address"],
+                       user=stack.alibaba.admin_username, jump=gateway).to_record()
+                  for index in range(1, stack.fleet.backends + 1)]
     state.set_hosts(hosts)
     progress(f"instance ready at {address}")
     return hosts

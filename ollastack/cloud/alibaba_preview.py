@@ -22,7 +22,7 @@ from ollastack.cloud import CloudError, Progress, alibaba
 from ollastack.config import Stack
 from ollastack.gpus import lines as gpu_lines
 from ollastack.planning import CONFLICT, CREATE, LOOKUP, SAME, UPDATE, Change, Plan
-from ollastack.pricing import Price, PriceLine
+from ollastack.pricing import Price, PriceLine, backend_lines
 from ollastack.state import StackState
 
 # The RAM actions plan, up and down call (AliyunECSFullAccess and AliyunVPCFullAccess hold them all).
@@ -30,6 +30,7 @@ PERMISSIONS = (
     "ecs:DescribeAvailableResource", "ecs:DescribePrice", "ecs:DescribeZones", "ecs:DescribeImages",
     "ecs:DescribeKeyPairs", "ecs:ImportKeyPair", "ecs:DeleteKeyPairs",
     "ecs:DescribeSecurityGroups", "ecs:CreateSecurityGroup", "ecs:DescribeSecurityGroupAttribute",
+    "ecs:ModifySecurityGroupPolicy",
     "ecs:AuthorizeSecurityGroup", "ecs:RevokeSecurityGroup", "ecs:DeleteSecurityGroup",
     "ecs:RunInstances", "ecs:DescribeInstances", "ecs:DeleteInstance", "ecs:TagResources",
     "vpc:DescribeVpcs", "vpc:CreateVpc", "vpc:DeleteVpc",
@@ -88,9 +89,14 @@ def _resources(steps: alibaba.Steps) -> dict[str, Any]:
         groups = api.items(api.ecs.describe_security_groups, ecs_models.DescribeSecurityGroupsRequest(
             region_id=region, vpc_id=vpc["VpcId"], tag=alibaba._tag(ecs_models, "DescribeSecurityGroups", name)),
             "SecurityGroups", "SecurityGroup")
+    backends = {steps.backend_name(i) for i in range(1, steps.stack.fleet.backends + 1)}
     instances = [i for i in steps._instances() if i["Status"] not in ("Stopping", "Deleted")]
+    named = {i.get("InstanceName"): i for i in instances}
+    instances = [i for i in instances if not steps.is_backend(i)]
+    groups = [g for g in groups if g.get("SecurityGroupName") != steps.backend_name()]
     return {"key_pair": keys[0] if keys else None, "vpc": vpc, "vswitch": vswitches[0] if vswitches else None,
-            "security_group": groups[0] if groups else None, "instance": instances[0] if instances else None}
+            "security_group": groups[0] if groups else None, "instance": instances[0] if instances else None,
+            "backends": {name: named.get(name) for name in sorted(backends)}}
 
 
 def _changes(steps: alibaba.Steps, found: dict[str, Any], recorded: set[str], zone: str) -> list[Change]:
@@ -133,6 +139,9 @@ def _changes(steps: alibaba.Steps, found: dict[str, Any], recorded: set[str], zo
                              "(`ollastack down` and `up` change it)"))
     else:
         result.append(Change("instance", inst["InstanceId"], SAME))
+    for name, backend in found["backends"].items():
+        result.append(Change("instance", name, CREATE, f"fleet backend, no public address, {cfg.instance_type}")
+                      if backend is None else Change("instance", backend["InstanceId"], SAME, f"fleet backend {name}"))
     return result
 
 
@@ -175,6 +184,7 @@ def price(steps: alibaba.Steps, zone: str) -> Price:
     except CloudError as exc:
         result.warnings.append(f"price: {exc}")
         result.lines = [PriceLine(name, None) for name in names.values()]
+        result.lines += backend_lines(steps.stack, result.lines[:2])
         return result
     found = body.get("PriceInfo", {}).get("Price", {})
     result.currency = found.get("Currency") or result.currency
@@ -185,4 +195,6 @@ def price(steps: alibaba.Steps, zone: str) -> Price:
         if detail is None:
             result.warnings.append(f"price: DescribePrice gave no {resource} price for {cfg.instance_type}")
         result.lines.append(PriceLine(name, None if detail is None else float(detail.get("TradePrice", 0.0)), note))
+    # A backend is the same instance and disk, without public bandwidth.
+    result.lines += backend_lines(steps.stack, result.lines[:2])
     return result

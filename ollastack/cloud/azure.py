@@ -12,6 +12,8 @@ concurrently once the resource group exists. Each resource is recorded in the st
 its create request is sent, so a run that is interrupted at any point leaves a trace: ``create`` again finishes the job (it GETs each resource and creates only
 what is missing), ``destroy`` removes what exists. Inbound traffic: SSH only from
 ``access.admin_cidrs``, HTTP/HTTPS from anywhere, everything else denied (Ollama's port included).
+A fleet (``fleet.backends``) adds, per backend, a NIC without a public IP in the same subnet and a VM,
+behind one more NSG admitting SSH and Ollama's port from the gateway's private address alone (``graph``).
 
 Credentials come from ``DefaultAzureCredential``: environment variables (``AZURE_CLIENT_ID``,
 ``AZURE_TENANT_ID``, ``AZURE_CLIENT_SECRET``), ``az login``, a managed identity, ...
@@ -25,6 +27,7 @@ Example::
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import re
@@ -43,7 +46,8 @@ from azure.mgmt.resource.resources import ResourceManagementClient
 
 from ollastack.cloud import CloudError, plan
 from ollastack.cloud.errors import AZURE_SIGN_IN, RESUME_HINT, hint, one_line
-from ollastack.config import Stack
+from ollastack.config import Stack, split_host_port
+from ollastack.host import Host
 from ollastack.state import StackState
 
 TAG = "ollastack-stack"
@@ -72,6 +76,10 @@ GRAPH = {
     "network_interface": ["virtual_network", "network_security_group", "public_ip"],
     "virtual_machine": ["network_interface"],
 }
+# A fleet's backends (``fleet.backends``): one NSG for them all, made once the gateway's NIC has its
+# private address (their only source of SSH and Ollama's port), then a NIC without a public IP and a
+# VM per backend; ``graph`` adds these steps, and every backend's chain runs beside the others.
+BACKEND_NSG = "backend_network_security_group"
 # Seconds between polls of a long-running operation (the SDK's own default is 30).
 POLL_S = 5.0
 # Destroy order: each tier only after the one before is gone (Azure refuses to delete what is in use).
@@ -94,9 +102,35 @@ LABELS = {"resource_group": "resource group", "virtual_network": "virtual networ
 SDK_ERRORS = (HttpResponseError, ServiceRequestError)
 
 
+def backend_steps(index: int) -> tuple[str, str]:
+    """The graph's (NIC step, VM step) of backend ``index`` (1, 2, ...)."""
+    return f"backend_network_interface_{index}", f"backend_virtual_machine_{index}"
+
+
+def graph(stack: Stack) -> dict[str, list[str]]:
+    """``GRAPH``, and with ``fleet.backends`` the backends' NSG and each backend's NIC and VM.
+
+    Example: ``graph(stack)["backend_virtual_machine_2"] == ["backend_network_interface_2"]``
+    """
+    steps = {step: list(needs) for step, needs in GRAPH.items()}
+    if stack.fleet.backends:
+        steps[BACKEND_NSG] = ["network_interface"]
+        for index in range(1, stack.fleet.backends + 1):
+            nic, vm = backend_steps(index)
+            steps[nic] = ["virtual_network", BACKEND_NSG]
+            steps[vm] = [nic]
+    return steps
+
+
+def private_address(nic: dict) -> str:
+    """The first private address of a NIC as Azure returns it."""
+    return nic["properties"]["ipConfigurations"][0]["properties"]["privateIPAddress"]
+
+
 def create(stack: Stack, state: StackState, progress: Callable[[str], None],
            timings: dict[str, tuple[float, float]] | None = None) -> list[dict]:
-    """Create (or finish creating) the stack's resources and return its one host.
+    """Create (or finish creating) the stack's resources and return its hosts: the one host, or a
+    fleet's gateway (public IP) and then its backends (private addresses, reached through the gateway).
 
     Example::
 
@@ -108,13 +142,21 @@ def create(stack: Stack, state: StackState, progress: Callable[[str], None],
     session = _Session(stack, state, progress)
     if not state.provider:
         state.data["provider"] = "azure"
-    found = plan.run(GRAPH, session, timings)
+    found = plan.run(graph(stack), session, timings)
     pip = found["public_ip"]["properties"]
     fqdn = pip.get("dnsSettings", {}).get("fqdn")
     host = {"name": session.names["virtual_machine"], "address": pip["ipAddress"],
             "user": stack.azure.admin_username, "tls_names": [fqdn] if fqdn else []}
-    state.set_hosts([host])
-    return [host]
+    hosts = [host]
+    if stack.fleet.backends:
+        host["private_address"] = private_address(found["network_interface"])
+        gateway = Host.from_record(host)
+        for index in range(1, stack.fleet.backends + 1):
+            nic, _ = backend_steps(index)
+            hosts.append(Host(session.backend_name(index, "vm"), private_address(found[nic]),
+                              user=stack.azure.admin_username, jump=gateway).to_record())
+    state.set_hosts(hosts)
+    return hosts
 
 
 def destroy(stack: Stack, state: StackState, progress: Callable[[str], None]) -> list[str]:
@@ -204,6 +246,14 @@ class _Session:
                       "public_ip": f"{name}-ip", "network_interface": f"{name}-nic",
                       "virtual_machine": f"{name}-vm"}
         self.tags = {TAG: name}
+        if stack.fleet.backends:
+            self.names[BACKEND_NSG] = f"{name}-backend-nsg"
+        for index in range(1, stack.fleet.backends + 1):
+            nic, vm = backend_steps(index)
+            self.names[nic], self.names[vm] = self.backend_name(index, "nic"), self.backend_name(index, "vm")
+            # plan.run calls a step by its name: each backend's steps are the shared ones with its number.
+            setattr(self, nic, functools.partial(self.backend_network_interface, index))
+            setattr(self, vm, functools.partial(self.backend_virtual_machine, index))
         cloud, _ = CLOUDS[stack.azure.cloud]
         endpoints = get_arm_endpoints(cloud)
         options = dict(credential=credential(stack.azure), subscription_id=self.sub,
@@ -213,6 +263,18 @@ class _Session:
         self.resources = ResourceManagementClient(**options)
         self.network = NetworkManagementClient(**options)
         self.compute = ComputeManagementClient(**options)
+
+    def backend_name(self, index: int, suffix: str) -> str:
+        """``demo-backend2-vm``: the name of backend ``index``'s ``suffix`` resource."""
+        return f"{self.stack.stack.name}-backend{index}-{suffix}"
+
+    def resource(self, step: str) -> tuple[str, str]:
+        """(kind, name) of the resource a graph step other than the resource group makes.
+
+        Example: ``session.resource("backend_virtual_machine_1")`` -> ("virtual_machine", "demo-backend1-vm")
+        """
+        kind = "network_security_group" if step == BACKEND_NSG else step.removeprefix("backend_").rstrip("0123456789_")
+        return kind, self.names[step]
 
     # -- bookkeeping ----------------------------------------------------------------------------
     def record(self, kind: str, name: str, rid: str) -> None:
@@ -323,6 +385,49 @@ class _Session:
                                 group, name, b).result(),
                             drift=lambda existing: self._fix_rules(name, existing, rules))
 
+    def backend_rules(self, gateway: str) -> dict[str, dict]:
+        """A fleet backend's inbound rules: SSH (the jump) and Ollama's port from the gateway's private address alone."""
+        port = str(split_host_port(self.stack.ollama.host)[1])
+
+        def rule(priority: int, access: str, protocol: str, source: str, port: str) -> dict:
+            return {"priority": priority, "direction": "Inbound", "access": access, "protocol": protocol,
+                    "sourcePortRange": "*", "destinationAddressPrefix": "*", "sourceAddressPrefix": source,
+                    "destinationPortRange": port}
+        return {"allow-ssh-gateway": rule(100, "Allow", "Tcp", gateway, "22"),
+                "allow-ollama-gateway": rule(110, "Allow", "Tcp", gateway, port),
+                # Overrides AllowVnetInBound: one backend does not reach another.
+                "deny-other-inbound": rule(4096, "Deny", "*", "*", "*")}
+
+    def backend_network_security_group(self, gateway_nic: dict) -> dict:
+        name = self.names[BACKEND_NSG]
+        rules = self.backend_rules(private_address(gateway_nic))
+        body = {"location": self.stack.azure.location, "tags": self.tags,
+                "properties": {"securityRules": [{"name": n, "properties": p} for n, p in rules.items()]}}
+        return self._ensure("network_security_group", self.rid(f"Microsoft.Network/networkSecurityGroups/{name}"),
+                            body, lambda b: self.network.network_security_groups.begin_create_or_update(
+                                self.group, name, b).result(),
+                            drift=lambda existing: self._fix_rules(name, existing, rules))
+
+    def backend_network_interface(self, index: int, vnet: dict, nsg: dict) -> dict:
+        """Backend ``index``'s NIC: in the gateway's subnet, the backends' NSG, no public IP."""
+        name = self.names[backend_steps(index)[0]]
+        subnet_id = next(s["id"] for s in vnet["properties"]["subnets"] if s["name"] == "default")
+        body = {"location": self.stack.azure.location, "tags": self.tags,
+                "properties": {
+                    "networkSecurityGroup": {"id": nsg["id"]},
+                    "ipConfigurations": [{"name": "ipconfig1", "properties": {
+                        "privateIPAllocationMethod": "Dynamic", "subnet": {"id": subnet_id}}}]}}
+        return self._ensure("network_interface", self.rid(f"Microsoft.Network/networkInterfaces/{name}"), body,
+                            lambda b: self.network.network_interfaces.begin_create_or_update(
+                                self.group, name, b).result())
+
+    def backend_virtual_machine(self, index: int, nic: dict) -> dict:
+        name = self.names[backend_steps(index)[1]]
+        body = self.vm_body(nic["id"], name, f"{self.stack.stack.name}-backend{index}")
+        return self._ensure("virtual_machine", self.rid(f"Microsoft.Compute/virtualMachines/{name}"), body,
+                            lambda b: self.compute.virtual_machines.begin_create_or_update(
+                                self.group, name, b).result())
+
     def _fix_rules(self, nsg: str, existing: dict, rules: dict[str, dict]) -> None:
         """Converge the group's rules to ours: update each that differs from the settings (e.g. new admin
         CIDRs) in place, and remove any other rule, which could open a port (Ollama's) to the internet."""
@@ -372,26 +477,28 @@ class _Session:
                             lambda b: self.network.network_interfaces.begin_create_or_update(
                                 self.group, name, b).result())
 
-    def vm_body(self, nic_id: str) -> dict:
+    def vm_body(self, nic_id: str, name: str = "", computer: str = "") -> dict:
         """The VM request: SSH key only, the configured image/size/disk, and a boot mode for GPUs.
 
         Gen2 images boot as Trusted Launch (Secure Boot on) by default on Azure, and Secure Boot
         refuses kernel modules not signed by a trusted key, which is what NVIDIA's DKMS driver
         builds on the VM are. GPU sizes are therefore created with security type ``Standard``
-        (no Secure Boot) so the driver can load; other sizes keep Azure's default.
+        (no Secure Boot) so the driver can load; other sizes keep Azure's default. ``name`` and
+        ``computer`` (a fleet's backend) default to the one VM's.
         """
         az = self.stack.azure
+        name = name or self.names["virtual_machine"]
         public_key = self.stack.key_paths()[0].read_text().strip()
         publisher, offer, sku, version = az.image.split(":")
         props: dict[str, Any] = {
             "hardwareProfile": {"vmSize": az.vm_size},
             "storageProfile": {
                 "imageReference": {"publisher": publisher, "offer": offer, "sku": sku, "version": version},
-                "osDisk": {"name": f"{self.names['virtual_machine']}-osdisk", "createOption": "FromImage",
+                "osDisk": {"name": f"{name}-osdisk", "createOption": "FromImage",
                            "diskSizeGB": az.os_disk_gb, "deleteOption": "Delete",
                            "managedDisk": {"storageAccountType": OS_DISK_TYPE}}},
             "osProfile": {
-                "computerName": self.stack.stack.name, "adminUsername": az.admin_username,
+                "computerName": computer or self.stack.stack.name, "adminUsername": az.admin_username,
                 "linuxConfiguration": {"disablePasswordAuthentication": True, "ssh": {"publicKeys": [
                     {"path": f"/home/{az.admin_username}/.ssh/authorized_keys", "keyData": public_key}]}}},
             "networkProfile": {"networkInterfaces": [

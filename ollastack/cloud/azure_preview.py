@@ -72,8 +72,7 @@ def preview(stack: Stack, state: StackState) -> Plan:
     for change in result.changes:
         if change.action == CONFLICT:
             result.problems.append(change.detail)
-    vm = next(c for c in result.changes if c.kind == "virtual_machine")
-    if vm.action == CREATE:
+    if any(c.kind == "virtual_machine" and c.action == CREATE for c in result.changes):
         try:
             result.problems += availability(session)
         except azure.SDK_ERRORS as exc:
@@ -85,7 +84,7 @@ def preview(stack: Stack, state: StackState) -> Plan:
 
 
 def changes(session: Any, state: StackState) -> list[Change]:
-    """One ``Change`` per step of ``azure.GRAPH``, in dependency order."""
+    """One ``Change`` per step of ``azure.graph`` (a fleet's backends included), in dependency order."""
     stack, group = session.stack, session.group
     recorded = {(r["kind"], r["name"]) for r in state.resources if r.get("id")}
     try:
@@ -93,11 +92,11 @@ def changes(session: Any, state: StackState) -> list[Change]:
     except ResourceNotFoundError:
         rg = None
     found: list[Change] = []
-    for kind in plan.order(azure.GRAPH):
-        if kind == "resource_group":
+    for step in plan.order(azure.graph(stack)):
+        if step == "resource_group":
             found.append(_group_change(stack, group, rg, ("resource_group", group) in recorded))
             continue
-        name = session.names[kind]
+        kind, name = session.resource(step)
         existing = None if rg is None else session._get(session._ops(kind)[0], name)
         found.append(_change(session, kind, name, existing, (kind, name) in recorded))
     return found
@@ -126,7 +125,7 @@ def _change(session: Any, kind: str, name: str, existing: dict | None, recorded:
     provisioning = existing["properties"].get("provisioningState")
     if provisioning != "Succeeded":
         return Change(kind, name, CREATE, f"created again, it is {provisioning}")
-    if kind == "network_security_group":
+    if kind == "network_security_group" and name == session.names["network_security_group"]:
         rules = session.security_rules()
         extra, changed = azure.rule_changes(existing, rules)
         if extra or changed:
@@ -173,12 +172,18 @@ def availability(session: Any) -> list[str]:
         reasons = sorted({r.get("reasonCode", "") for r in mine["restrictions"] if r.get("type") == "Location"})
         return [f"azure.vm_size {az.vm_size} cannot be created in {az.location} ({', '.join(filter(None, reasons))})"
                 f"{offer}"]
-    needed = int(_capability(mine, "vCPUs") or 0)
+    # A fleet is 1 + fleet.backends VMs of the size.
+    needed = int(_capability(mine, "vCPUs") or 0) * (1 + session.stack.fleet.backends)
     family = mine.get("family", "")
     usage = next((u for u in (x.as_dict() for x in session.compute.usage.list(az.location))
                   if u.get("name", {}).get("value", "").lower() == family.lower()), None)
     if usage is not None and needed and usage["currentValue"] + needed > usage["limit"]:
-        return [f"azure.vm_size {az.vm_size} needs {needed} vCPUs of {family} in {az.location}, and the quota has "
+        return [f"azure.vm_size {az.vm_size}{_times(session.stack)} needs {needed} vCPUs of {family} in {az.location}, and the quota has "
                 f"{usage['limit'] - usage['currentValue']} left ({usage['currentValue']} of {usage['limit']} used): "
                 f"request more vCPU quota for the family{offer}"]
     return []
+
+
+def _times(stack: Stack) -> str:
+    """`` × 3`` for a fleet of a gateway and two backends; "" for one VM."""
+    return f" × {1 + stack.fleet.backends}" if stack.fleet.backends else ""

@@ -505,7 +505,7 @@ class AlibabaEmulator:
 
     def _do_DescribeSecurityGroupAttribute(self, params: dict) -> dict:
         sg = self._get("security_group", params.get("SecurityGroupId"), "InvalidSecurityGroupId.NotFound")
-        return {"SecurityGroupId": sg["id"], "VpcId": sg["vpc"], "InnerAccessPolicy": "Accept",
+        return {"SecurityGroupId": sg["id"], "VpcId": sg["vpc"], "InnerAccessPolicy": sg.get("inner", "Accept"),
                 "Permissions": {"Permission": [dict(r, Direction="ingress") for r in sg["rules"]]}}
 
     @staticmethod
@@ -543,6 +543,12 @@ class AlibabaEmulator:
                 sg["rules"].remove(rule)
         return {}
 
+    def _do_ModifySecurityGroupPolicy(self, params: dict) -> dict:
+        sg = self._get("security_group", params.get("SecurityGroupId"), "InvalidSecurityGroupId.NotFound")
+        self._check_enum(params, "InnerAccessPolicy", {"Accept", "Drop"}, "InvalidInnerAccessPolicy.ValueNotSupported")
+        sg["inner"] = params.get("InnerAccessPolicy", "Accept")
+        return {}
+
     def _do_DeleteSecurityGroup(self, params: dict) -> dict:
         sg = self._get("security_group", params.get("SecurityGroupId"), "InvalidSecurityGroupId.NotFound")
         if any(i["security_group"] == sg["id"] for i in self.resources["instance"].values()):
@@ -576,10 +582,13 @@ class AlibabaEmulator:
             raise ApiError(404, "InvalidKeyPairName.NotFound", "The specified KeyPairName does not exist.")
         ids = []
         for _ in range(int(params.get("Amount", 1))):
+            # Each instance its own private address in the vSwitch, the first one 192.168.1.10 as before.
+            taken = {i["private"] for i in self.resources["instance"].values() if i["vswitch"] == vsw["id"]}
+            private = next(f"192.168.1.{n}" for n in itertools.count(10) if f"192.168.1.{n}" not in taken)
             inst = self._new("instance", "i", name=params.get("InstanceName", ""), zone=zone, vswitch=vsw["id"],
                              vpc=vsw["vpc"], security_group=sg["id"], type=params["InstanceType"],
                              image=params["ImageId"], key_pair=key, tags=_tags(params), deleted=None,
-                             bandwidth=int(params.get("InternetMaxBandwidthOut", 0)))
+                             bandwidth=int(params.get("InternetMaxBandwidthOut", 0)), private=private)
             ids.append(inst["id"])
         return {"InstanceIdSets": {"InstanceIdSet": ids}}
 
@@ -591,7 +600,7 @@ class AlibabaEmulator:
                 "InstanceType": inst["type"], "ImageId": inst["image"], "KeyPairName": inst["key_pair"] or "",
                 "PublicIpAddress": {"IpAddress": public}, "EipAddress": {"IpAddress": ""},
                 "VpcAttributes": {"VpcId": inst["vpc"], "VSwitchId": inst["vswitch"],
-                                  "PrivateIpAddress": {"IpAddress": ["192.168.1.10"]}},
+                                  "PrivateIpAddress": {"IpAddress": [inst.get("private", "192.168.1.10")]}},
                 "SecurityGroupIds": {"SecurityGroupId": [inst["security_group"]]}, "Tags": _ecs_tags(inst["tags"])}
 
     def _do_DescribeInstances(self, params: dict) -> dict:

@@ -269,7 +269,8 @@ class AzureEmulator:
     def inbound(self, address: str, port: int, source: str, protocol: str = "Tcp") -> tuple[bool, str]:
         """Would Azure let ``protocol`` traffic from ``source`` to ``address``:``port`` in?
 
-        ``address`` is a public IP the emulator allocated; ``source`` an IP address. The NSGs of
+        ``address`` is a public IP the emulator allocated, or a NIC's private address (traffic from
+        inside the virtual network); ``source`` an IP address. The NSGs of
         the subnet and of the NIC behind that IP are evaluated as Azure does: rules sorted by
         priority (lowest number first), the first matching rule decides, Azure's default rules
         come last; both NSGs must allow. A Standard SKU public IP with no NSG at all lets nothing
@@ -284,8 +285,12 @@ class AzureEmulator:
             pip = next((r for r in self.resources.values() if r["type"].endswith("/publicIPAddresses")
                         and r["properties"].get("ipAddress") == address), None)
             if pip is None:
-                raise LookupError(f"no public IP {address}")
-            nic, conf = self._nic_of(pip["id"])
+                nic, conf = self._nic_with(address)
+                if nic is None:
+                    raise LookupError(f"no public IP {address}")
+                pip = {}
+            else:
+                nic, conf = self._nic_of(pip["id"])
             if nic is None:
                 return False, "no network interface behind the public IP"
             subnet_id = conf["properties"]["subnet"]["id"].lower()
@@ -303,6 +308,14 @@ class AzureEmulator:
                 if not allowed:
                     return False, rule
             return True, rule
+
+    def _nic_with(self, private: str) -> tuple[dict | None, dict | None]:
+        """The NIC holding private address ``private`` (traffic from inside the virtual network)."""
+        for res in self.resources.values():
+            for conf in res["properties"].get("ipConfigurations", []) if res["type"].endswith("/networkInterfaces") else []:
+                if conf["properties"].get("privateIPAddress") == private:
+                    return res, conf
+        return None, None
 
     def _nic_of(self, pip_id: str) -> tuple[dict | None, dict | None]:
         for res in self.resources.values():
@@ -899,9 +912,17 @@ class _Handler(BaseHTTPRequestHandler):
             if label:
                 props["dnsSettings"]["fqdn"] = f"{label}.{stored['location']}.cloudapp.azure.com"
         elif rtype == "networkinterfaces":
+            # Azure keeps a NIC's dynamic address and gives each NIC of the subnet its own (from .4 up).
+            taken = {c["properties"].get("privateIPAddress") for r in emu.resources.values()
+                     if r["type"].endswith("/networkInterfaces") and r["id"].lower() != stored["id"].lower()
+                     for c in r["properties"].get("ipConfigurations", [])}
+            before = emu.resources.get(stored["id"].lower(), {}).get("properties", {}).get("ipConfigurations", [])
             for n, conf in enumerate(props.get("ipConfigurations", [])):
                 conf["id"] = f"{stored['id']}/ipConfigurations/{conf['name']}"
-                conf.setdefault("properties", {}).setdefault("privateIPAddress", f"10.0.0.{4 + n}")
+                kept = before[n]["properties"].get("privateIPAddress") if n < len(before) else None
+                address = kept or next(f"10.0.0.{k}" for k in itertools.count(4 + n) if f"10.0.0.{k}" not in taken)
+                taken.add(address)
+                conf.setdefault("properties", {}).setdefault("privateIPAddress", address)
         elif rtype == "virtualmachines":
             props.setdefault("vmId", secrets.token_hex(16))
             os_disk = props.setdefault("storageProfile", {}).setdefault("osDisk", {})
