@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from tests.support.labkit import LabStack, bridge_prober, lab_stack_fixture, port_open, ssh
+from tests.support.labkit import LabStack, bridge_prober, changed_ops, lab_stack_fixture, port_open, ssh
 
 pytestmark = pytest.mark.lab
 
@@ -123,6 +123,13 @@ def test_chats_spread_over_both_backends(fleet, keypair):
     after = [chats_served(b, keypair) for b in fleet["backends"]]
     served = [a - b for a, b in zip(after, before)]
     assert sum(served) == 6 and all(n > 0 for n in served), served
+
+
+def test_a_second_converge_of_the_fleet_changes_nothing(stack, fleet):
+    """Gateway and backends alike: the upstream, the backends' firewall and OLLAMA_HOST stay as converged."""
+    _, report = stack.pyinfra()
+    assert report is not None and report["results"]["totals"]["error"] == 0
+    assert changed_ops(report) == [], changed_ops(report)
 
 
 def test_a_stopped_backend_is_skipped_named_by_doctor_and_rejoins(stack, fleet, keypair):
