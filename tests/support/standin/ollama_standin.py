@@ -748,7 +748,9 @@ def serve() -> int:
     except OSError as exc:
         log(f"Error: listen tcp {shown}: {exc.strerror or exc}")
         return 1
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    # SIGTERM stops the serve loop from another thread (shutdown() waits for the loop, which runs here):
+    # raising SystemExit from the handler could land inside a request thread's start and log a traceback.
+    signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown, daemon=True).start())
     log(f"time={datetime.now().astimezone().isoformat()} level=INFO source=routes.go "
         f"msg=\"Listening on {shown} (version {VERSION})\" standin=true models={store.root}")
     try:
