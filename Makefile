@@ -26,9 +26,11 @@ check:
 test-unit:
 	$(PYTHON) -m pytest -q tests/unit
 
-# Everything, as CI runs it: check, then every test (the lab ones need root).
+# Everything, as CI runs it: check, then every test (the lab ones need root), on two pytest-xdist workers.
+# Two, not one per core: each lab module boots its own hosts, and two at once is what 2 cores carry;
+# a lab module runs whole on one worker, the slowest first (tests/support/lab_groups.py).
 test: check
-	$(RUN_TESTS) -v -rs --durations=15
+	$(RUN_TESTS) -v -rs --durations=15 -n 2 --dist loadgroup --no-loadscope-reorder
 
 # Line coverage of the control-machine modules by the tests that need no lab (the lab covers the hosts).
 coverage:

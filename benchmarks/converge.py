@@ -1,18 +1,22 @@
 """Converge timings on fresh lab hosts, as one table of figures measured in the same run, with their ratios.
 
-    python -m benchmarks.converge [--runs 3] [--hosts 8]
+    python -m benchmarks.converge [--runs 5] [--hosts 8] [--pip]
 
 - floor: pyinfra running a single no-op command (``exec -- true``) on the host: what any converge costs
   before doing anything (start-up, inventory, SSH connection);
-- no-op: a re-converge of the converged host (the spine; Open WebUI off);
+- no-op: a re-converge of the converged host, the spine (Open WebUI off) and the full site with Open WebUI on
+  the container route (the lab's stand-in image, tests/support/webui_standin, loaded from an archive as
+  tests/lab/test_lab_openwebui.py does), each against the floor of its own host;
+- ``--pip``: the same for the pip route (the real Open WebUI, a 3 GB install from the package index and the
+  wheelhouse in ``$PIP_FIND_LINKS``, default /opt/wheels): opt-in, its first converge takes minutes;
 - first converge of a fresh host, against the by-hand floor: one shell script on an identical fresh host
   doing the same work by hand (``apt-get install`` of the same packages, unpack the same archive, write the
   same files, start the same services, pull the same model);
 - 1 against ``--hosts`` hosts converged together, first and no-op;
-- the control machine's peak RSS and CPU time of each pyinfra run, next to its wall time: the rest of a
-  run is the lab hosts' own CPU and waiting, on the same cores.
+- the control machine's peak RSS and CPU time of each pyinfra run, and the lab hosts' CPU time in it (their
+  cgroups' ``cpu.stat``), next to its wall time: the lab hosts run on the same cores as the control machine.
 
-Needs root (lab hosts). Ollama is the test stand-in (tests/support/standin), installed from an archive
+Needs root (lab hosts) and GNU time (``/usr/bin/time``, Debian's ``time``). Ollama is the test stand-in (tests/support/standin), installed from an archive
 like a release.
 """
 
@@ -34,8 +38,11 @@ from ollastack import lab
 from ollastack.deploy.base import PACKAGES
 from tests.support.repo import REPO
 from tests.support.standin.build_archive import build_archive
+from tests.support.webui_standin.build_image import STANDIN_IMAGE, build_image
 
 SSH_OPTS = ["-o", "BatchMode=yes", "-o", "ConnectTimeout=10"]
+# The lab hosts' Debian release (the pip route's host is Debian 12: its Python).
+RELEASE = "trixie"
 # Everything the converge writes on a lab host (no GPU, no Open WebUI, self-signed TLS), copied from the
 # converged host so that the by-hand script writes exactly the same files.
 WRITTEN = ["etc/apt/apt.conf.d/90ollastack", "etc/ollastack", "etc/systemd/system/ollama.service",
@@ -67,40 +74,51 @@ class Run:
     wall: float
     cpu: float
     rss_mib: float
+    lab_cpu: float = 0.0
 
 
-def measured(cmd: list[str], env: dict, stdin: str | None = None) -> Run:
-    """Run ``cmd`` to success; its wall time, its CPU time on this machine and its peak RSS (from wait4)."""
-    with tempfile.TemporaryFile() as out:
+def measured(cmd: list[str], env: dict, stdin: str | None = None, hosts: list[str] = ()) -> Run:
+    """Run ``cmd`` to success; its wall time, its CPU time on this machine (from wait4), its peak RSS and the CPU
+    time the lab ``hosts`` used meanwhile.
+
+    The peak RSS comes from GNU time's own child: a child forked from this process starts with this
+    process's pages, so wait4's maxrss of a direct child would report this benchmark's size.
+    """
+    with tempfile.TemporaryFile() as out, tempfile.NamedTemporaryFile("r") as rss:
+        lab_before = lab.cpu_seconds(list(hosts))
         started = time.monotonic()
-        process = subprocess.Popen(cmd, cwd=REPO, env=env, stdin=subprocess.PIPE if stdin else None,
+        process = subprocess.Popen(["/usr/bin/time", "-f", "%M", "-o", rss.name, *cmd], cwd=REPO, env=env,
+                                   stdin=subprocess.PIPE if stdin else None,
                                    stdout=out, stderr=subprocess.STDOUT, text=True)
         if stdin:
             process.stdin.write(stdin)
             process.stdin.close()
         _, status, usage = os.wait4(process.pid, 0)
         wall = time.monotonic() - started
+        lab_cpu = lab.cpu_seconds(list(hosts)) - lab_before
         process.returncode = os.waitstatus_to_exitcode(status)
         if process.returncode != 0:
             out.seek(0)
             sys.exit(f"{shlex.join(cmd)} failed:\n{out.read().decode()[-4000:]}")
-    return Run(wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024)
+        peak_kib = int(rss.read().split()[-1])
+    return Run(wall, usage.ru_utime + usage.ru_stime, peak_kib / 1024, lab_cpu)
 
 
 class Stack:
     """One lab stack of the benchmark: its own stack file, hosts and certificates."""
 
-    def __init__(self, tmp: Path, name: str, key: Path, archive: Path, sha: str):
+    def __init__(self, tmp: Path, name: str, key: Path, archive: Path, sha: str, openwebui: str = 'install = "none"',
+                 release: str = RELEASE):
         self.dir = tmp / name
         self.dir.mkdir()
         self.name, self.key = name, key
+        self.hosts: list[str] = []
         config = self.dir / "stack.toml"
-        config.write_text(f'[stack]\nname = "{name}"\nprovider = "lab"\n'
+        config.write_text(f'[stack]\nname = "{name}"\nprovider = "lab"\n[lab]\nrelease = "{release}"\n'
                           f'[access]\nadmin_cidrs = ["198.51.100.0/24"]\n'
                           f'ssh_public_key = "{key}.pub"\nssh_private_key = "{key}"\n'
                           f'[ollama]\narchive = "{archive}"\nsha256 = "{sha}"\nmodels = ["llama3.2:1b"]\n'
-                          # The spine only: Open WebUI's install is measured by its own tests.
-                          '[openwebui]\ninstall = "none"\n')
+                          f'[openwebui]\n{openwebui}\n')
         self.env = dict(os.environ, OLLASTACK_CONFIG=str(config), OLLASTACK_SSL_DIR=str(self.dir / "ssl"),
                         OLLASTACK_STATE_DIR=str(self.dir / "state"))
 
@@ -112,10 +130,13 @@ class Stack:
         # As `ollastack up` does before it converges (not part of the figures).
         subprocess.run([sys.executable, "-m", "ollastack.certs", "inventories/lab.py"], cwd=REPO, env=self.env,
                        check=True, capture_output=True)
-        return json.loads(result.stdout)
+        hosts = json.loads(result.stdout)
+        self.hosts = [h["name"] for h in hosts]
+        return hosts
 
     def pyinfra(self, *args: str) -> Run:
-        return measured([sys.executable, "-m", "pyinfra", "-y", "inventories/lab.py", *args], self.env)
+        return measured([sys.executable, "-m", "ollastack.pyinfra_run", "-y", "inventories/lab.py", *args], self.env,
+                        hosts=self.hosts)
 
     def down(self) -> None:
         subprocess.run([sys.executable, "-m", "ollastack.cli", "lab", "down"], env=self.env, capture_output=True)
@@ -130,21 +151,33 @@ def by_hand(stack: Stack, address: str, written: Path, archive: Path, sha: str) 
     ssh = stack.ssh(address)
     scp = ["scp", "-q", "-i", str(stack.key), *SSH_OPTS, "-o", f"UserKnownHostsFile={lab.known_hosts_path()}"]
     started = time.monotonic()
-    upload = measured([*scp, str(written), str(archive), f"root@{address}:/root/"], stack.env)
+    upload = measured([*scp, str(written), str(archive), f"root@{address}:/root/"], stack.env, hosts=stack.hosts)
     script = BY_HAND.format(packages=" ".join([*PACKAGES, "nginx"]), sha256=shlex.quote(sha), archive=shlex.quote(archive.name))
-    run = measured([*ssh, "sh", "-s"], stack.env, stdin=script)
-    return Run(time.monotonic() - started, upload.cpu + run.cpu, max(upload.rss_mib, run.rss_mib))
+    run = measured([*ssh, "sh", "-s"], stack.env, stdin=script, hosts=stack.hosts)
+    return Run(time.monotonic() - started, upload.cpu + run.cpu, max(upload.rss_mib, run.rss_mib),
+               upload.lab_cpu + run.lab_cpu)
 
 
 def median(runs: list[Run]) -> Run:
     return Run(statistics.median(r.wall for r in runs), statistics.median(r.cpu for r in runs),
-               max(r.rss_mib for r in runs))
+               max(r.rss_mib for r in runs), statistics.median(r.lab_cpu for r in runs))
+
+
+def noop_and_floor(stack: Stack, runs: int) -> tuple[Run, Run]:
+    """Medians of ``runs`` no-op re-converges and floors, taken in turn so that both see the machine alike."""
+    noops, floors = [], []
+    for _ in range(runs):
+        noops.append(stack.pyinfra("deploy/site.py"))
+        floors.append(stack.pyinfra("exec", "--", "true"))
+    return median(noops), median(floors)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=3, help="repetitions of the no-op and floor runs")
+    parser.add_argument("--runs", type=int, default=5, help="repetitions of the no-op and floor runs")
     parser.add_argument("--hosts", type=int, default=8, help="hosts converged together for the scale figures")
+    parser.add_argument("--pip", action="store_true",
+                        help="also the pip route's no-op (the real Open WebUI: a 3 GB install, minutes)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -152,12 +185,20 @@ def main() -> None:
         subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
         archive, sha = build_archive(tmp, "0.13.3")
         one, hand, many = (Stack(tmp, name, key, archive, sha) for name in ("bench", "benchhand", "benchmany"))
+        admin = 'admin_email = "owner@example.org"\noffline = true\n'
+        routes = {"container": Stack(tmp, "benchow", key, archive, sha,
+                                     f'install = "container"\nimage = "{STANDIN_IMAGE}"\n'
+                                     f'image_archive = "{build_image(tmp)}"\n{admin}')}
+        if args.pip:
+            wheels = os.environ.get("PIP_FIND_LINKS", "/opt/wheels")
+            # The pip route needs Python 3.11 or 3.12: Debian 12's.
+            routes["pip"] = Stack(tmp, "benchpip", key, archive, sha, f'install = "pip"\nfind_links = "{wheels}"\n{admin}',
+                                  release="bookworm")
         rows: dict[str, Run] = {}
         try:
             host = one.up(1)[0]
             rows["first"] = one.pyinfra("deploy/site.py")
-            rows["noop"] = median([one.pyinfra("deploy/site.py") for _ in range(args.runs)])
-            rows["floor"] = median([one.pyinfra("exec", "--", "true") for _ in range(args.runs)])
+            rows["noop"], rows["floor"] = noop_and_floor(one, args.runs)
             written = tmp / "written.tgz"
             with written.open("wb") as out:
                 subprocess.run([*one.ssh(host["address"]), "tar", "-czf", "-", "-C", "/", *WRITTEN], stdout=out,
@@ -168,22 +209,40 @@ def main() -> None:
             many.up(args.hosts)
             rows["first_n"] = many.pyinfra("deploy/site.py")
             rows["noop_n"] = median([many.pyinfra("deploy/site.py") for _ in range(args.runs)])
-        finally:
-            for stack in (one, hand, many):
+            many.down()
+            for route, stack in routes.items():
+                stack.up(1)
+                stack.pyinfra("deploy/site.py")
+                rows[f"noop_{route}"], rows[f"floor_{route}"] = noop_and_floor(stack, args.runs)
                 stack.down()
-    n = args.hosts
+        finally:
+            for stack in (one, hand, many, *routes.values()):
+                stack.down()
+    n, cores = args.hosts, os.cpu_count() or 1
+
+    def cpu_bound(run: Run) -> str:
+        # The lab hosts and the control machine share the cores: their CPU time over the cores is a floor
+        # no converge of these hosts can go below, however well it overlaps the hosts' work.
+        return f"; its CPU alone needs {(run.cpu + run.lab_cpu) / cores:.1f} s on {cores} cores"
+
     table = [
         ("floor: pyinfra exec -- true", rows["floor"], ""),
-        ("no-op re-converge", rows["noop"], f"{rows['noop'].wall / rows['floor'].wall:.2f}x floor"),
+        ("no-op re-converge (spine)", rows["noop"], f"{rows['noop'].wall / rows['floor'].wall:.2f}x floor"),
+        *((f"no-op, full site, {route} route", rows[f"noop_{route}"],
+           f"{rows[f'noop_{route}'].wall / rows[f'floor_{route}'].wall:.2f}x its floor "
+           f"({rows[f'floor_{route}'].wall:.1f} s)") for route in routes),
         ("by-hand floor (one script)", rows["hand"], ""),
         ("first converge", rows["first"], f"{rows['first'].wall / rows['hand'].wall:.2f}x by hand"),
-        (f"first converge, {n} hosts", rows["first_n"], f"{rows['first_n'].wall / rows['first'].wall:.2f}x 1 host"),
-        (f"no-op re-converge, {n} hosts", rows["noop_n"], f"{rows['noop_n'].wall / rows['noop'].wall:.2f}x 1 host"),
+        (f"first converge, {n} hosts", rows["first_n"],
+         f"{rows['first_n'].wall / rows['first'].wall:.2f}x 1 host{cpu_bound(rows['first_n'])}"),
+        (f"no-op re-converge, {n} hosts", rows["noop_n"],
+         f"{rows['noop_n'].wall / rows['noop'].wall:.2f}x 1 host{cpu_bound(rows['noop_n'])}"),
     ]
-    print(f"control machine: {os.cpu_count()} cores (shared with the lab hosts); median of {args.runs} runs for no-ops and floor")
-    print(f"{'':34} {'wall s':>7} {'ctl CPU s':>9} {'peak RSS MiB':>12}  ratio")
+    print(f"control machine: {cores} cores (shared with the lab hosts); lab hosts: Debian {RELEASE} "
+          f"(the pip route's: bookworm); median of {args.runs} runs for no-ops and floor")
+    print(f"{'':34} {'wall s':>7} {'ctl CPU s':>9} {'lab CPU s':>9} {'peak RSS MiB':>12}  ratio")
     for label, run, ratio in table:
-        print(f"{label:34} {run.wall:7.1f} {run.cpu:9.1f} {run.rss_mib:12.0f}  {ratio}")
+        print(f"{label:34} {run.wall:7.1f} {run.cpu:9.1f} {run.lab_cpu:9.1f} {run.rss_mib:12.0f}  {ratio}")
 
 
 if __name__ == "__main__":

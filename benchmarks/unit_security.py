@@ -54,7 +54,7 @@ def converge(release: str, tmp: Path, archive: tuple[Path, str]) -> tuple[dict, 
                OLLASTACK_STATE_DIR=str(work / "state"))
     up = run([sys.executable, "-m", "ollastack.cli", "--json", "lab", "up", "--hosts", "1"], env)
     run([sys.executable, "-m", "ollastack.certs", "inventories/lab.py"], env)
-    run([sys.executable, "-m", "pyinfra", "-y", "inventories/lab.py", "deploy/site.py"], env)
+    run([sys.executable, "-m", "ollastack.pyinfra_run", "-y", "inventories/lab.py", "deploy/site.py"], env)
     return json.loads(up)[0], env
 
 

@@ -27,12 +27,14 @@ from ollastack.resources import deploy_file, template
 SCRIPT = "/usr/local/lib/ollastack/openwebui-backup.py"
 SERVICE = "/etc/systemd/system/ollastack-backup.service"
 TIMER = "/etc/systemd/system/ollastack-backup.timer"
+#: What ``backup_timer`` reads of the host (``deploy.present.host_state`` arguments).
+READS = {"paths": [SCRIPT, SERVICE, TIMER], "services": ["ollastack-backup.timer"]}
 
 
 @deploy("Open WebUI backups", data_defaults=DEFAULTS)
 def backup_timer():
     data = host.data
-    present = host_state(paths=[SCRIPT, SERVICE, TIMER], services=["ollastack-backup.timer"])
+    present = host_state(**READS)
     if data.ollastack_openwebui_install == "none" or not data.ollastack_backup_schedule:
         if not present.absent(TIMER):
             systemd.service(name="Stop the backup timer", service="ollastack-backup.timer", running=False, enabled=False)

@@ -20,12 +20,20 @@ from ollastack.deploy.base import ensure_packages
 from ollastack.deploy.defaults import DEFAULTS
 from ollastack.deploy.facts import LetsEncryptCertificate
 from ollastack.deploy.guards import plan_check
-from ollastack.deploy.nginx import ACME_ROOT
+from ollastack.deploy.nginx import ACME_ROOT, RELOAD
+from ollastack.deploy.present import absent, host_state
 from ollastack.deploy.tls import TLS_DIR, certificate_domain
 from ollastack.resources import template
 from ollastack.config import acme_directory
 
 HOOK = "/etc/letsencrypt/renewal-hooks/deploy/ollastack-nginx"
+#: What ``letsencrypt`` reads of the host in self-signed mode (``deploy.present.host_state`` arguments).
+PACKAGES = ["certbot", "openssl"]
+
+
+def reads(data) -> dict[str, list[str]]:
+    """What ``letsencrypt`` reads of the host (``deploy.present.host_state`` arguments)."""
+    return {"paths": [HOOK], "packages": PACKAGES if data.ollastack_tls_mode == "letsencrypt" else []}
 ISSUE_SCRIPT = "/usr/local/lib/ollastack/certbot-issue.py"
 ACME_CA = "/etc/ollastack/acme-ca.pem"
 CERTBOT_DROPIN = "/etc/systemd/system/certbot.service.d/ollastack.conf"
@@ -67,17 +75,17 @@ def letsencrypt():
     data = host.data
     if data.ollastack_tls_mode != "letsencrypt":
         # Without the hook a later renewal can no longer overwrite the self-signed certificate.
-        files.file(name="certbot deploy hook removed (self-signed mode)", path=HOOK, present=False)
+        absent(host_state(**reads(data)), name="certbot deploy hook removed (self-signed mode)", path=HOOK)
         return
     refuse_without_domain()
     domain = certificate_domain(data)
-    ensure_packages(["certbot", "openssl"], "Install certbot")
+    ensure_packages(PACKAGES, "Install certbot", host_state(**reads(data)))
     _trust(data)
     files.directory(name="ollastack helper directory", path="/usr/local/lib/ollastack", mode="0755")
     files.put(name="certbot request helper", src=str(template("certbot-issue.py")), dest=ISSUE_SCRIPT, mode="0755")
     files.template(name="certbot deploy hook (install + reload nginx)", src=str(template("certbot-deploy-hook.sh.j2")),
                    dest=HOOK, mode="0755", live=shlex.quote(f"/etc/letsencrypt/live/{domain}"),
-                   domain=shlex.quote(domain), tls_dir=TLS_DIR)
+                   tls_dir=TLS_DIR, reload=RELOAD)
     systemd.service(name="certbot renewal timer", service="certbot.timer", running=True, enabled=True)
     directory = acme_directory(data.ollastack_tls_acme_server)
     cert = host.get_fact(LetsEncryptCertificate, domain=domain, tls_dir=TLS_DIR)

@@ -231,20 +231,6 @@ class OllamaLoaded(FactBase[list[dict] | None]):
         return [{"name": m["name"], "size": m.get("size", 0), "size_vram": m.get("size_vram", 0)} for m in models]
 
 
-class PodmanImageId(FactBase[str | None]):
-    """Id of a local image, or None when Podman does not have it.
-
-    Example: ``host.get_fact(PodmanImageId, image="ghcr.io/open-webui/open-webui:v0.12.4")``
-    """
-
-    def command(self, image: str) -> str:
-        return f"podman image inspect --format '{{{{.Id}}}}' -- {shlex.quote(image)} 2>/dev/null || true"
-
-    def process(self, output):
-        text = "".join(output).strip()
-        return text or None
-
-
 # certbot renews 30 days before expiry; a converge uses the same window so both agree on "due".
 RENEW_WINDOW_S = 30 * 86400
 

@@ -16,9 +16,9 @@ from pyinfra.operations import server, systemd
 from pyinfra.operations.util import any_changed
 
 from ollastack.deploy.defaults import DEFAULTS
-from ollastack.deploy.facts import FileText, NftTable, SshClientAddress, nft_list_command, normalized_nft
+from ollastack.deploy.facts import NftTable, SshClientAddress, nft_list_command, normalized_nft
 from ollastack.deploy.guards import plan_check
-from ollastack.deploy.present import directory, host_state, service_running, templated
+from ollastack.deploy.present import directory, fact, host_state, service_running, templated
 from ollastack.config import split_host_port
 from ollastack.fleet import BACKEND
 from ollastack.resources import template
@@ -28,6 +28,10 @@ UNIT = "/etc/systemd/system/ollastack-firewall.service"
 TABLE = "inet ollastack"
 # What ``nft list table`` showed right after the last apply: what applying RULES produces.
 APPLIED = "/var/lib/ollastack/firewall.applied"
+#: What ``firewall`` reads of the host (``deploy.present.host_state`` arguments).
+READS = {"paths": ["/etc/ollastack", RULES, UNIT], "services": ["ollastack-firewall"], "texts": [APPLIED]}
+#: What ``firewall`` asks ``deploy.present.fact`` (for ``prefetch``).
+FACTS: list[tuple[type, dict]] = [(NftTable, {"table": TABLE})]
 
 
 def admin_networks(admin_cidrs: list[str]) -> tuple[list[str], list[str]]:
@@ -89,8 +93,8 @@ def firewall():
     refuse_lockout()
     cidrs = host.data.ollastack_access_admin_cidrs
     admin4, admin6 = admin_networks(cidrs)
-    drifted = table_differs(host.get_fact(NftTable, table=TABLE), host.get_fact(FileText, path=APPLIED))
-    present = host_state(paths=["/etc/ollastack", RULES, UNIT], services=["ollastack-firewall"])
+    present = host_state(**READS)
+    drifted = table_differs(fact(NftTable, table=TABLE), present.text(APPLIED))
     directory(present, name="ollastack config directory", path="/etc/ollastack", mode="0755")
     rules = templated(present, name="Firewall rules", src=str(template("firewall.nft.j2")), dest=RULES,
                       mode="0600", admin4=admin4, admin6=admin6, **fleet_rules(host.data))

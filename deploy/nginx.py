@@ -22,7 +22,7 @@ from ollastack.deploy.present import NOTHING, directory, host_state, link, servi
 from ollastack.deploy.release import host_release
 from ollastack.deploy.tls import TLS_DIR, server_names
 from ollastack.config import split_host_port
-from ollastack.fleet import GATEWAY
+from ollastack.fleet import GATEWAY, group_listen
 from ollastack.ollama_names import client_address
 from ollastack.resources import template
 
@@ -30,10 +30,25 @@ SITE = "/etc/nginx/sites-available/ollastack.conf"
 ENABLED = "/etc/nginx/sites-enabled/ollastack.conf"
 DEFAULT_SITE = "/etc/nginx/sites-enabled/default"
 ACME_ROOT = "/var/www/ollastack-acme"
+#: What ``nginx`` reads of the host (``deploy.present.host_state`` arguments).
+READS = {"paths": [ACME_ROOT, SITE, ENABLED, DEFAULT_SITE], "services": ["nginx"], "packages": ["nginx"]}
 #: Mozilla's "intermediate" TLS 1.2 suites without the three DHE-RSA ones (no dhparam to manage).
 #: Which half a handshake can use follows the certificate's key: ECDSA for ollastack's own CA.
 TLS12_CIPHERS = ("ECDHE-ECDSA-AES128-GCM-SHA256", "ECDHE-RSA-AES128-GCM-SHA256", "ECDHE-ECDSA-AES256-GCM-SHA384",
                  "ECDHE-RSA-AES256-GCM-SHA384", "ECDHE-ECDSA-CHACHA20-POLY1305", "ECDHE-RSA-CHACHA20-POLY1305")
+#: ``systemctl reload nginx`` only signals the master, which reads the new configuration afterwards: until its
+#: workers of the old one have stopped accepting (gone, or retitled "is shutting down") they still answer. So
+#: every reload (the converge's, the certbot deploy hook's) waits for that, up to RELOAD_WAIT_S seconds: whoever
+#: checks right after (ollastack up, a monitor) sees the new site and certificate.
+RELOAD_WAIT_S = 30
+# The workers' process titles, read from /proc with grep: minimal Debian images have no pgrep.
+WORKERS = "grep -lsxz 'nginx: worker process' /proc/[0-9]*/cmdline | tr '\\n' ' '"
+RELOAD = (f"workers_old=$({WORKERS}); systemctl reload nginx || exit 1; for i in $(seq {RELOAD_WAIT_S * 5}); do "
+          f"workers_now=$({WORKERS}); stale=; "
+          'for p in $workers_old; do case " $workers_now " in *" $p "*) stale=$p;; esac; done; '
+          '[ -n "$workers_now" ] && [ -z "$stale" ] && exit 0; sleep 0.2; done; '
+          f"echo 'nginx still served the old configuration {RELOAD_WAIT_S}s after its reload: journalctl -u nginx' >&2; "
+          "exit 1")
 #: POSTs under /api/v1/auths/ per client address: 20 at once, then one per 6 s.
 AUTH_RATE, AUTH_BURST = "10r/m", 20
 
@@ -79,14 +94,28 @@ def upstream_arguments(data) -> dict:
             raise DeployError(f"{data.ollastack_name}: fleet backend {address!r}: {exc}") from None
     return {"upstreams": upstreams, "ollama_listen": client_address(data.ollastack_ollama_host),
             "max_fails": int(data.ollastack_fleet_max_fails), "fail_timeout": int(data.ollastack_fleet_fail_timeout),
-            "connect_timeout": int(data.ollastack_fleet_connect_timeout)}
+            "connect_timeout": int(data.ollastack_fleet_connect_timeout), "groups": upstream_groups(data, upstreams)}
+
+
+def upstream_groups(data, upstreams: list[str]) -> list[dict]:
+    """The gateway's upstreams, one per placement group (``ollastack.fleet.placement_groups``): its nginx name,
+    loopback address and backends. Without a placement, one group of every backend on ``ollama.host``.
+
+    Example: ``upstream_groups(gateway.data, ups)[1] == {"name": "ollastack_ollama_2", "listen": "127.0.0.1:11435",
+    "upstreams": ["10.213.0.12:11434"]}``
+    """
+    groups = [list(g) for g in data.ollastack_fleet_groups] or [upstreams]
+    if strays := sorted({a for g in groups for a in g} - set(upstreams)):
+        raise DeployError(f"{data.ollastack_name}: fleet groups name backends not in the upstream: {strays}")
+    return [{"name": "ollastack_ollama" if i == 0 else f"ollastack_ollama_{i + 1}", "upstreams": group,
+             "listen": group_listen(data.ollastack_ollama_host, i)} for i, group in enumerate(groups)]
 
 
 @deploy("nginx", data_defaults=DEFAULTS)
 def nginx(tls_changes=()):
     """Install and configure nginx; ``tls_changes`` are the operations that replaced certificate files."""
     data = host.data
-    present = host_state(paths=[ACME_ROOT, SITE, ENABLED, DEFAULT_SITE], services=["nginx"], packages=["nginx"])
+    present = host_state(**READS)
     ensure_packages(["nginx"], "Install nginx", present)
     if not present.installed(["nginx"]):
         present = NOTHING
@@ -99,5 +128,5 @@ def nginx(tls_changes=()):
     default = link(present, name="Debian's default site disabled", path=DEFAULT_SITE, present_=False)
     service_running(present, name="nginx running and enabled", service="nginx")
     # nginx -t first: a broken config must never reach the running server.
-    server.shell(name="Check and reload nginx", commands=["nginx -t -q", "systemctl reload nginx"],
+    server.shell(name="Check and reload nginx", commands=["nginx -t -q", RELOAD],
                  _if=any_changed(site, enabled, default, *tls_changes))

@@ -22,6 +22,7 @@ from pyinfra.operations.util import any_changed
 from ollastack.deploy.base import ensure_packages
 from ollastack.deploy.defaults import DEFAULTS
 from ollastack.deploy.facts import DebianRelease, KeyFingerprints, NvidiaGpu, OllamaLoaded, SecureBoot
+from ollastack.deploy.present import fact
 from ollastack.deploy.guards import plan_check
 from ollastack.resources import template
 from ollastack.ollama_names import tagged
@@ -112,6 +113,11 @@ def driver_packages(data, kernel: str):
                         no_recommends=True, _retries=2, _retry_delay=5)
 
 
+def facts(data) -> list:
+    """What ``usable_gpu`` asks ``deploy.present.fact`` (for ``prefetch``): nothing with ``gpu.mode = "off"``."""
+    return [] if data.ollastack_gpu_mode == "off" else [(NvidiaGpu, {})]
+
+
 @plan_check
 def usable_gpu() -> dict:
     """The ``NvidiaGpu`` fact of the current host (read once per run), after refusing, before anything
@@ -123,7 +129,7 @@ def usable_gpu() -> dict:
     if data.ollastack_gpu_mode == "off":
         # Not even looked for: a GPU is nothing to this host's converge.
         return NvidiaGpu().default()
-    state = host.get_fact(NvidiaGpu)
+    state = fact(NvidiaGpu)
     check_host(data, state, driver_on_branch(state, data.ollastack_gpu_driver_branch))
     return state
 

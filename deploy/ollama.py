@@ -11,10 +11,10 @@ from pyinfra.operations import files, server
 
 from ollastack.deploy.base import ensure_packages
 from ollastack.deploy.defaults import DEFAULTS
-from ollastack.deploy.facts import FileText, InstalledRelease, OllamaModels
+from ollastack.deploy.facts import InstalledRelease, OllamaModels
 from ollastack.deploy.nvidia import check_gpu_offload, ollama_after_driver
 from ollastack.deploy.presets import create_presets
-from ollastack.deploy.present import NOTHING, Present, directory, host_state, put, templated
+from ollastack.deploy.present import NOTHING, Present, directory, fact, host_state, put, templated, user
 from ollastack.deploy.services import restart_when_changed
 from ollastack.deploy.units import systemd_quoted
 from ollastack.resources import deploy_file, template
@@ -32,6 +32,18 @@ HOME = "/usr/share/ollama"
 # Ollama keeps its key pair (made on first start) here, and by default its models.
 STATE_DIR = f"{HOME}/.ollama"
 HOME_DIRS = ("/home", "/root", "/run/user")
+
+
+def facts(data) -> list:
+    """What ``ollama`` asks ``deploy.present.fact`` (for ``prefetch``): the installed release, the models."""
+    return [(InstalledRelease, {"stamp": STAMP, "binary_sums": BINARY_SUMS}),
+            (OllamaModels, {"address": client_address(data.ollastack_ollama_host)})]
+
+
+def reads(data) -> dict[str, list[str]]:
+    """What ``ollama`` reads of the host (``deploy.present.host_state`` arguments)."""
+    return {"paths": [HOME, STATE_DIR, data.ollastack_ollama_models_dir, UNIT, OVERRIDE, PULL_SCRIPT],
+            "services": ["ollama"], "users": ["ollama"], "texts": [OVERRIDE]}
 
 
 def confinement(models_dir: str) -> dict[str, object]:
@@ -72,22 +84,24 @@ def _archive_source(data) -> tuple[str, str]:
 
 def install_release(data):
     """Put the pinned archive on the host and swap it in, unless that exact release is installed, binary unchanged."""
-    if host.get_fact(InstalledRelease, stamp=STAMP, binary_sums=BINARY_SUMS) == data.ollastack_ollama_sha256:
+    if fact(InstalledRelease, stamp=STAMP, binary_sums=BINARY_SUMS) == data.ollastack_ollama_sha256:
         return None
     source, name = _archive_source(data)
     remote = posixpath.join(CACHE, name)
     if name.endswith(".tar.zst"):
         # Only .tar.zst releases (0.14.0 on) need zstd: the install script's tar --zstd runs it.
         ensure_packages(["zstd"], "Install zstd to unpack the Ollama archive", host_state(packages=["zstd"]))
-    files.directory(name="Ollama download cache", path=CACHE, mode="0755")
+    script = posixpath.join(CACHE, "install-ollama.sh")
+    # Read here, when installing, not in every converge's read: the cached archive's sha1 costs seconds.
+    cache = host_state(paths=[CACHE, script, *([remote] if data.ollastack_ollama_archive else [])])
+    directory(cache, name="Ollama download cache", path=CACHE, mode="0755")
     if data.ollastack_ollama_archive:
-        files.put(name=f"Push Ollama {data.ollastack_ollama_version} archive", src=source, dest=remote)
+        put(cache, name=f"Push Ollama {data.ollastack_ollama_version} archive", src=source, dest=remote)
     else:
         files.download(name=f"Download Ollama {data.ollastack_ollama_version}", src=source, dest=remote,
                        sha256sum=data.ollastack_ollama_sha256, _retries=2, _retry_delay=5)
-    script = posixpath.join(CACHE, "install-ollama.sh")
-    files.template(name="Ollama install script", src=str(template("ollama-install.sh.j2")), dest=script,
-                   mode="0755", archive=shlex.quote(remote), sha256=shlex.quote(data.ollastack_ollama_sha256))
+    templated(cache, name="Ollama install script", src=str(template("ollama-install.sh.j2")), dest=script,
+              mode="0755", archive=shlex.quote(remote), sha256=shlex.quote(data.ollastack_ollama_sha256))
     return server.shell(name=f"Verify and install Ollama {data.ollastack_ollama_version}", commands=[script])
 
 
@@ -109,8 +123,8 @@ def pull_models(data, on_host: Present = NOTHING) -> None:
     trusted: every model goes to the helper, which asks Ollama again after the restart (``--if-missing``).
     """
     address = client_address(data.ollastack_ollama_host)
-    present = set(host.get_fact(OllamaModels, address=address) or [])
-    recheck = models_may_have_moved(data, host.get_fact(FileText, path=OVERRIDE))
+    present = set(fact(OllamaModels, address=address) or [])
+    recheck = models_may_have_moved(data, on_host.text(OVERRIDE))
     put(on_host, name="Model pull helper", src=str(deploy_file("files/ollama-pull.py")), dest=PULL_SCRIPT, mode="0755")
     for model in data.ollastack_ollama_models:
         if recheck or tagged(model) not in present:
@@ -125,10 +139,9 @@ def pull_models(data, on_host: Present = NOTHING) -> None:
 @deploy("Ollama", data_defaults=DEFAULTS)
 def ollama(gpu_changes=()):
     data = host.data
-    server.user(name="ollama system user", user="ollama", system=True, home=HOME,
-                shell="/bin/false", ensure_home=True, create_home=True)
-    present = host_state(paths=[STATE_DIR, data.ollastack_ollama_models_dir, UNIT, OVERRIDE, PULL_SCRIPT],
-                         services=["ollama"])
+    present = host_state(**reads(data))
+    user(present, name="ollama system user", user="ollama", system=True, home=HOME,
+         shell="/bin/false", ensure_home=True, create_home=True)
     directory(present, name="Ollama state directory", path=STATE_DIR, user="ollama", group="ollama", mode="0755")
     directory(present, name="Ollama models directory", path=data.ollastack_ollama_models_dir, user="ollama",
               group="ollama", mode="0755")
@@ -146,5 +159,5 @@ def ollama(gpu_changes=()):
     restart = restart_when_changed("Ollama", "ollama", changes=changes, unit_changes=unit_changes,
                                    health_url=f"http://{address}/api/version", wait_s=60, present=present)
     pull_models(data, present)
-    create_presets(data, models_may_have_moved(data, host.get_fact(FileText, path=OVERRIDE)))
+    create_presets(data, models_may_have_moved(data, present.text(OVERRIDE)))
     check_gpu_offload(data, address, [restart, *gpu_changes])

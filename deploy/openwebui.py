@@ -30,13 +30,12 @@ from typing import Any
 from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.api.exceptions import DeployError
-from pyinfra.facts.files import File
 from pyinfra.operations import files, server
 
 from ollastack.deploy.base import ensure_packages
 from ollastack.deploy.defaults import DEFAULTS
-from ollastack.deploy.facts import FileText
-from ollastack.deploy.podman import ensure_image, podman
+from ollastack.deploy.podman import ensure_image, image_reads, podman
+from ollastack.deploy.present import NOTHING, Present, absent, directory, host_state, put, templated, user
 from ollastack.deploy.guards import plan_check
 from ollastack.deploy.release import host_release
 from ollastack.deploy.services import restart_when_changed
@@ -44,6 +43,7 @@ from ollastack.deploy.tls import server_names
 from ollastack.deploy.units import systemd_quoted
 from ollastack import accounts, sso
 from ollastack.config import AccountsSection, SsoSection
+from ollastack.fleet import GATEWAY, group_listen
 from ollastack.hostdata import key
 from ollastack.resources import template
 from ollastack.ollama_names import client_address
@@ -71,6 +71,15 @@ def ollama_url(data) -> str:
     return data.ollastack_openwebui_ollama_url or f"http://{client_address(data.ollastack_ollama_host)}"
 
 
+def ollama_urls(data) -> list[str]:
+    """Open WebUI's Ollama URLs: ``ollama_url``, or on a fleet gateway with a placement the loopback upstream of
+    each group (``deploy.nginx.upstream_groups``): ``["http://127.0.0.1:11434", "http://127.0.0.1:11435"]``."""
+    groups = data.ollastack_fleet_groups if data.ollastack_fleet_role == GATEWAY else []
+    if len(groups) < 2:
+        return [ollama_url(data)]
+    return [f"http://{group_listen(data.ollastack_ollama_host, i)}" for i in range(len(groups))]
+
+
 def environment(data) -> dict[str, str]:
     """The settings Open WebUI reads from its environment, from the ``ollastack_openwebui_*`` host data."""
     urls = [f"https://{name}" for name in server_names(data)]
@@ -95,6 +104,10 @@ def environment(data) -> dict[str, str]:
         "DO_NOT_TRACK": "true",
         "SCARF_NO_ANALYTICS": "true",
     }
+    if len(base_urls := ollama_urls(data)) > 1:
+        # Open WebUI asks each URL's /api/tags and sends a model's requests only to URLs that list it.
+        del env["OLLAMA_BASE_URL"]
+        env["OLLAMA_BASE_URLS"] = ";".join(base_urls)
     if data.ollastack_openwebui_openai_api_base_url:
         env["OPENAI_API_BASE_URL"] = data.ollastack_openwebui_openai_api_base_url
     if data.ollastack_openwebui_offline:
@@ -121,13 +134,15 @@ def admin_password(data) -> str:
     return Path(data.ollastack_openwebui_admin_password_file).read_text().strip()
 
 
-def secrets(data) -> list:
-    """The two 0600 environment files; returns the operations that changed them."""
-    files.directory(name="Open WebUI settings directory", path=CONF_DIR, mode="0700")
-    admin = files.put(name="Open WebUI admin password (0600)", mode="0600", dest=ADMIN_ENV,
-                      src=StringIO(f'WEBUI_ADMIN_PASSWORD="{systemd_quoted(admin_password(data), specifiers=False)}"\n'))
-    changes = [admin, oidc_secret(data)]
-    if not host.get_fact(File, path=SECRET_KEY_ENV):
+def secrets(data, present: Present | None = None) -> list:
+    """The two 0600 environment files; returns the operations that changed them. ``present``: ``host_state`` with
+    their paths and ``exists=[SECRET_KEY_ENV]`` (read here when not given)."""
+    present = present or host_state(paths=[CONF_DIR, ADMIN_ENV, OIDC_ENV], exists=[SECRET_KEY_ENV])
+    directory(present, name="Open WebUI settings directory", path=CONF_DIR, mode="0700")
+    admin = put(present, name="Open WebUI admin password (0600)", mode="0600", dest=ADMIN_ENV,
+                src=StringIO(f'WEBUI_ADMIN_PASSWORD="{systemd_quoted(admin_password(data), specifiers=False)}"\n'))
+    changes = [admin, oidc_secret(data, present)]
+    if not present.exists(SECRET_KEY_ENV):
         # Made on the host so the key never travels; kept across upgrades and re-installs.
         changes.append(server.shell(
             name="Generate WEBUI_SECRET_KEY (once per host)",
@@ -137,17 +152,17 @@ def secrets(data) -> list:
     return changes
 
 
-def oidc_secret(data):
+def oidc_secret(data, present: Present):
     """The OIDC client secret's 0600 root-owned environment file, or none when single sign-on is off."""
     section = sso_section(data)
     if not section.enabled:
-        return files.file(name="No OIDC client secret", path=OIDC_ENV, present=False)
+        return absent(present, name="No OIDC client secret", path=OIDC_ENV)
     try:
         secret = sso.client_secret(section)
     except (sso.SsoError, OSError) as error:
         raise DeployError(f"{host.name}: {error}") from None
-    return files.put(name="OIDC client secret (0600)", mode="0600", user="root", group="root", dest=OIDC_ENV,
-                     src=StringIO(f'{OIDC_SECRET_NAME}="{systemd_quoted(secret, specifiers=False)}"\n'))
+    return put(present, name="OIDC client secret (0600)", mode="0600", user="root", group="root", dest=OIDC_ENV,
+               src=StringIO(f'{OIDC_SECRET_NAME}="{systemd_quoted(secret, specifiers=False)}"\n'))
 
 
 def local_wheels(data) -> list[Path]:
@@ -169,22 +184,38 @@ def refuse_pip_without_python() -> None:
                           "(Podman) or use a Debian 12 host")
 
 
-def install_pip(data, python: str):
-    """The venv with the pinned release; returns the install operation, or None when it is in place."""
-    ensure_packages(["python3-venv"], "Install python3-venv")
-    server.user(name="open-webui system user", user="open-webui", system=True, home=HOME, shell="/usr/sbin/nologin",
-                create_home=True)
+def pip_reads(data) -> dict[str, list[str]]:
+    """What ``install_pip`` reads of the host, as ``host_state`` arguments (the wheelhouse only when it installs:
+    ``wheel_reads``)."""
+    return {"paths": [HOME, f"{HOME}/data", f"{HOME}/static"],
+            "packages": ["python3-venv"], "users": ["open-webui"], "texts": [INSTALLED_MARKER]}
+
+
+def wheel_reads(wheels: list[Path]) -> dict[str, list[str]]:
+    """The host's wheelhouse as ``install_pip`` pushes it (``host_state`` arguments)."""
+    return {"paths": [WHEELS, *(f"{WHEELS}/{wheel.name}" for wheel in wheels)]}
+
+
+def install_pip(data, python: str, present: Present):
+    """The venv with the pinned release; returns the install operation, or None when it is in place.
+    ``present``: ``host_state`` read with ``pip_reads(data)``."""
+    ensure_packages(["python3-venv"], "Install python3-venv", present)
+    user(present, name="open-webui system user", user="open-webui", system=True, home=HOME, shell="/usr/sbin/nologin",
+         create_home=True)
     for sub in ("data", "static"):
-        files.directory(name=f"Open WebUI {sub} directory", path=f"{HOME}/{sub}", user="open-webui",
-                        group="open-webui", mode="0750")
+        directory(present, name=f"Open WebUI {sub} directory", path=f"{HOME}/{sub}", user="open-webui",
+                  group="open-webui", mode="0750")
+    marker = f"open-webui=={data.ollastack_openwebui_version}"
+    if present.text(INSTALLED_MARKER) == marker:
+        return None
+    # Only an install reads the wheelhouse: checking its wheels (a CPU torch is 190 MB) on every converge
+    # would cost each no-op a sha1 of them on both machines, for files nothing else uses.
     wheels = local_wheels(data)
     if wheels:
-        files.directory(name="Wheelhouse directory", path=WHEELS, mode="0755")
+        in_place = host_state(**wheel_reads(wheels))
+        directory(in_place, name="Wheelhouse directory", path=WHEELS, mode="0755")
         for wheel in wheels:
-            files.put(name=f"Push {wheel.name}", src=str(wheel), dest=f"{WHEELS}/{wheel.name}")
-    marker = f"open-webui=={data.ollastack_openwebui_version}"
-    if host.get_fact(FileText, path=INSTALLED_MARKER) == marker:
-        return None
+            put(in_place, name=f"Push {wheel.name}", src=str(wheel), dest=f"{WHEELS}/{wheel.name}")
     script = "/var/cache/ollastack/install-open-webui.sh"
     files.template(name="Open WebUI install script", src=str(template("openwebui-install.sh.j2")), dest=script,
                    mode="0755", python=shlex.quote(f"/usr/bin/{python}"), **install_arguments(data, [w.name for w in wheels], marker))
@@ -209,7 +240,7 @@ def install_arguments(data, wheel_names: list[str], marker: str) -> dict[str, An
     }
 
 
-def unit(data, quadlet: bool, image: str = "") -> list:
+def unit(data, quadlet: bool, image: str = "", present: Present = NOTHING) -> list:
     """The route's unit (a Quadlet file when ``quadlet``) and the settings drop-in; returns the operations.
 
     ``image``: the container's image when it is not ``openwebui.image`` (``openwebui.build_image``).
@@ -223,18 +254,29 @@ def unit(data, quadlet: bool, image: str = "") -> list:
                      env_files=[SECRET_KEY_ENV, ADMIN_ENV, *([OIDC_ENV] if oidc else [])])
     if quadlet:
         services = [
-            files.template(name="Open WebUI Quadlet (container)", dest=QUADLET,
-                           src=str(template("openwebui-container.container.j2")), **arguments),
+            templated(present, name="Open WebUI Quadlet (container)", dest=QUADLET,
+                      src=str(template("openwebui-container.container.j2")), **arguments),
             # A unit in /etc/systemd/system would hide the generated one (e.g. after an upgrade from Debian 12).
-            files.file(name="No hand-written Open WebUI unit", path=UNIT, present=False),
+            absent(present, name="No hand-written Open WebUI unit", path=UNIT),
         ]
     else:
-        services = [files.template(name=f"Open WebUI unit ({route})", dest=UNIT,
-                                   src=str(template(f"openwebui-{route}.service.j2")), **arguments)]
-    drop_in = files.template(name="Open WebUI settings (override.conf)",
-                             src=str(template("openwebui-override.conf.j2")), dest=DROP_IN,
-                             environment={k: systemd_quoted(v) for k, v in env.items()})
+        services = [templated(present, name=f"Open WebUI unit ({route})", dest=UNIT,
+                              src=str(template(f"openwebui-{route}.service.j2")), **arguments)]
+    drop_in = templated(present, name="Open WebUI settings (override.conf)",
+                        src=str(template("openwebui-override.conf.j2")), dest=DROP_IN,
+                        environment={k: systemd_quoted(v) for k, v in env.items()})
     return [*services, drop_in]
+
+
+def reads(data, image: str = "", archive: str = "") -> dict[str, list[str]]:
+    """What ``openwebui`` reads of the host (``deploy.present.host_state`` arguments): the route's own files and
+    every file, unit and secret of both routes; ``image``/``archive`` when not the ``openwebui`` settings'."""
+    if data.ollastack_openwebui_install == "none":
+        return {}
+    route = (image_reads(image or data.ollastack_openwebui_image, archive or data.ollastack_openwebui_image_archive)
+             if data.ollastack_openwebui_install == "container" else pip_reads(data))
+    return {**route, "paths": [CONF_DIR, ADMIN_ENV, OIDC_ENV, UNIT, QUADLET, DROP_IN, *route["paths"]],
+            "services": ["open-webui"], "exists": [SECRET_KEY_ENV]}
 
 
 @deploy("Open WebUI", data_defaults=DEFAULTS)
@@ -254,10 +296,13 @@ def openwebui():
 
             image, built = ensure_built(data)
             archive = str(built)
-        installed = ensure_image(image, archive)
+    present = host_state(**reads(data, image, archive))
+    if data.ollastack_openwebui_install == "container":
+        installed = ensure_image(image, archive, present)
     else:
-        installed = install_pip(data, release.webui_python)
-    changes = [op for op in (installed, *secrets(data), *unit(data, quadlet, image)) if op is not None]
+        installed = install_pip(data, release.webui_python, present)
+    changes = [op for op in (installed, *secrets(data, present), *unit(data, quadlet, image, present)) if op is not None]
     # A generated unit cannot be enabled with systemctl: the Quadlet's [Install] section does it.
     restart_when_changed("Open WebUI", "open-webui", changes=changes, enabled=None if quadlet else True,
-                         health_url=f"http://127.0.0.1:{data.ollastack_openwebui_port}/health", wait_s=300)
+                         health_url=f"http://127.0.0.1:{data.ollastack_openwebui_port}/health", wait_s=300,
+                         present=present)

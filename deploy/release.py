@@ -13,6 +13,7 @@ from pyinfra import host
 from pyinfra.api.exceptions import DeployError
 
 from ollastack.deploy.facts import DebianRelease
+from ollastack.deploy.present import fact
 from ollastack.deploy.guards import plan_check
 
 
@@ -32,13 +33,15 @@ RELEASES = {
     "debian12": Release("bookworm", "12", nginx_http2_directive=False, quadlet=False, webui_python="python3.11"),
     "debian13": Release("trixie", "13", nginx_http2_directive=True, quadlet=True, webui_python=None),
 }
+#: What ``host_release`` asks ``deploy.present.fact`` (for ``prefetch``).
+FACTS: list[tuple[type, dict]] = [(DebianRelease, {})]
 SUPPORTED = ", ".join(f"Debian {r.version} ({r.codename})" for r in RELEASES.values())
 
 
 @plan_check
 def host_release() -> Release:
     """The current host's release (read once per run), or a DeployError naming the supported ones."""
-    found = host.get_fact(DebianRelease)
+    found = fact(DebianRelease)
     if found not in RELEASES:
         raise DeployError(f"{host.name}: {found or 'not Debian'} is not supported; ollastack supports {SUPPORTED}")
     return RELEASES[found]

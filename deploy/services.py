@@ -32,7 +32,9 @@ def restart_when_changed(title: str, service: str, changes: list, health_url: st
                           _if=any_changed(*(changes if unit_changes is None else unit_changes)))
     restart = systemd.service(name=f"Restart {title}", service=service, running=True, enabled=enabled,
                               restarted=True, _if=any_changed(*changes))
-    service_running(present or NOTHING, name=f"{title} running and enabled", service=service, enabled=enabled)
+    # A restart leaves the service running (and enabled): what was read before it no longer holds.
+    service_running(present or NOTHING, name=f"{title} running and enabled", service=service, enabled=enabled,
+                    _if=lambda: not restart.did_change())
     silent = shlex.quote(f"{title} did not answer on {health_url} within {wait_s}s: journalctl -u {service}")
     server.shell(name=f"Wait for {title} to be healthy",
                  commands=[f"for i in $(seq {wait_s * 2}); do curl -fsS --max-time 2 {shlex.quote(health_url)} "

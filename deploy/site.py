@@ -1,8 +1,10 @@
 """The whole stack on every host: ``pyinfra inventories/lab.py deploy/site.py``.
 
 Order matters: the checks stop the converge before any change when it could not succeed, the firewall
-closes everything but 22/80/443 before any service listens, TLS material exists before nginx loads it,
-and nginx runs before certbot asks for a Let's Encrypt certificate.
+closes everything but 22/80/443 before any of the stack's services listens (``base`` installs every package
+of the site in one apt run before it: of those, only Debian's nginx starts at once, on port 80 with its
+default site), TLS material exists before nginx loads it, and nginx runs before certbot asks for a Let's
+Encrypt certificate.
 """
 
 from pyinfra import host
@@ -17,14 +19,17 @@ from ollastack.deploy.nginx import nginx
 from ollastack.deploy.nvidia import nvidia
 from ollastack.deploy.ollama import ollama
 from ollastack.deploy.openwebui import openwebui
+from ollastack.deploy.reads import read_host
 from ollastack.deploy.tls import tls
 from ollastack.fleet import BACKEND, GATEWAY
 
 # A fleet's gateway runs no Ollama, its backends only Ollama (ollastack.fleet); a single host runs all.
 # Read outside any deploy, so without the deploys' defaults: a single host's inventory sets no role.
 role = host.data.get("ollastack_fleet_role", "")
+# One remote command for what the components below read of the host (a no-op converge's main cost).
+packages = read_host(role)
 checks()
-base()
+base(packages)
 firewall()
 if role != GATEWAY:
     # Before Ollama: it finds the GPU only if the driver is up when it starts.

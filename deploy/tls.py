@@ -23,6 +23,8 @@ from ollastack.deploy.present import directory, host_state, put
 from ollastack import certs
 
 TLS_DIR = "/etc/ollastack/tls"
+#: What ``tls`` reads of the host (``deploy.present.host_state`` arguments).
+READS = {"paths": [TLS_DIR, *(f"{TLS_DIR}/{name}" for name in ("ca.pem", "fullchain.pem", "privkey.pem"))]}
 
 
 def server_names(data, name: str | None = None) -> list[str]:
@@ -68,7 +70,7 @@ def tls():
     if not certificate_to_upload():
         return []
     ca_cert, paths = issued_files(host.data)
-    present = host_state(paths=[TLS_DIR, *(f"{TLS_DIR}/{name}" for name in ("ca.pem", "fullchain.pem", "privkey.pem"))])
+    present = host_state(**READS)
     directory(present, name="TLS directory", path=TLS_DIR, mode="0755")
     put(present, name="Stack CA certificate", src=str(ca_cert), dest=f"{TLS_DIR}/ca.pem", mode="0644")
     chain = put(present, name="Server certificate chain", src=str(paths.fullchain), dest=f"{TLS_DIR}/fullchain.pem",

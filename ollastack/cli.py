@@ -195,7 +195,8 @@ def cmd_status(args: argparse.Namespace, stack: Stack) -> int:
         lines.append(f"  backends: {backends}")
     for backend in backends if isinstance(backends, list) else []:
         lines.append(f"  backend {backend['name']} {backend['address']}: "
-                     + (f"answers, models: {', '.join(backend['models']) or 'none'}" if backend["reachable"]
+                     + (f"answers, models: {', '.join(backend['models']) or 'none'}; "
+                        f"running: {', '.join(backend.get('running', [])) or 'none'}" if backend["reachable"]
                         else "no answer from the gateway"))
     _emit(args, report, "\n".join(lines))
     backends_ok = isinstance(backends, list) and all(b["reachable"] for b in backends)

@@ -336,6 +336,8 @@ class LabSection(Section):
     hosts: int = Field(1, ge=1, le=8, description="How many local Debian hosts `ollastack up` starts.")
     release: Literal["bookworm", "trixie"] = Field("trixie", description="Debian release of the lab hosts: trixie (13) or bookworm (12).")
     subnet: str = Field("10.213.0.0/24", description="Private bridge network of the lab hosts (the control machine is .1).")
+    jump_backends: bool = Field(False, description="Reach a fleet's backends through its gateway (an SSH jump host), "
+                                "as on a cloud, to rehearse that topology; false: directly over the bridge.")
 
     @field_validator("subnet")
     @classmethod
@@ -511,7 +513,7 @@ class OpenWebUISection(Section):
                              examples=["https://pypi.example.com/simple"])
     torch_index_url: Url = Field("https://download.pytorch.org/whl/cpu",
                                    description="pip route: where the CPU build of torch comes from when find_links has none.")
-    find_links: ExistingDir = Field("", description="pip route: local wheel directory pushed to the host and searched first (air-gapped installs).")
+    find_links: ExistingDir = Field("", description="pip route: local wheel directory pushed to the host and searched first when Open WebUI is installed or upgraded (air-gapped installs).")
     admin_email: str = Field("admin@example.com", description="Admin account created on first start.")
     admin_password: SecretStr = Field(
         SecretStr(""), description="Admin password; empty: generated once, kept 0600 on the control machine (`ollastack admin-password`).")
@@ -852,10 +854,19 @@ class BackupSection(Section):
 
 
 class FleetSection(Section):
-    backends: int = Field(0, ge=0, le=7, description="Ollama backend hosts behind the first host (the gateway: nginx, Open WebUI, TLS, the only public host); each backend serves every model in ollama.models; 0: one host runs everything.")
+    backends: int = Field(0, ge=0, le=7, description="Ollama backend hosts behind the first host (the gateway: nginx, Open WebUI, TLS, the only public host); each backend serves every model in ollama.models unless fleet.placement says otherwise; 0: one host runs everything.")
     max_fails: int = Field(1, ge=1, le=100, description="Failed connections to a backend within fail_timeout after which the gateway's nginx skips it (passive health check).")
     fail_timeout: int = Field(10, ge=1, le=3600, description="Seconds a failed backend is skipped before nginx tries it again, and the window max_fails counts in.")
     connect_timeout: int = Field(3, ge=1, le=60, description="Seconds the gateway waits for a backend to accept a connection before it tries the next one.")
+    placement: list[ModelNames] = Field([], description="Models per backend, one list per backend in order (each backend pulls and serves only its own, every model of ollama.models on at least one); backends with the same models form a group, balanced by its own nginx upstream on the gateway's loopback (ollama.host's port, then the next ports), and Open WebUI asks every group; empty: every model on every backend.",
+                                       examples=[[["llama3.2:1b", "qwen2.5:7b"], ["llama3.2:1b", "mistral:7b"]]])
+
+    @field_validator("placement")
+    @classmethod
+    def _placed(cls, value: list[list[str]]) -> list[list[str]]:
+        if any(not models for models in value):
+            raise ValueError("every backend needs at least one model")
+        return value
 
 
 # Claim names as Open WebUI reads them (a dotted path reaches into nested claims, e.g. realm_access.roles).
@@ -1139,6 +1150,40 @@ class Stack(Section):
         if not ipaddress.ip_address(split_host_port(self.ollama.host)[0]).is_loopback:
             raise ValueError(f"ollama.host: {self.ollama.host} is where the gateway's nginx balances the backends "
                              "and must stay on loopback (each backend listens on its private address by itself)")
+        return self
+
+    @model_validator(mode="after")
+    def _placement_fits(self) -> "Stack":
+        """Each backend's models come from ollama.models, and every model of it is served somewhere."""
+        from ollastack.ollama_names import tagged
+
+        placement = self.fleet.placement
+        if not placement:
+            return self
+        if len(placement) != self.fleet.backends:
+            raise ValueError(f"fleet.placement: {len(placement)} list(s) of models for fleet.backends = "
+                             f"{self.fleet.backends}; give one list per backend, in order")
+        wanted = {tagged(m): m for m in self.ollama.models}
+        placed = [{tagged(m) for m in models} for models in placement]
+        problems = [f"backend {i}: {', '.join(sorted(extra))} not in ollama.models (add it there)"
+                    for i, models in enumerate(placed, 1) if (extra := models - set(wanted))]
+        if unplaced := [m for t, m in wanted.items() if not any(t in models for models in placed)]:
+            problems.append(f"{', '.join(unplaced)} of ollama.models on no backend (place it on at least one)")
+        bases = {tagged(self.presets.base or self.ollama.models[0])} if self.presets.use and self.ollama.models else set()
+        bases |= {tagged(p.base) for p in self.presets.custom if p.base}
+        if partial := sorted(b for b in bases if not all(b in models for models in placed)):
+            problems.append(f"{', '.join(partial)}: a preset's base model must be on every backend (each backend "
+                            "makes the presets)")
+        groups = len({frozenset(models) for models in placed})
+        port = split_host_port(self.ollama.host)[1]
+        if port < self.openwebui.port < port + groups:
+            problems.append(f"openwebui.port {self.openwebui.port}: the gateway's upstreams of {groups} groups listen "
+                            f"on ports {port}-{port + groups - 1}; pick another port")
+        if self.openwebui.ollama_url:
+            problems.append("openwebui.ollama_url: with a placement Open WebUI asks the gateway's upstream of each "
+                            "group; leave it empty")
+        if problems:
+            raise ValueError("fleet.placement: " + "; ".join(problems))
         return self
 
 

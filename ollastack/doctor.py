@@ -566,7 +566,7 @@ def check_backends(stack: Stack, hosts: list[Host]) -> list[Check]:
     if isinstance(found, str):
         return [Check("fleet", FAIL, found, "is the gateway up? see its ssh check")]
     checks = []
-    for backend in found:
+    for index, backend in enumerate(found):
         name = f"backend {backend['name']}"
         if not backend["reachable"]:
             checks.append(Check(name, FAIL, f"no answer from Ollama on {backend['address']} (asked from the gateway); "
@@ -574,10 +574,16 @@ def check_backends(stack: Stack, hosts: list[Host]) -> list[Check]:
                                 f"start it: `systemctl restart ollama` on {backend['name']} (see `ollastack logs "
                                 "ollama`), or `ollastack up`"))
             continue
-        missing = sorted({tagged(m) for m in stack.ollama.models} - set(backend["models"]))
+        placed = fleet.placed_models(stack, index)
+        missing = sorted({tagged(m) for m in placed} - set(backend["models"]))
         if missing:
-            checks.append(Check(name, FAIL, f"answers on {backend['address']} without {', '.join(missing)}",
+            checks.append(Check(name, FAIL, f"answers on {backend['address']} without {', '.join(missing)}"
+                                + (" (placed on it by fleet.placement)" if stack.fleet.placement else ""),
                                 "`ollastack up` pulls the missing models"))
+        elif stack.fleet.placement:
+            running = ", ".join(backend.get("running", [])) or "none"
+            checks.append(Check(name, OK, f"answers on {backend['address']} with its placed {', '.join(placed)} "
+                                f"(running: {running})"))
         else:
             checks.append(Check(name, OK, f"answers on {backend['address']} ({len(backend['models'])} models)"))
     return checks
@@ -591,11 +597,14 @@ BACKEND_CHECKS: tuple[Callable[[Stack, Probe], list[Check]], ...] = (
     check_services, check_ports, check_ollama_api, check_drift, check_journal, check_disk, check_gpu)
 
 
-def fleet_view(stack: Stack, backend_address: str | None) -> Stack:
-    """The stack as a fleet host runs it: a backend's Ollama on its own address and no Open WebUI there."""
+def fleet_view(stack: Stack, backend_address: str | None, models: list[str] | None = None) -> Stack:
+    """The stack as a fleet host runs it: a backend's Ollama on its own address with its placed ``models``
+    (``fleet.placed_models``; None: ``ollama.models``), and no Open WebUI there. On the gateway (no
+    ``backend_address``), ``models`` are those its ``ollama.host`` upstream serves: the first group's."""
+    ollama = {k: v for k, v in (("host", backend_address), ("models", models)) if v is not None}
     if backend_address is None:
-        return stack
-    return stack.model_copy(update={"ollama": stack.ollama.model_copy(update={"host": backend_address}),
+        return stack.model_copy(update={"ollama": stack.ollama.model_copy(update=ollama)}) if ollama else stack
+    return stack.model_copy(update={"ollama": stack.ollama.model_copy(update=ollama),
                                     "openwebui": stack.openwebui.model_copy(update={"install": "none"})})
 
 
@@ -606,9 +615,10 @@ def role_skips(view: Stack, gateway: bool) -> set[str]:
     return names | {f"port {port} ({what})" for port, (service, what) in expected_ports(view).items() if service in absent}
 
 
-def check_fleet_host(stack: Stack, host: Host, backend_address: str | None) -> dict[str, Any]:
+def check_fleet_host(stack: Stack, host: Host, backend_address: str | None,
+                     models: list[str] | None = None) -> dict[str, Any]:
     """A fleet host's checks for its role: the gateway's (``backend_address`` None) or a backend's."""
-    view = fleet_view(stack, backend_address)
+    view = fleet_view(stack, backend_address, models)
     gateway = backend_address is None
     probe = probe_host(view, host)
     if isinstance(probe, Check):
@@ -627,10 +637,20 @@ def run(stack: Stack) -> dict[str, Any]:
     """Every check on every host of the stack (hosts in parallel); ``ok`` is False when any check failed."""
     hosts = providers.get(stack.stack.provider).hosts(stack)
     if stack.fleet.backends:
+        # A shrink that stopped before removing them: they are out of the upstream, no backend of the stack's.
+        leaving = fleet.surplus(stack, hosts)
+        hosts = [h for h in hosts if h not in leaving]
         addresses = [None, *(fleet.backend_address(stack, h) for h in hosts[1:])]
         with ThreadPoolExecutor(max_workers=max(1, min(8, len(hosts)))) as pool:
-            reports = list(pool.map(lambda pair: check_fleet_host(stack, *pair), zip(hosts, addresses)))
+            first_group = fleet.placed_models(stack, 0) if stack.fleet.placement else None
+            placed = [first_group, *(fleet.placed_models(stack, i) for i in range(len(hosts) - 1))]
+            reports = list(pool.map(lambda pair: check_fleet_host(stack, *pair), zip(hosts, addresses, placed)))
         backends = [asdict(c) for c in check_backends(stack, hosts)]
+        if leaving:
+            names = ", ".join(h.name for h in reversed(leaving))
+            backends.append(asdict(Check("fleet", WARN, f"{names}: beyond fleet.backends = {stack.fleet.backends}, still "
+                                         "running: a shrink that did not finish",
+                                         "`ollastack up` drains and removes them")))
         if reports:
             reports[0]["checks"] += backends
         else:

@@ -25,7 +25,9 @@ HOST_SECTIONS = ("stack", "access", "ollama", "openwebui", "tls", "gpu", "preset
 EXTRA = {"name": "", "tls_names": [], "openwebui_admin_password_file": "",
          # A fleet host's role (gateway, backend; "" alone), the backends' Ollama addresses (on the gateway),
          # the gateway's address (on a backend): ``ollastack.fleet.host_settings``.
-         "fleet_role": "", "fleet_upstreams": [], "fleet_gateway": ""}
+         "fleet_role": "", "fleet_upstreams": [], "fleet_gateway": "",
+         # A placement's groups of backends (their Ollama addresses) on the gateway; [] is one group of all.
+         "fleet_groups": []}
 
 
 def key(setting: str) -> str:

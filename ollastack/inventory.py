@@ -34,6 +34,8 @@ def pyinfra_hosts(stack: Stack, hosts: Iterable[Host], known_hosts: Path | None 
     _, private_key = stack.key_paths()
     common = host_data(stack)
     hosts = list(hosts)
+    # A shrunk fleet's surplus backends are drained and removed by `ollastack up`, never converged.
+    hosts = [h for h in hosts if h not in fleet.surplus(stack, hosts)]
     roles = fleet.host_settings(stack, hosts)
     config = jump_config(stack, hosts, known_hosts, strict)
     entries = []

@@ -417,6 +417,21 @@ def _cgroup_dirs(name: str) -> list[Path]:
     return [root / name for root in _cgroup_roots()]
 
 
+def cpu_seconds(names: list[str]) -> float:
+    """The CPU time the lab hosts ``names`` have used since they booted (their cgroup's ``cpu.stat``), for
+    benchmarks: on one machine the hosts' own work shares the control machine's cores.
+
+    Example: ``cpu_seconds(["demo-1", "demo-2"])`` -> ``12.5``
+    """
+    total = 0
+    for name in names:
+        for group in _cgroup_dirs(name):
+            stat = group / "cpu.stat"
+            if stat.is_file():
+                total += int(dict(line.split() for line in stat.read_text().splitlines())["usage_usec"])
+    return total / 1e6
+
+
 def _enter_cgroups(name: str) -> Callable[[], None]:
     dirs = _cgroup_dirs(name)
     for d in dirs:
@@ -455,7 +470,8 @@ def up(stack: Stack, progress: Progress) -> list[dict[str, Any]]:
     check_prerequisites()
     with _locked():
         _start(stack, progress)
-    hosts = list_hosts(stack.stack.name)
+    # A stopped host beyond the stack's number (a shrunk fleet's) is not started again: it answers no SSH.
+    hosts = [h for h in list_hosts(stack.stack.name) if h["running"]]
     _, private_key_file = stack.key_paths()
     for host in hosts:
         try:
@@ -466,15 +482,22 @@ def up(stack: Stack, progress: Progress) -> list[dict[str, Any]]:
     return [{k: h[k] for k in ("name", "address", "user")} for h in hosts]
 
 
+def host_names(stack: Stack) -> list[str]:
+    """The names of the stack's lab hosts, in order; a fleet's backends after its gateway (``ollastack.fleet``
+    takes the first host as the gateway).
+
+    Example: ``host_names(stack) == ["demo-1", "demo-2", "demo-3"]`` with ``fleet.backends = 2``
+    """
+    return [f"{stack.stack.name}-{index}" for index in range(1, stack.lab.hosts + stack.fleet.backends + 1)]
+
+
 def _start(stack: Stack, progress: Progress) -> None:
     stack_name, subnet, release = stack.stack.name, stack.lab.subnet, stack.lab.release
     public_key_file, _ = stack.key_paths()
     image = ensure_image(release, progress)
     ensure_network(subnet)
     public_key = public_key_file.read_text()
-    # A fleet's backends come after its gateway (ollastack.fleet takes the first host as the gateway).
-    for index in range(1, stack.lab.hosts + stack.fleet.backends + 1):
-        name = f"{stack_name}-{index}"
+    for name in host_names(stack):
         host_dir = _hosts_dir() / name
         meta_path = host_dir / "host.json"
         if meta_path.exists():
@@ -582,9 +605,11 @@ def _remove_tree(path: Path) -> str | None:
         return f"{path} ({leaves[0] if leaves else path}{more} stayed: {exc.strerror or exc})"
 
 
-def _remove(stack_name: str | None, progress: Progress) -> list[str]:
+def _remove(stack_name: str | None, progress: Progress, names: list[str] | None = None) -> list[str]:
     removed, stayed = [], []
     for host in list_hosts(stack_name):
+        if names is not None and host["name"] not in names:
+            continue
         _stop(host)
         host_dir = _hosts_dir() / host["name"]
         _unmount_under(host_dir)
@@ -607,3 +632,12 @@ def _remove(stack_name: str | None, progress: Progress) -> list[str]:
                        "show what holds it), then run `ollastack lab down` again")
     return removed
 
+
+def remove(stack_name: str, names: list[str], progress: Progress) -> list[str]:
+    """Stop and delete these hosts of the stack (a shrunk fleet's backends), leaving its others running.
+
+    Example: ``remove("demo", ["demo-4"], progress)`` -> ["host demo-4 (10.213.0.13)"]
+    """
+    check_prerequisites()
+    with _locked():
+        return _remove(stack_name, progress, names)

@@ -75,7 +75,7 @@ def converge(stack: Stack, config_path: str, progress: Progress, dry: bool = Fal
     """
     provider = stack.stack.provider
     progress(f"{'dry run' if dry else 'converging'} with pyinfra (inventories/{provider}.py deploy/site.py)")
-    cmd = [sys.executable, "-m", "pyinfra", *(["--dry", "--json"] if dry else ["-y"]),
+    cmd = [sys.executable, "-m", "ollastack.pyinfra_run", *(["--dry", "--json"] if dry else ["-y"]),
            str(resources.inventory_file(provider)), str(resources.deploy_file("site.py"))]
     lock_fd = held_lock(stack.stack.name)
     # pyinfra runs the config.py of its working directory: an empty one, so that no file beside the
@@ -177,12 +177,15 @@ def issue_certificates(stack: Stack, hosts: list[Host]) -> None:
 def up(stack: Stack, progress: Progress, config_path: str) -> dict[str, Any]:
     planning.gate(stack, progress)
     hosts = provision(stack, progress)
+    removed = fleet.surplus(stack, hosts)
+    hosts = [h for h in hosts if h not in removed]
     dns_preflight(stack, hosts)
     issue_certificates(stack, hosts)
     # A changed Open WebUI release: backup first, checks after, rollback by itself (ollastack.upgrade).
     upgrade.guarded(stack, upgrade.detect(stack, hosts), config_path, progress,
                     converge=lambda path: converge(stack, path, progress),
                     check=lambda host, wait_s: https_check(stack, host, wait_s), wait_s=UP_READY_WAIT_S)
+    gone = shrink(stack, hosts[0], removed, progress) if removed else []
     report = []
     # A fleet's backends serve no HTTPS: only its gateway is checked.
     for host in hosts[:1] if stack.fleet.backends else hosts:
@@ -191,7 +194,8 @@ def up(stack: Stack, progress: Progress, config_path: str) -> dict[str, Any]:
         report.append({"name": host.name, "address": host.address, **check, **reconcile_accounts(stack, host, check, progress)})
     ca = certs.ssl_dir(stack.stack.name) / "ca.pem"
     return {"ok": all(h["ok"] for h in report), "stack": stack.stack.name, "provider": stack.stack.provider,
-            "hosts": report, "ca": str(ca) if stack.tls.mode == "self-signed" else None}
+            "hosts": report, "ca": str(ca) if stack.tls.mode == "self-signed" else None,
+            **({"removed": gone} if removed else {})}
 
 
 def reconcile_accounts(stack: Stack, host: Host, check: dict[str, Any], progress: Progress) -> dict[str, Any]:
@@ -298,3 +302,12 @@ def status(stack: Stack) -> dict[str, Any]:
                       "certificate": served_certificate(host.address, host_url_name(stack, host)),
                       "gpu": gpu_report(stack, host), **unlisted_accounts(stack, host, check)})
     return {"stack": stack.stack.name, "provider": stack.stack.provider, "hosts": hosts, **fleet.status(stack, listed)}
+
+
+def shrink(stack: Stack, gateway: Host, removed: list[Host], progress: Progress) -> list[str]:
+    """After the converge that left them out of the gateway's upstream: drain, then remove a shrunk fleet's backends.
+
+    Example: ``shrink(stack, gateway, [Host("demo-4", "10.213.0.13")], progress)`` -> ["host demo-4 (10.213.0.13)"]
+    """
+    fleet.drain(stack, gateway, removed, progress)
+    return providers.get(stack.stack.provider).remove(stack, removed, progress)

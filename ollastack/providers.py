@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import importlib
 import re
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
@@ -74,6 +75,12 @@ class Provider(Protocol):
     def host_settings(self, stack: Stack) -> Stack:
         """The stack as its hosts get it in their host data (the lab adds its control machine to admin_cidrs)."""
 
+    def fleet_names(self, stack: Stack) -> list[str]:
+        """The names ``create`` gives a fleet's gateway and then each backend (``ollastack.fleet`` names missing ones)."""
+
+    def remove(self, stack: Stack, hosts: list[Host], progress: Progress) -> list[str]:
+        """Remove these hosts of the stack (a shrunk fleet's backends) and nothing else; return what was removed."""
+
 
 def wait_until_reachable(stack: Stack, hosts: list[Host], known_hosts: Path, progress: Progress) -> None:
     """Wait for each host to accept SSH as pyinfra will log in, trusting its key on first use.
@@ -121,13 +128,13 @@ class LabProvider:
         return []
 
     def create(self, stack: Stack, progress: Progress) -> list[Host]:
-        return [Host.from_record(h) for h in lab.up(stack, progress)]
+        return self._reached(stack, [Host.from_record(h) for h in lab.up(stack, progress)])
 
     def destroy(self, stack: Stack, progress: Progress) -> list[str]:
         return lab.down(stack.stack.name, progress)
 
     def hosts(self, stack: Stack) -> list[Host]:
-        return [Host.from_record(h) for h in lab.list_hosts(stack.stack.name) if h["running"]]
+        return self._reached(stack, [Host.from_record(h) for h in lab.list_hosts(stack.stack.name) if h["running"]])
 
     def known_hosts(self, stack: Stack) -> Path:
         return lab.known_hosts_path()
@@ -139,6 +146,20 @@ class LabProvider:
             return stack
         access = stack.access.model_copy(update={"admin_cidrs": [*stack.access.admin_cidrs, gateway]})
         return stack.model_copy(update={"access": access})
+
+    def fleet_names(self, stack: Stack) -> list[str]:
+        return lab.host_names(stack)
+
+    def remove(self, stack: Stack, hosts: list[Host], progress: Progress) -> list[str]:
+        return lab.remove(stack.stack.name, [h.name for h in hosts], progress)
+
+    def _reached(self, stack: Stack, hosts: list[Host]) -> list[Host]:
+        """The hosts as SSH reaches them: with ``lab.jump_backends``, a fleet's backends through its running
+        gateway (``Host.jump``), as a cloud's are; otherwise each directly on the bridge."""
+        gateway = next((h for h in hosts if h.name == self.fleet_names(stack)[0]), None)
+        if not (stack.lab.jump_backends and stack.fleet.backends and gateway):
+            return hosts
+        return [h if h is gateway else replace(h, jump=gateway) for h in hosts]
 
 
 class StaticProvider:
@@ -178,6 +199,13 @@ class StaticProvider:
 
     def host_settings(self, stack: Stack) -> Stack:
         return stack
+
+    def fleet_names(self, stack: Stack) -> list[str]:
+        return []
+
+    def remove(self, stack: Stack, hosts: list[Host], progress: Progress) -> list[str]:
+        progress("static hosts are not created by ollastack: nothing to delete")
+        return []
 
 
 class CloudProvider:
@@ -228,6 +256,17 @@ class CloudProvider:
 
     def host_settings(self, stack: Stack) -> Stack:
         return stack
+
+    def fleet_names(self, stack: Stack) -> list[str]:
+        return list(cloud.provider(self.name).fleet_names(stack))
+
+    def remove(self, stack: Stack, hosts: list[Host], progress: Progress) -> list[str]:
+        state = StackState.load(stack.stack.name, self.name)
+        names = [h.name for h in hosts]
+        removed = list(cloud.provider(self.name).remove_hosts(stack, state, names, progress))
+        # Only once their resources are gone: an interrupted removal still lists them for the next `up`.
+        state.set_hosts([h for h in state.hosts if h["name"] not in names])
+        return removed
 
 
 class AzureProvider(CloudProvider):

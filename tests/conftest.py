@@ -16,8 +16,9 @@ from tests.support.labkit import STACK, LabStack, lab_stack_fixture
 from tests.support.standin.build_archive import build_archive, unpack
 from tests.support.webui_standin.build_image import build_image
 
-# Under CI=true a skipped lab test fails the run (tests/support/lab_required.py).
-pytest_plugins = ["tests.support.lab_required"]
+# Under CI=true a skipped lab test fails the run (tests/support/lab_required.py); under pytest-xdist each
+# lab module runs whole on one worker (tests/support/lab_groups.py).
+pytest_plugins = ["tests.support.lab_required", "tests.support.lab_groups"]
 
 
 @pytest.fixture(scope="session")

@@ -11,6 +11,10 @@ its provider in ``ollastack.providers``)::
         Delete what ``state`` records and what the provider finds by the stack's tag (only
         resources tagged as this stack's), in dependency order, tolerating resources that are
         already gone; return what was removed. Works without a state file.
+    fleet_names(stack: Stack) -> list[str]
+        The names ``create`` gives a fleet's gateway and then each backend.
+    remove_hosts(stack: Stack, state: StackState, names: list[str], progress: Progress) -> list[str]
+        Delete only these backends' resources (a shrunk fleet's), keeping their records until each is gone.
     warnings(stack: Stack) -> list[str]   (optional)
         Lines to show before anything is created.
 

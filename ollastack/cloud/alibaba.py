@@ -548,7 +548,7 @@ def create(stack: Stack, state: StackState, progress: Progress, timing: Timing |
         hosts += [Host(f"{stack.stack.name}-{index + 1}", results[f"backend_{index}"]["address"],
                        user=stack.alibaba.admin_username, jump=gateway).to_record()
                   for index in range(1, stack.fleet.backends + 1)]
-    state.set_hosts(hosts)
+    state.set_hosts(plan.kept_hosts(state, hosts))
     progress(f"instance ready at {address}")
     return hosts
 
@@ -617,6 +617,15 @@ class Teardown:
         state.set_hosts([])
         return removed
 
+    def run_instances(self, names: list[str]) -> list[str]:
+        """Remove only the instances of these names (a shrunk fleet's backends; their disks go with them)."""
+        [kind] = [k for k in self.kinds() if k.kind == "instance"]
+        tagged = [{"kind": "instance", "name": r["InstanceName"], "id": r["InstanceId"]} for r in kind.tagged()
+                  if r.get("InstanceName") in names]
+        recorded = [r for r in self.recorder.state.resources if r["kind"] == "instance" and r["name"] in names]
+        return plan.teardown([("instance",)], plan.targets(recorded, tagged), lambda e: self.remove(kind, e),
+                             self.recorder, sweep=False)
+
     def remove(self, kind: Kind, entry: dict[str, Any]) -> str | None:
         """Delete one resource if it is the stack's (a recorded one the tag look-up missed is looked up by id)."""
         rid = entry["id"]
@@ -666,3 +675,19 @@ def destroy(stack: Stack, state: StackState, progress: Progress, timing: Timing 
         # ["instance i-...", "key_pair ollastack-demo", "security_group sg-...", ...]
     """
     return Teardown(stack, state, progress, timing or Timing()).run()
+
+
+def fleet_names(stack: Stack) -> list[str]:
+    """The host names of a fleet's gateway and backends, as ``create`` names them (``demo-1``, ``demo-2``, ...)."""
+    return [f"{stack.stack.name}-{index}" for index in range(1, stack.fleet.backends + 2)]
+
+
+def remove_hosts(stack: Stack, state: StackState, names: list[str], progress: Progress,
+                 timing: Timing | None = None) -> list[str]:
+    """Delete the named backends' instances (host ``demo-3`` is instance ``ollastack-demo-backend2``), nothing else.
+
+    Example: ``remove_hosts(stack, state, ["demo-3"], Progress())`` -> ["instance i-..."]
+    """
+    teardown = Teardown(stack, state, progress, timing or Timing())
+    instances = [f"ollastack-{stack.stack.name}-backend{int(name.rsplit('-', 1)[1]) - 1}" for name in names]
+    return teardown.run_instances(instances)

@@ -155,7 +155,7 @@ def create(stack: Stack, state: StackState, progress: Callable[[str], None],
             nic, _ = backend_steps(index)
             hosts.append(Host(session.backend_name(index, "vm"), private_address(found[nic]),
                               user=stack.azure.admin_username, jump=gateway).to_record())
-    state.set_hosts(hosts)
+    state.set_hosts(plan.kept_hosts(state, hosts))
     return hosts
 
 
@@ -607,3 +607,22 @@ def _same(have: Any, wanted: Any) -> bool:
     if isinstance(wanted, list):
         return sorted(map(str, have or [])) == sorted(map(str, wanted))
     return str(have).lower() == str(wanted).lower()
+
+
+def fleet_names(stack: Stack) -> list[str]:
+    """The VM names of a fleet's gateway and backends, as ``create`` names its hosts."""
+    name = stack.stack.name
+    return [f"{name}-vm", *(f"{name}-backend{index}-vm" for index in range(1, stack.fleet.backends + 1))]
+
+
+def remove_hosts(stack: Stack, state: StackState, names: list[str], progress: Callable[[str], None]) -> list[str]:
+    """Delete the named backends' VMs (their OS disks go with them) and NICs, nothing else; return the ids removed.
+
+    Example: ``remove_hosts(stack, state, ["demo-backend2-vm"], print)`` -> [".../virtualMachines/demo-backend2-vm", ...]
+    """
+    session = _Session(stack, state, progress)
+    mine = {f"{vm.removesuffix('-vm')}-{suffix}" for vm in names for suffix in ("vm", "nic")}
+    entries = [e for e in session.targets() if e["kind"] in ("virtual_machine", "network_interface") and e["name"] in mine]
+    for entry in entries:
+        session.check_subscription(entry)
+    return plan.teardown(DESTROY_TIERS, entries, session.delete, session.recorder, sweep=False)

@@ -177,13 +177,14 @@ def targets(recorded: Iterable[dict[str, Any]], tagged: Iterable[dict[str, Any]]
 
 
 def teardown(tiers: Sequence[Sequence[str]], entries: list[dict[str, Any]], remove: Callable[[dict[str, Any]], Any],
-             recorder: Recorder) -> list[Any]:
+             recorder: Recorder, sweep: bool = True) -> list[Any]:
     """Remove ``entries`` tier by tier (a tier only once the one before is gone), a tier's entries in parallel.
 
     ``remove(entry)`` deletes the resource if it still exists and is the stack's, and returns what
     to report (None: nothing was deleted). Each entry's record goes once its ``remove`` returns,
     and a tier's other records of its kinds (e.g. a create that never got an id) once the tier is
-    done; the first failure stops before the next tier, keeping the records of what is left.
+    done (unless ``sweep`` is False: removing some of a stack's resources keeps the records of the others);
+    the first failure stops before the next tier, keeping the records of what is left.
 
     Example: ``teardown([("vm",), ("network",)], targets(state.resources, tagged), remove, recorder)``
     """
@@ -198,7 +199,7 @@ def teardown(tiers: Sequence[Sequence[str]], entries: list[dict[str, Any]], remo
 
         results = _parallel([functools.partial(one, e) for e in batch])
         removed += [r for r in results if r is not None]
-        for entry in [r for r in recorder.state.resources if r["kind"] in tier]:
+        for entry in [r for r in recorder.state.resources if r["kind"] in tier] if sweep else []:
             recorder.forget(entry["kind"], entry["name"])
     return removed
 
@@ -210,3 +211,16 @@ def _parallel(tasks: list[Callable[[], Any]]) -> list[Any]:
     with ThreadPoolExecutor(max_workers=len(tasks)) as pool:
         futures = [pool.submit(task) for task in tasks]
     return [f.result() for f in futures]
+
+
+def kept_hosts(state: StackState, hosts: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A fleet's ``hosts`` as ``create`` made them, then the backends the state still lists beyond them.
+
+    Those are a shrunk fleet's: ``ollastack up`` drains them from the gateway before it removes them
+    (``remove_hosts``), so the state keeps listing them until they are gone. A single host keeps none.
+    Example: ``kept_hosts(state, [gateway, b1])`` -> [gateway, b1, b2] after a shrink from 2 backends
+    """
+    if len(hosts) < 2:
+        return hosts
+    names = {h["name"] for h in hosts}
+    return [*hosts, *(h for h in state.hosts if h["name"] not in names and h.get("jump"))]

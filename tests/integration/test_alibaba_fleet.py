@@ -6,16 +6,18 @@ alone and drops traffic between its members, the backends are created beside eac
 
 from __future__ import annotations
 
+import io
 import ipaddress
 
 import pytest
 
-from ollastack import planning
+from ollastack import fleet, planning, providers
 from ollastack.cloud import alibaba
 from ollastack.config import parse_stack
 from ollastack.host import Host
+from ollastack.progress import Progress
 from ollastack.state import StackState
-from tests.integration.test_alibaba import _env, _loopback_only, down, emu, keys, up  # noqa: F401
+from tests.integration.test_alibaba import FAST, _env, _loopback_only, down, emu, keys, up  # noqa: F401
 from tests.integration.test_plan_alibaba import HOURLY
 from tests.support.alibaba_emulator import DISK_PRICES
 
@@ -143,3 +145,32 @@ def test_a_larger_fleet_adds_only_the_new_backend_and_a_smaller_one_keeps_the_ga
     # Back to one backend: the second backend is never taken for the gateway.
     assert up(fleet_stack(emu, keys, 1)) == first
     assert len(emu.calls("RunInstances")) == 3
+
+
+def test_a_smaller_fleet_removes_only_the_dropped_backend_and_a_rerun_changes_nothing(emu, keys, monkeypatch):
+    up(fleet_stack(emu, keys, 2))
+    ids = {kind: set(items) for kind, items in emu.resources.items()}
+    smaller = fleet_stack(emu, keys, 1)
+    kept = up(smaller)
+    provider = providers.get("alibaba")
+    listed = provider.hosts(smaller)
+    # The state lists the dropped backend until it is removed: `up` drains it first, then removes it.
+    assert [h.name for h in listed] == ["demo-1", "demo-2", "demo-3"] and len(kept) == 2
+    [dropped] = fleet.surplus(smaller, listed)
+    assert dropped.name == "demo-3"
+    dropped_id = next(i["id"] for i in emu.resources["instance"].values() if i["name"] == "ollastack-demo-backend2")
+
+    monkeypatch.setattr(alibaba, "Timing", lambda: FAST)
+    removed = provider.remove(smaller, [dropped], Progress(stream=io.StringIO()))
+    assert removed == [f"instance {dropped_id}"]
+    after = {kind: set(items) for kind, items in emu.resources.items()}
+    assert after == {**ids, "instance": ids["instance"] - {dropped_id}}
+    state = StackState.load("demo")
+    assert [h.name for h in state.saved_hosts()] == ["demo-1", "demo-2"]
+    # In the order the instances were made, which runs them side by side.
+    assert sorted(r["name"] for r in state.resources if r["kind"] == "instance") == ["ollastack-demo", "ollastack-demo-backend1"]
+
+    writes = [r for r in emu.requests if r["action"].startswith(("Create", "Run", "Import", "Delete", "Authorize"))]
+    assert up(smaller) == kept and fleet.surplus(smaller, provider.hosts(smaller)) == []
+    assert [r for r in emu.requests if r["action"].startswith(("Create", "Run", "Import", "Delete", "Authorize"))] == writes
+    assert {kind: set(items) for kind, items in emu.resources.items()} == after

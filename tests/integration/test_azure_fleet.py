@@ -16,7 +16,7 @@ from pathlib import Path
 import paramiko
 import pytest
 
-from ollastack import planning
+from ollastack import fleet, planning, providers
 from ollastack.cloud import azure
 from ollastack.config import parse_stack
 from ollastack.host import Host
@@ -200,3 +200,36 @@ def test_the_inventory_file_puts_the_backends_behind_the_gateway(arm, fleet_stac
         text = Path(data["ssh_config_file"]).read_text()
         assert f"Host {backend['address']}\n" in text and f"-- ollastack@{gateway['address']}" in text
         assert data["ssh_known_hosts_file"] in text
+
+
+def test_a_smaller_fleet_removes_only_the_dropped_backend_and_a_rerun_changes_nothing(arm, fleet_stack):
+    up(fleet_stack(2))
+    before = set(arm.stack_resources("demo"))
+    smaller = fleet_stack(1)
+    kept, _ = up(smaller)
+    provider = providers.get("azure")
+    listed = provider.hosts(smaller)
+    # The state lists the dropped backend until it is removed: `up` drains it first, then removes it.
+    assert [h.name for h in listed] == ["demo-vm", "demo-backend1-vm", "demo-backend2-vm"]
+    gateway, backends = fleet.split(smaller, listed)
+    assert [gateway, *backends] == [Host.from_record(h) for h in kept] and len(kept) == 2
+    [dropped] = fleet.surplus(smaller, listed)
+    assert dropped.name == "demo-backend2-vm"
+    assert set(arm.stack_resources("demo")) == before, "create deleted or added something"
+
+    lines: list[str] = []
+    removed = provider.remove(smaller, [dropped], lines.append)
+    gone = before - set(arm.stack_resources("demo"))
+    assert {r.rsplit("/", 1)[-1] for r in gone} == {"demo-backend2-vm", "demo-backend2-nic", "demo-backend2-vm-osdisk"}
+    assert {r.lower() for r in removed} == {r.lower() for r in gone if "/disks/" not in r}
+    state = StackState.load("demo")
+    assert [h.name for h in state.saved_hosts()] == ["demo-vm", "demo-backend1-vm"]
+    assert not any("backend2" in r["name"] for r in state.resources)
+    assert {r["name"] for r in state.resources} >= {"demo-vm", "demo-nic", "demo-backend1-vm", "demo-backend1-nic",
+                                                    "demo-backend-nsg"}
+
+    writes = len(arm.seen("PUT")) + len(arm.seen("DELETE"))
+    again, _ = up(smaller)
+    assert again == kept and fleet.surplus(smaller, provider.hosts(smaller)) == []
+    assert len(arm.seen("PUT")) + len(arm.seen("DELETE")) == writes
+    assert set(arm.stack_resources("demo")) == before - gone

@@ -35,7 +35,7 @@ from tests.support.repo import REPO
 from tests.support.alibaba_emulator import AlibabaEmulator
 from tests.support.azure_emulator import TAG, AzureEmulator
 from tests.support.azure_prices import RetailPrices
-from tests.support.labkit import ssh
+from tests.support.labkit import ssh, without_leftovers
 
 NETGUARD = REPO / "tests/support/netguard"
 PROXY_VARS = ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY", "all_proxy")
@@ -209,12 +209,18 @@ def keypair(tmp_path_factory) -> tuple[Path, Path]:
     return private.with_suffix(".pub"), private
 
 
+def lab_down(config: Path) -> None:
+    subprocess.run([sys.executable, "-m", "ollastack.cli", "--config", str(config), "lab", "down"],
+                   capture_output=True, text=True, timeout=300)
+
+
 def lab_vm(workdir: Path, name: str, keypair) -> tuple[Path, dict]:
     """Start a one-host lab stack ``name`` (its own description file); returns (config, host)."""
     config = workdir / f"{name}.toml"
     public, private = keypair
     config.write_text(f'[stack]\nname = "{name}"\nprovider = "lab"\n\n'
                       f'[access]\nssh_public_key = "{public}"\nssh_private_key = "{private}"\n')
+    without_leftovers(name, lambda: lab_down(config))
     result = subprocess.run([sys.executable, "-m", "ollastack.cli", "--config", str(config), "--json", "lab", "up",
                              "--hosts", "1"], capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -237,8 +243,7 @@ def e2e(request, tmp_path_factory, keypair, archives):
             run.first_up = run.ollastack("--json", "up")
             yield run
     finally:
-        subprocess.run([sys.executable, "-m", "ollastack.cli", "--config", str(config), "lab", "down"],
-                       capture_output=True, text=True, timeout=300)
+        lab_down(config)
 
 
 def https_status(url: str, ca: Path) -> int:

@@ -4,17 +4,25 @@ From a machine on the bridge outside the admin networks only the gateway's web p
 control machine (an admin network) reaches no backend's Ollama either; the gateway reaches each
 backend's Ollama, one backend not the other's. Chats sent to the gateway's loopback upstream reach
 both backends (the stand-ins log each chat); with one backend's Ollama stopped, chats still succeed
-and ``doctor`` names that backend; started again, it serves chats again.
+and ``doctor`` names that backend; started again, it serves chats again. Last, a third backend changes
+nothing on the first two and serves chats; going back to two, ``up`` drains it from the gateway (a
+connection the gateway holds to it ends normally) before the lab host is removed.
 """
 
 from __future__ import annotations
 
 import json
+import shlex
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 
 import pytest
 
+from ollastack import lab
+from tests.support import fleetkit
+from tests.support.fleetkit import served, up_and_converge
 from tests.support.labkit import LabStack, bridge_prober, changed_ops, lab_stack_fixture, port_open, ssh
 
 pytestmark = pytest.mark.lab
@@ -22,8 +30,6 @@ pytestmark = pytest.mark.lab
 # Far above the lab allocator's first addresses (lab.FIRST_HOST), and apart from test_lab_firewall's.
 OUTSIDER = "10.213.0.247"
 MODEL = "llama3.2:1b"
-CHAT_LOG = "/usr/share/ollama/.ollama/models/standin-chats.jsonl"
-CHAT = json.dumps({"model": MODEL, "messages": [{"role": "user", "content": "hello"}], "stream": False})
 # Long enough for Ollama to start and nginx's fail_timeout (10 s) to pass, bounding only the wait.
 REJOIN_WAIT_S = 120
 
@@ -45,13 +51,7 @@ def stack(tmp_path_factory, keypair, archives) -> Iterator[FleetStack]:
 @pytest.fixture(scope="module")
 def fleet(stack) -> dict:
     """{"gateway": host, "backends": [host, host]} after the one converge."""
-    result = stack.ollastack("--json", "lab", "up")
-    assert result.returncode == 0, result.stderr
-    hosts = json.loads(result.stdout)
-    assert len(hosts) == 3
-    _, report = stack.pyinfra()
-    assert report is not None and report["results"]["totals"]["error"] == 0
-    return {"gateway": hosts[0], "backends": hosts[1:]}
+    return up_and_converge(stack, 2)
 
 
 @pytest.fixture()
@@ -61,16 +61,13 @@ def from_bridge() -> Iterator[Callable[[str, str, int], bool]]:
 
 def chat(fleet: dict, keypair) -> dict:
     """One chat through the gateway's balanced Ollama on its loopback, as Open WebUI sends it."""
-    result = ssh(fleet["gateway"]["address"], "curl -sS --max-time 30 -w '\\n%{http_code}' "
-                 f"-H 'Content-Type: application/json' -d '{CHAT}' http://127.0.0.1:11434/api/chat", keypair)
-    body, _, code = result.stdout.rpartition("\n")
-    assert code == "200", result.stdout
+    code, body = fleetkit.chat(fleet["gateway"], keypair, MODEL)
+    assert code == "200", body
     return json.loads(body)
 
 
 def chats_served(backend: dict, keypair) -> int:
-    result = ssh(backend["address"], f"cat {CHAT_LOG} 2>/dev/null | wc -l", keypair)
-    return int(result.stdout.strip())
+    return len(served(backend, keypair))
 
 
 def doctor(stack) -> dict:
@@ -159,3 +156,84 @@ def test_a_stopped_backend_is_skipped_named_by_doctor_and_rejoins(stack, fleet, 
         time.sleep(1)
     assert chats_served(dead, keypair) > before
     assert set(backend_checks(doctor(stack)).values()) == {"ok"}
+
+
+# --- growing to three backends and shrinking back (these run last: they change the fleet) ---------------
+
+SITE = "/etc/nginx/sites-available/ollastack.conf"
+HELD, RELEASE = "/root/held-connection.out", "/root/held-connection.release"
+# On the gateway, with the third backend's address: hold a connection to its Ollama open (as nginx
+# does for a stream) until the test releases it, then ask for the version on it. A backend removed
+# before the gateway's connections to it ended answers nothing.
+HOLD = ("exec 3<>/dev/tcp/{address}/11434 || exit 1; n=0; "
+        "while [ ! -e " + RELEASE + " ] && [ $n -lt 900 ]; do sleep 1; n=$((n+1)); done; "
+        "printf 'GET /api/version HTTP/1.0\\r\\n\\r\\n' >&3; cat <&3 > " + HELD)
+
+
+def changed_on(report: dict, address: str) -> list[str]:
+    """Names of the operations that changed something on one host (its inventory name is its address)."""
+    return [op["name"] for op in report["results"]["operations"] if address in op["success"]]
+
+
+@pytest.fixture(scope="module")
+def grown(stack, fleet) -> dict:
+    """The fleet with a third backend: {"backends": [...3], "report": the converge's --json results}."""
+    stack.write(extra="[fleet]\nbackends = 3\n")
+    result = stack.ollastack("--json", "lab", "up")
+    assert result.returncode == 0, result.stderr
+    hosts = json.loads(result.stdout)
+    assert [h["name"] for h in hosts[:3]] == [fleet["gateway"]["name"], *(b["name"] for b in fleet["backends"])]
+    _, report = stack.pyinfra()
+    assert report is not None and report["results"]["totals"]["error"] == 0
+    return {"gateway": hosts[0], "backends": hosts[1:], "report": report}
+
+
+def test_a_third_backend_changes_nothing_on_the_first_two_and_serves_chats(fleet, grown, keypair):
+    first, second, third = grown["backends"]
+    assert changed_on(grown["report"], first["address"]) == []
+    assert changed_on(grown["report"], second["address"]) == []
+    # The gateway's upstream gained the third: its site changed, and nginx reloaded.
+    assert changed_on(grown["report"], grown["gateway"]["address"])
+    upstream = ssh(grown["gateway"]["address"], f"cat {SITE}", keypair).stdout
+    assert all(f"server {b['address']}:11434 " in upstream for b in grown["backends"])
+    before = chats_served(third, keypair)
+    for _ in range(9):
+        assert chat(grown, keypair)["done"] is True
+    assert chats_served(third, keypair) > before
+
+
+def test_going_back_to_two_drains_the_third_then_removes_it(stack, grown, keypair):
+    gateway, (first, second, third) = grown["gateway"], grown["backends"]
+    ssh(gateway["address"], f"rm -f {HELD} {RELEASE}; setsid nohup bash -c {shlex.quote(HOLD.format(address=third['address']))} "
+        "</dev/null >/dev/null 2>&1 &", keypair)
+    stack.write(extra="[fleet]\nbackends = 2\n")
+    up = subprocess.Popen([sys.executable, "-m", "ollastack.cli", "--json", "up"], env=stack.env, text=True,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    waiting = f"open connection(s) from the gateway to {third['name']} to end"
+    progress = []
+    assert up.stderr is not None
+    for line in up.stderr:
+        progress.append(line)
+        if waiting in line:
+            break
+    try:
+        # up drains: the upstream no longer lists the third backend, and the host stays while the gateway holds a connection to it.
+        assert any(waiting in line for line in progress), "".join(progress)
+        assert third["name"] in [h["name"] for h in lab.list_hosts(stack.name) if h["running"]]
+        upstream = ssh(gateway["address"], f"cat {SITE}", keypair).stdout
+        assert f"{third['address']}:11434" not in upstream
+        assert all(f"server {b['address']}:11434 " in upstream for b in (first, second))
+    finally:
+        ssh(gateway["address"], f"touch {RELEASE}", keypair)
+        out, err = up.communicate(timeout=900)
+    assert up.returncode == 0, ("".join(progress) + err)[-4000:]
+    # The connection ended normally (its request answered), then the host was removed.
+    answer = ssh(gateway["address"], f"cat {HELD}", keypair).stdout
+    assert answer.startswith("HTTP/1.") and " 200 " in answer.splitlines()[0] and '"version"' in answer, answer
+    assert f"{third['name']}: drained from the gateway's upstream" in err
+    assert json.loads(out)["removed"] == [f"host {third['name']} ({third['address']})"]
+    assert [h["name"] for h in lab.list_hosts(stack.name)] == [gateway["name"], first["name"], second["name"]]
+    before = [chats_served(b, keypair) for b in (first, second)]
+    for _ in range(4):
+        assert chat(grown, keypair)["done"] is True
+    assert sum(chats_served(b, keypair) for b in (first, second)) - sum(before) == 4

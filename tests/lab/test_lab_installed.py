@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from ollastack import lab
-from tests.support.labkit import changed_ops, ssh
+from tests.support.labkit import changed_ops, ssh, without_leftovers
 from tests.support.repo import REPO
 
 pytestmark = pytest.mark.lab
@@ -74,8 +74,12 @@ def project(tmp_path_factory, keypair, archives, venv):
         f'[stack]\nname = "{STACK}"\nprovider = "lab"\n\n[lab]\nrelease = "bookworm"\n\n'
         f'[access]\nadmin_cidrs = ["198.51.100.0/24"]\nssh_public_key = "{public}"\nssh_private_key = "{private}"\n\n'
         f'[ollama]\narchive = "{archive}"\nsha256 = "{sha}"\nmodels = []\n\n[openwebui]\ninstall = "none"\n')
+
+    def down() -> None:
+        subprocess.run([str(venv / "bin/ollastack"), "lab", "down"], cwd=where, env=clean_env(), timeout=300)
+    without_leftovers(STACK, down)
     yield where
-    subprocess.run([str(venv / "bin/ollastack"), "lab", "down"], cwd=where, env=clean_env(), timeout=300)
+    down()
 
 
 def installed(venv: Path, *args: str, cwd: Path, timeout: int = 1200) -> subprocess.CompletedProcess:
@@ -148,6 +152,7 @@ def reuse_host(tmp_path_factory, keypair, venv) -> dict:
     (where / "stack.toml").write_text(
         f'[stack]\nname = "{REUSE}"\nprovider = "lab"\n\n[lab]\nrelease = "trixie"\n\n'
         f'[access]\nssh_public_key = "{public}"\nssh_private_key = "{private}"\n')
+    without_leftovers(REUSE, lambda: installed(venv, "lab", "down", cwd=where, timeout=300))
     up = installed(venv, "--json", "lab", "up", cwd=where, timeout=600)
     assert up.returncode == 0, up.stderr
     yield json.loads(up.stdout)[0]

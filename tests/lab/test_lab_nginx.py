@@ -14,6 +14,8 @@ import json
 import socket
 import ssl
 import subprocess
+import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -160,12 +162,43 @@ def test_sign_in_attempts_are_rate_limited_per_client(converged, stack, address,
                         f"https://{address}/api/v1/auths/", keypair).stdout == "401"
 
 
-def test_with_a_domain_other_names_fail_the_handshake(converged, stack, address):
+def converge_with_nginx_held(stack, address: str, keypair, held_s: float = 8) -> None:
+    """``stack.pyinfra()`` with the nginx master stopped (SIGSTOP) until ``held_s`` after its reload signal is
+    pending: a master that has not yet read the new site leaves its old workers serving the old one, so the
+    converge must still be waiting then; let go, it returns."""
+    master = ssh(address, "cat /run/nginx.pid", keypair).stdout.strip()
+    assert master.isdigit(), master
+
+    def signalled() -> bool:
+        pending = ssh(address, f"grep ShdPnd /proc/{master}/status", keypair).stdout.split()[1]
+        return bool(int(pending, 16) & 1)  # SIGHUP, the reload
+
+    ssh(address, f"kill -STOP {master}", keypair)
+    try:
+        with ThreadPoolExecutor(1) as pool:
+            converge = pool.submit(stack.pyinfra)
+            deadline = time.monotonic() + 600
+            while not signalled():
+                if converge.done():
+                    converge.result()
+                    pytest.fail("the converge returned without reloading nginx")
+                assert time.monotonic() < deadline, "no reload within 600 s"
+                time.sleep(0.5)
+            time.sleep(held_s)
+            assert not converge.done(), "the converge returned while nginx still served the old site"
+            ssh(address, f"kill -CONT {master}", keypair)
+            converge.result()
+    finally:
+        ssh(address, f"kill -CONT {master}", keypair, check=False)
+
+
+def test_with_a_domain_other_names_fail_the_handshake(converged, stack, address, keypair):
     """A stack with tls.domain: handshakes for other names, or none (by address), are refused; the domain works,
-    and the sign-up settings reach the stand-in."""
+    and the sign-up settings reach the stand-in. The converge returns only once nginx serves the new site, and
+    checks come right after it."""
     try:
         stack.write(openwebui={"enable_signup": True, "default_user_role": "user"}, extra=f'[tls]\ndomain = "{DOMAIN}"\n')
-        stack.pyinfra()
+        converge_with_nginx_held(stack, address, keypair)
         for sni in ("evil.example", None):
             with pytest.raises(ssl.SSLError, match="UNRECOGNIZED_NAME"):
                 exchange(address, 443, f"GET / HTTP/1.1\r\nHost: {DOMAIN}\r\n", unverified(), sni=sni)

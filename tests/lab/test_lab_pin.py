@@ -8,6 +8,8 @@ downloads by default (tests/unit/test_ollama_release.py), pin's refusals (tests/
 
 from __future__ import annotations
 
+import contextlib
+
 import json
 from collections.abc import Iterator
 
@@ -43,11 +45,14 @@ def served(releases) -> Iterator[str]:
     """The release stand-in over HTTP on the bridge's gateway, which lab hosts reach (a mirror would be HTTPS).
 
     The bridge is made first, as ``lab up`` makes it: with no other lab host running there is no gateway
-    address to listen on yet.
+    address to listen on yet. Both under the lab's lock, as another module's ``lab down`` removes the bridge
+    with the last host; once listening, the socket outlives a bridge made again.
     """
     subnet = LabSection().subnet
-    lab.ensure_network(subnet)
-    with releases.serve(lab.gateway(subnet)) as url:
+    with contextlib.ExitStack() as context:
+        with lab._locked():
+            lab.ensure_network(subnet)
+            url = context.enter_context(releases.serve(lab.gateway(subnet)))
         yield url
 
 

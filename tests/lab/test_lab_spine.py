@@ -256,12 +256,14 @@ def test_lab_up_two_then_down_leaves_nothing(lab_stack):
         assert not (lab.lab_dir() / "hosts" / host["name"]).exists()
         assert f"/hosts/{host['name']}/" not in mounts
     assert [h for h in lab.list_hosts() if h["stack"] == lab_stack.name] == []
-    if not lab.list_hosts():
-        # The bridge and its egress rule go with the last lab host on the machine (in CI: this one).
-        assert subprocess.run(["ip", "link", "show", lab.BRIDGE], capture_output=True).returncode != 0
-        assert subprocess.run(["nft", "list", "table", "ip", lab.NFT_TABLE], capture_output=True).returncode != 0
-        assert not (lab.lab_dir() / "hosts").exists() or not list((lab.lab_dir() / "hosts").iterdir())
-        assert not any(root.exists() for root in lab._cgroup_roots())
+    # The bridge and its egress rule go with the last lab host on the machine; under the lab's lock, so that
+    # another module's `lab up` (CI runs two at once) cannot make them again in between.
+    with lab._locked():
+        if not lab.list_hosts():
+            assert subprocess.run(["ip", "link", "show", lab.BRIDGE], capture_output=True).returncode != 0
+            assert subprocess.run(["nft", "list", "table", "ip", lab.NFT_TABLE], capture_output=True).returncode != 0
+            assert not (lab.lab_dir() / "hosts").exists() or not list((lab.lab_dir() / "hosts").iterdir())
+            assert not any(root.exists() for root in lab._cgroup_roots())
 
 
 def nspawn_processes(name: str) -> list[int]:

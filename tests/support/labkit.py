@@ -17,7 +17,9 @@ from ollastack import lab
 from tests.support.repo import REPO
 
 STACK = "citest"
-SSH_OPTS = ["-o", "BatchMode=yes", "-o", "ConnectTimeout=5"]
+# ConnectTimeout also bounds sshd's banner: with two lab modules converging on 2 cores a host's sshd has
+# taken over 5 s to answer ("Connection timed out during banner exchange").
+SSH_OPTS = ["-o", "BatchMode=yes", "-o", "ConnectTimeout=30"]
 
 
 class LabStack:
@@ -62,7 +64,7 @@ class LabStack:
         issued = subprocess.run([sys.executable, "-m", "ollastack.certs", "inventories/lab.py"], cwd=REPO,
                                 env=self.env, capture_output=True, text=True, timeout=300)
         assert issued.returncode == 0, issued.stderr
-        cmd = [sys.executable, "-m", "pyinfra", "-y", "--json", *extra, "inventories/lab.py", deploy]
+        cmd = [sys.executable, "-m", "ollastack.pyinfra_run", "-y", "--json", *extra, "inventories/lab.py", deploy]
         result = subprocess.run(cmd, cwd=REPO, env=self.env, capture_output=True, text=True, timeout=900)
         lines = [line for line in result.stdout.splitlines() if line.startswith('{"plan"')]
         report = json.loads(lines[-1]) if lines else None
@@ -117,8 +119,20 @@ def lab_stack_fixture(make: Callable[[], LabStack]) -> Iterator[LabStack]:
     if os.geteuid() != 0:
         pytest.skip("lab tests need root")
     stack = make()
+    without_leftovers(stack.name, lambda: stack.ollastack("lab", "down"))
     yield stack
     stack.ollastack("lab", "down")
+
+
+def without_leftovers(stack_name: str, down: Callable[[], object]) -> None:
+    """Run ``down`` if lab hosts of ``stack_name`` are left from an earlier run that never reached its own.
+
+    ``lab up`` starts a stopped host of the same name again, disk and all: a run killed before its teardown
+    (or a reboot of the machine) would otherwise hand the next run a host that is not fresh, e.g. one that
+    already has the Open WebUI release an upgrade test means to install.
+    """
+    if lab.list_hosts(stack_name):
+        down()
 
 
 def port_open(address: str, port: int) -> bool:

@@ -135,7 +135,7 @@ def _site(**upstream) -> str:
 def _data(role: str, upstreams: list[str]) -> SimpleNamespace:
     return SimpleNamespace(ollastack_fleet_role=role, ollastack_fleet_upstreams=upstreams, ollastack_name="g",
                            ollastack_ollama_host="127.0.0.1:11434", ollastack_fleet_max_fails=1,
-                           ollastack_fleet_fail_timeout=10, ollastack_fleet_connect_timeout=3)
+                           ollastack_fleet_fail_timeout=10, ollastack_fleet_connect_timeout=3, ollastack_fleet_groups=[])
 
 
 def _block(text: str, opening: str) -> list[str]:
@@ -177,8 +177,8 @@ def test_the_probe_answers_become_one_report_per_backend():
     backends = [Host("f-2", "10.213.0.11"), Host("f-3", "10.213.0.12")]
     output = '10.213.0.11:11434 {"models": [{"name": "llama3.2:1b"}]}\n10.213.0.12:11434 \n'
     assert fleet.parse_probe(output, backends, ["10.213.0.11:11434", "10.213.0.12:11434"]) == [
-        {"name": "f-2", "address": "10.213.0.11:11434", "reachable": True, "models": ["llama3.2:1b"]},
-        {"name": "f-3", "address": "10.213.0.12:11434", "reachable": False, "models": []}]
+        {"name": "f-2", "address": "10.213.0.11:11434", "reachable": True, "models": ["llama3.2:1b"], "running": []},
+        {"name": "f-3", "address": "10.213.0.12:11434", "reachable": False, "models": [], "running": []}]
 
 
 def test_doctor_names_the_dead_backend_and_a_missing_model(make, monkeypatch):
@@ -236,3 +236,65 @@ def test_doctor_checks_each_fleet_host_for_its_role(make):
     names = {c.name: c.status for c in doctor.check_services(view, probe) + doctor.check_ollama_api(view, probe)
              if c.name not in doctor.role_skips(view, gateway=False)}
     assert names["ollama api"] == "ok" and "service nginx" not in names
+
+
+def test_a_missing_fleet_host_is_named_with_its_role(make):
+    stack = parse_stack(make(fleet={"backends": 2}))
+    with pytest.raises(fleet.FleetError, match=r"missing: fleetunit-1 \(the gateway\):"):
+        fleet.split(stack, [Host("fleetunit-2", "10.213.0.11"), Host("fleetunit-3", "10.213.0.12")])
+    with pytest.raises(fleet.FleetError, match=r"missing: fleetunit-3 \(backend 2\)"):
+        fleet.split(stack, [Host("fleetunit-1", "10.213.0.10"), Host("fleetunit-2", "10.213.0.11")])
+    # Shrunk from 3 backends with the gateway stopped: three hosts, and still no backend taken for the gateway.
+    with pytest.raises(fleet.FleetError, match=r"gateway is not running; missing: fleetunit-1 \(the gateway\):"):
+        fleet.split(stack, [Host(f"fleetunit-{i}", f"10.213.0.{9 + i}") for i in (2, 3, 4)])
+
+
+def test_backends_beyond_the_fleet_are_its_surplus_and_left_out_of_the_inventory(make, monkeypatch):
+    _lab_hosts(monkeypatch, 5)
+    _use(make, monkeypatch, fleet={"backends": 2})
+    stack = parse_stack(make(fleet={"backends": 2}))
+    hosts = [Host(f"fleetunit-{i}", f"10.213.0.{9 + i}") for i in range(1, 6)]
+    gateway, backends = fleet.split(stack, hosts)
+    assert (gateway, backends) == (hosts[0], hosts[1:3])
+    # Drained and removed the highest index first.
+    assert fleet.surplus(stack, hosts) == [hosts[4], hosts[3]]
+    assert fleet.surplus(stack, hosts[:3]) == [] and fleet.surplus(parse_stack(make()), hosts) == []
+    entries = dict(provider_inventory("lab"))
+    assert sorted(entries) == ["10.213.0.10", "10.213.0.11", "10.213.0.12"]
+    assert entries["10.213.0.10"]["ollastack_fleet_upstreams"] == ["10.213.0.11:11434", "10.213.0.12:11434"]
+
+
+def test_drain_waits_until_the_gateway_holds_no_connection_to_the_removed_backends(make, monkeypatch):
+    stack = parse_stack(make(fleet={"backends": 1}))
+    gateway, removed = Host("fleetunit-1", "10.213.0.10"), [Host("fleetunit-3", "10.213.0.12")]
+    answers = iter([{"fleetunit-3": 2}, {"fleetunit-3": 2}, {"fleetunit-3": 1}, {"fleetunit-3": 0}])
+    monkeypatch.setattr(fleet, "open_connections", lambda s, g, b: next(answers))
+    monkeypatch.setattr(fleet, "DRAIN_POLL_S", 0)
+    lines: list[str] = []
+    fleet.drain(stack, gateway, removed, lines.append)
+    assert lines == ["waiting for 2 open connection(s) from the gateway to fleetunit-3 to end",
+                     "waiting for 1 open connection(s) from the gateway to fleetunit-3 to end",
+                     "fleetunit-3: drained from the gateway's upstream"]
+    # Past the bound it says so and goes on: nginx sends nothing new there, a hung stream must not stop `up`.
+    monkeypatch.setattr(fleet, "open_connections", lambda s, g, b: {"fleetunit-3": 1})
+    lines.clear()
+    fleet.drain(stack, gateway, removed, lines.append, wait_s=0)
+    assert lines == ["fleetunit-3: still streaming after 0s: removed anyway"]
+
+
+def test_doctor_leaves_a_shrinks_surplus_out_of_the_backends_and_names_it(make, monkeypatch):
+    """An interrupted shrink (3 -> 2): the third backend still runs; it is not checked as a backend (its index has
+    no placement) but named, with what finishes the shrink."""
+    stack = parse_stack(make(fleet={"backends": 2}))
+    hosts = [Host(f"f-{i}", f"10.213.0.{9 + i}") for i in range(1, 5)]
+    checked = []
+    monkeypatch.setattr(doctor.providers, "get", lambda name: type("P", (), {"hosts": staticmethod(lambda s: hosts)}))
+    monkeypatch.setattr(doctor, "check_fleet_host", lambda stack, host, address, placed: checked.append(host.name) or
+                        {"name": host.name, "address": host.address, "checks": []})
+    monkeypatch.setattr(doctor, "check_backends", lambda stack, listed: [doctor.Check("backend", "ok", str(len(listed)))])
+    report = doctor.run(stack)
+    assert sorted(checked) == ["f-1", "f-2", "f-3"]
+    first = {c["name"]: c for c in report["hosts"][0]["checks"]}
+    assert first["backend"]["detail"] == "3"
+    assert first["fleet"]["status"] == "warn" and first["fleet"]["detail"].startswith("f-4: beyond fleet.backends = 2")
+    assert "`ollastack up`" in first["fleet"]["fix"] and report["warnings"] == 1

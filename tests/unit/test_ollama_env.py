@@ -99,7 +99,9 @@ def test_models_are_asked_for_again_when_the_settings_change(tmp_path, uploads):
     listed = {"http://127.0.0.1:11434/api/tags": [json.dumps({"models": [{"name": "llama3.2:1b"}]})]}
     host = {"/sys/bus/pci/devices": [], **LINUX, **listed}
     converge(host, deploy=site_gpu_and_ollama, **stack_data(tmp_path, {}))
-    settled = {**present_file(OVERRIDE, uploads[OVERRIDE]), f"cat {OVERRIDE} ": uploads[OVERRIDE].splitlines()}
+    # The override's text, as deploy.present.HostState reads it (``texts``).
+    settled = {**present_file(OVERRIDE, uploads[OVERRIDE]),
+               f'for p in {OVERRIDE}; do [ -f "$p" ]': [f"text\t{OVERRIDE}\t{line}" for line in uploads[OVERRIDE].splitlines()]}
 
     def pulls(**ollama) -> list[str]:
         _, commands = converge({**host, **settled}, deploy=site_gpu_and_ollama, **stack_data(tmp_path, ollama))

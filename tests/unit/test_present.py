@@ -71,3 +71,75 @@ def test_nothing_matches_nothing():
 def test_unit_name():
     assert unit_name("nginx") == "nginx.service"
     assert unit_name("podman-auto-update.timer") == "podman-auto-update.timer"
+
+
+def test_texts_users_and_exists_are_read_as_the_host_has_them(tmp_path):
+    (tmp_path / "subuid").write_text("alice:100000:65536\ncontainers:1:2\tx\n")
+    (tmp_path / "empty").write_text("\n")
+    fact = HostState()
+    command = fact.command(texts=[str(tmp_path / "subuid"), str(tmp_path / "empty"), str(tmp_path / "none")],
+                           users=["root", "no-such-user"], exists=[str(tmp_path / "empty"), str(tmp_path / "none")])
+    found = fact.process(subprocess.run(["sh", "-c", command], capture_output=True, text=True, check=True).stdout.splitlines())
+    # As FileText reads them: an empty file counts as none.
+    assert found["texts"] == {str(tmp_path / "subuid"): "alice:100000:65536\ncontainers:1:2\tx"}
+    assert found["users"] == {"root": {"home": "/root", "shell": found["users"]["root"]["shell"]}}
+    assert found["exists"] == [str(tmp_path / "empty")]
+
+
+def test_prefetch_answers_what_it_covers_and_reads_the_rest_from_the_host():
+    """One command for what the components ask; a call asking for more still reads the host itself."""
+    from pyinfra.api import Config, Inventory, State
+    from pyinfra.api.connect import connect_all
+    from pyinfra.context import ctx_host, ctx_state
+
+    from ollastack.deploy.present import host_state, prefetch
+
+    inventory = Inventory(([("@fake/host", {"fake_delay": 0, "fake_delay_jitter": 0, "fake_responses": {
+        "for p in /etc/a /etc/b;": ["file\t/etc/a\t644 root root\tabc", "package\tii \tnginx"],
+        "for p in /etc/a /etc/c;": ["directory\t/etc/c\t755 root root"]}})], {}))
+    state = State(inventory, Config())
+    connect_all(state)
+    fake = inventory.get_host("@fake/host")
+    with ctx_state.use(state), ctx_host.use(fake):
+        prefetch({"paths": ["/etc/a"], "packages": ["nginx"]}, {"paths": ["/etc/b", "/etc/a"]})
+        assert len(fake.connector.executed_commands) == 1
+        assert host_state(paths=["/etc/b"], packages=["nginx"]).installed(["nginx"])
+        assert host_state(paths=["/etc/a"]).file_sha1("/etc/a", "abc", mode="0644")
+        assert len(fake.connector.executed_commands) == 1
+        assert host_state(paths=["/etc/a", "/etc/c"]).directory("/etc/c")
+        assert len(fake.connector.executed_commands) == 2
+
+
+def test_probes_run_in_the_same_command_each_with_its_output_and_exit_status():
+    fact = HostState()
+    command = fact.command(paths=["/"], probes=['printf "a\\tb\\n\\nc\\n"', "echo 'it''s'; exit 3", "true"])
+    output = subprocess.run(["sh", "-c", command], capture_output=True, text=True, check=True).stdout
+    found = fact.process(output.splitlines())
+    assert found["paths"]["/"]["kind"] == "directory"
+    assert found["probes"] == {0: {"lines": ["a\tb", "", "c"], "status": 0}, 1: {"lines": ["its"], "status": 3},
+                               2: {"lines": [], "status": 0}}
+
+
+def test_prefetched_facts_are_answered_from_the_one_command_and_a_failed_probe_asks_the_host():
+    """DebianRelease answered by prefetch's command; NftTable's probe failed there, so fact() runs it itself."""
+    from pyinfra.api import Config, Inventory, State
+    from pyinfra.api.connect import connect_all
+    from pyinfra.context import ctx_host, ctx_state
+
+    from ollastack.deploy.facts import DebianRelease, NftTable
+    from ollastack.deploy.present import fact, prefetch
+
+    inventory = Inventory(([("@fake/host", {"fake_delay": 0, "fake_delay_jitter": 0, "fake_responses": {
+        "for p in /etc/a;": ["probe\t0\tdebian 13", "probed\t0\t0", "probe\t1\tgarbage", "probed\t1\t2"],
+        "nft --stateless --numeric-protocol list table inet ollastack 2>/dev/null || true": ["table inet ollastack {", "}"]}})], {}))
+    state = State(inventory, Config())
+    connect_all(state)
+    fake = inventory.get_host("@fake/host")
+    with ctx_state.use(state), ctx_host.use(fake):
+        prefetch({"paths": ["/etc/a"]}, facts=[(DebianRelease, {}), (NftTable, {"table": "inet ollastack"})])
+        assert len(fake.connector.executed_commands) == 1
+        assert ". /etc/os-release" in fake.connector.executed_commands[0]
+        assert fact(DebianRelease) == "debian13"
+        assert len(fake.connector.executed_commands) == 1
+        assert fact(NftTable, table="inet ollastack") == "table inet ollastack {\n}"
+        assert len(fake.connector.executed_commands) == 2

@@ -42,8 +42,8 @@ def home(tmp_path, monkeypatch):
 
 def test_every_registered_provider_implements_the_protocol():
     assert sorted(providers.REGISTRY) == ["alibaba", "azure", "lab", "static"]
-    assert PROTOCOL_METHODS == ["check", "create", "destroy", "host_settings", "hosts", "known_hosts", "names_hosts",
-                                "release", "warnings"]
+    assert PROTOCOL_METHODS == ["check", "create", "destroy", "fleet_names", "host_settings", "hosts", "known_hosts",
+                                "names_hosts", "release", "remove", "warnings"]
     for name, provider in providers.REGISTRY.items():
         assert isinstance(provider, providers.Provider) and provider.name == name
         assert provider.strict_host_keys in ("yes", "accept-new")
@@ -193,3 +193,23 @@ def test_no_provider_name_is_tested_outside_the_registry():
              for path in sorted((REPO / "ollastack").rglob("*.py")) if path.name != "providers.py"
              for number, line in enumerate(path.read_text().splitlines(), 1) if re.search(r"provider\s*[!=]=", line)]
     assert found == []
+
+
+def test_lab_jump_backends_reaches_a_fleets_backends_through_its_gateway_as_a_cloud_does(home, monkeypatch):
+    monkeypatch.setattr(lab, "list_hosts", lambda name: [
+        {"name": f"{name}-1", "address": "10.213.0.10", "user": "root", "running": True},
+        {"name": f"{name}-2", "address": "10.213.0.11", "user": "root", "running": True}])
+    data = home("lab", fleet={"backends": 1}, lab={"jump_backends": True})
+    gateway, backend = providers.get("lab").hosts(parse_stack(data))
+    assert gateway.jump is None and backend.jump == gateway
+    (_, gateway_entry), (_, backend_entry) = _inventory(home, monkeypatch, data, "lab")
+    assert "ssh_config_file" not in gateway_entry
+    config = open(backend_entry["ssh_config_file"]).read()
+    assert "Host 10.213.0.11\n    ProxyCommand ssh " in config and "-W 10.213.0.11:22 -- root@10.213.0.10" in config
+    # The cloud's rule: the backend admits SSH from the gateway's address too.
+    assert backend_entry["ollastack_access_admin_cidrs"] == ["127.0.0.1/32", "10.213.0.1/32", "10.213.0.10/32"]
+    # Off (the default), or with the gateway stopped, each host is reached directly.
+    assert all(h.jump is None for h in providers.get("lab").hosts(parse_stack(home("lab", fleet={"backends": 1}))))
+    monkeypatch.setattr(lab, "list_hosts", lambda name: [
+        {"name": f"{name}-2", "address": "10.213.0.11", "user": "root", "running": True}])
+    assert [h.jump for h in providers.get("lab").hosts(parse_stack(data))] == [None]

@@ -1,0 +1,147 @@
+"""deploy/changes.py through deploy/present.py's helpers, run by pyinfra against its ``@fake`` connector: where the
+read shows the difference, only the commands it needs are sent; where it cannot tell, pyinfra's operation reads
+the host itself."""
+
+from __future__ import annotations
+
+import hashlib
+import shlex
+from io import StringIO
+
+import pytest
+from pyinfra.api import Config, Inventory, State
+from pyinfra.api.connect import connect_all
+from pyinfra.api.deploy import add_deploy
+from pyinfra.api.operations import run_ops
+from pyinfra.connectors.fake import FakeConnector
+
+from ollastack.deploy.present import NOTHING, Present, directory, put, service_running
+
+TEXT = "managed\n"
+SHA1 = hashlib.sha1(TEXT.encode()).hexdigest()
+
+
+def run(deploy) -> tuple[list[str], list[str]]:
+    """(commands sent, an upload as ``UPLOAD <path>`` in its place among them; names of the operations that
+    changed) of ``deploy`` on one fake host."""
+    inventory = Inventory(([("@fake/host", {"fake_delay": 0, "fake_delay_jitter": 0})], {}))
+    state = State(inventory, Config())
+    connect_all(state)
+    fake = inventory.get_host("@fake/host")
+    real_put = FakeConnector.put_file
+
+    def put_file(self, source, remote, *args, **kwargs):
+        self.executed_commands.append(f"UPLOAD {remote}")
+        return real_put(self, source, remote, *args, **kwargs)
+
+    FakeConnector.put_file = put_file
+    try:
+        add_deploy(state, deploy)
+        run_ops(state)
+    finally:
+        FakeConnector.put_file = real_put
+    changed = [list(state.op_meta[h].names)[0] for h in state.get_op_order()
+               if h in state.ops[fake] and state.ops[fake][h].operation_meta.did_change()]
+    # pyinfra asks the host once for its temporary directory, before its first upload of a run.
+    commands = [c for c in fake.connector.executed_commands if not c.startswith('if [ -n "$TMPDIR" ]')]
+    return commands, changed
+
+
+def read(paths: dict, asked: list[str], services: dict | None = None) -> Present:
+    return Present({**NOTHING.found, "paths": paths, "services": services or {}},
+                   asked={"paths": asked, "services": list(services or {})})
+
+
+DIRECTORY = {"/etc/x": {"kind": "directory", "mode": "755", "user": "root", "group": "root"}}
+
+
+def test_a_missing_file_in_a_directory_read_is_uploaded_with_its_mode_and_nothing_read_again():
+    present = read(DIRECTORY, ["/etc/x", "/etc/x/f"])
+    commands, changed = run(lambda: put(present, name="f", src=StringIO(TEXT), dest="/etc/x/f", mode="0644"))
+    assert (commands, changed) == (["UPLOAD /etc/x/f", "chmod 644 /etc/x/f"], ["f"])
+
+
+def test_a_missing_file_others_may_not_read_is_created_0600_before_its_content_arrives():
+    present = read(DIRECTORY, ["/etc/x", "/etc/x/secret"])
+    commands, _ = run(lambda: put(present, name="f", src=StringIO(TEXT), dest="/etc/x/secret", mode="0640",
+                                  user="svc", group="svc"))
+    assert commands == ["install -m 600 -- /dev/null /etc/x/secret", "UPLOAD /etc/x/secret",
+                        "chown svc:svc /etc/x/secret && chmod 640 /etc/x/secret"]
+
+
+def test_a_file_whose_parent_was_not_read_creates_it_owned_as_files_put_does():
+    present = read({}, ["/srv/a b;c/f"])
+    commands, _ = run(lambda: put(present, name="f", src=StringIO(TEXT), dest="/srv/a b;c/f", mode="0644",
+                                  user="svc", group="svc"))
+    assert commands == ["{ [ -d '/srv/a b;c' ] || { mkdir -p -- '/srv/a b;c' && chown svc:svc '/srv/a b;c' ; } ; }",
+                        "UPLOAD /srv/a b;c/f", "chown svc:svc '/srv/a b;c/f' && chmod 644 '/srv/a b;c/f'"]
+
+
+def test_only_a_changed_mode_is_set_without_an_upload():
+    present = read({"/etc/f": {"kind": "file", "mode": "644", "user": "root", "group": "root", "sha1": SHA1}}, ["/etc/f"])
+    commands, changed = run(lambda: put(present, name="f", src=StringIO(TEXT), dest="/etc/f", mode="0600"))
+    assert (commands, changed) == (["chmod 600 /etc/f"], ["f"])
+
+
+def test_a_changed_file_is_uploaded_over_the_old_one_keeping_it_in_place():
+    present = read({"/etc/f": {"kind": "file", "mode": "600", "user": "root", "group": "root", "sha1": "0" * 40}},
+                   ["/etc/f"])
+    commands, _ = run(lambda: put(present, name="f", src=StringIO(TEXT), dest="/etc/f", mode="0600"))
+    assert commands == ["UPLOAD /etc/f", "chmod 600 /etc/f"]
+
+
+def test_a_file_already_in_place_sends_nothing():
+    present = read({"/etc/f": {"kind": "file", "mode": "600", "user": "root", "group": "root", "sha1": SHA1}}, ["/etc/f"])
+    assert run(lambda: put(present, name="f", src=StringIO(TEXT), dest="/etc/f", mode="0600")) == ([], [])
+
+
+@pytest.mark.parametrize("present", [
+    read({"/etc/f": {"kind": "directory", "mode": "755", "user": "root", "group": "root"}}, ["/etc/f"]),
+    read({"/etc/f": {"kind": "link", "target": "/elsewhere"}}, ["/etc/f"]),
+    read({}, []),   # the path was never read: its absence means nothing
+    NOTHING,
+], ids=["a directory there", "a link there", "not read", "unknown"])
+def test_what_the_read_cannot_settle_is_left_to_pyinfras_own_operation(present):
+    commands, _ = run(lambda: put(present, name="f", src=StringIO(TEXT), dest="/etc/f", mode="0600"))
+    assert any(c.startswith("! (test -e /etc/f") for c in commands), commands
+
+
+def test_a_missing_directory_is_made_with_its_owner_and_mode_in_one_command():
+    present = read({}, ["/var/lib/x"])
+    commands, changed = run(lambda: directory(present, name="d", path="/var/lib/x", mode="0750", user="x", group="x"))
+    assert (commands, changed) == (["mkdir -p -- /var/lib/x && chown x:x /var/lib/x && chmod 750 /var/lib/x"], ["d"])
+
+
+def test_a_directory_with_another_mode_is_only_chmodded():
+    present = read({"/var/lib/x": {"kind": "directory", "mode": "777", "user": "root", "group": "root"}}, ["/var/lib/x"])
+    assert run(lambda: directory(present, name="d", path="/var/lib/x", mode="0755"))[0] == ["chmod 755 /var/lib/x"]
+
+
+@pytest.mark.parametrize(("state", "command"), [
+    (("dead", "enabled"), "systemctl start nginx.service"),
+    (("running", "disabled"), "systemctl enable nginx.service"),
+    (("dead", "disabled"), "systemctl enable --now nginx.service"),
+])
+def test_a_service_read_as_stopped_or_disabled_gets_only_what_it_lacks(state, command):
+    present = read({}, [], {"nginx.service": state})
+    assert run(lambda: service_running(present, name="s", service="nginx")) == ([command], ["s"])
+
+
+def test_a_service_not_read_is_left_to_systemd_service():
+    commands, _ = run(lambda: service_running(NOTHING, name="s", service="nginx"))
+    assert any("systemctl show" in c for c in commands), commands
+
+
+def test_a_running_enabled_service_sends_nothing():
+    present = read({}, [], {"nginx.service": ("running", "enabled")})
+    assert run(lambda: service_running(present, name="s", service="nginx")) == ([], [])
+
+
+def test_a_hostile_path_reaches_the_shell_as_one_quoted_word():
+    """A newline, a quote, $(...) and a leading '-' in a path component stay inside one shell word."""
+    hostile = "/srv/-x\n'$(reboot)"
+    commands, _ = run(lambda: directory(read({}, [hostile]), name="d", path=hostile, mode="0700"))
+    assert commands == [f"mkdir -p -- {shlex.quote(hostile)} && chmod 700 {shlex.quote(hostile)}"]
+    commands, _ = run(lambda: put(read({}, [f"{hostile}/f"]), name="f", src=StringIO(TEXT), dest=f"{hostile}/f", mode="0600"))
+    assert commands[0] == (f"{{ [ -d {shlex.quote(hostile)} ] || {{ mkdir -p -- {shlex.quote(hostile)} ; }} ; }} && "
+                           f"install -m 600 -- /dev/null {shlex.quote(hostile + '/f')}")
