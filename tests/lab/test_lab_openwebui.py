@@ -14,11 +14,14 @@ printed with ``-s``.
 
 from __future__ import annotations
 
+import hashlib
 import http.client
+import io
 import json
 import os
 import socket
 import ssl
+import tarfile
 import time
 import urllib.error
 import urllib.request
@@ -349,6 +352,57 @@ def test_container_second_converge_changes_nothing(ctr_converged, ctr_stack):
     started = time.monotonic()
     _, report = ctr_stack.pyinfra()
     figure(f"container route ({ctr_stack.release}): no-op re-run of the whole site", time.monotonic() - started, "s")
+    assert report["results"]["totals"]["success"] == 0, changed_ops(report)
+
+
+def rebuilt(archive: Path, dest: Path) -> str:
+    """Write to ``dest`` another build of ``archive``'s image: same tag and layers, one more label. Returns the id
+    Podman will give it (its config blob's sha256)."""
+    with tarfile.open(archive) as source, tarfile.open(dest, "w") as target:
+        manifest = json.load(source.extractfile("manifest.json"))
+        config = json.load(source.extractfile(manifest[0]["Config"]))
+        config["config"].setdefault("Labels", {})["rebuilt"] = "yes"
+        blob = json.dumps(config, sort_keys=True).encode()
+        image_id = hashlib.sha256(blob).hexdigest()
+        for member in source.getmembers():
+            if member.name not in ("manifest.json", manifest[0]["Config"]):
+                target.addfile(member, source.extractfile(member))
+        manifest[0]["Config"] = f"{image_id}.json"
+        for name, data in ((manifest[0]["Config"], blob), ("manifest.json", json.dumps(manifest).encode())):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            target.addfile(info, io.BytesIO(data))
+    return image_id
+
+
+def test_container_image_follows_the_archive_by_id(ctr_converged, ctr_host, keypair, ctr_stack, tmp_path):
+    """A converge compares the host's image id with the archive's instead of checksumming the archive: a new
+    build under the same tag is loaded and run, and a removed image is loaded again."""
+    address, load = ctr_host["address"], f"Open WebUI | Load {STANDIN_IMAGE} from the archive"
+
+    def image_id() -> str:
+        return ssh(address, f"podman image inspect --format '{{{{.Id}}}}' {STANDIN_IMAGE}", keypair, check=False).stdout.strip()
+
+    def healthy():
+        """the container answers /health"""
+        return ssh(address, "curl -fs 127.0.0.1:8080/health", keypair, check=False).returncode == 0
+    original = image_id()
+    new_id = rebuilt(Path(ctr_stack.openwebui["image_archive"]), tmp_path / "rebuilt.tar")
+    try:
+        ctr_stack.write(openwebui={"image_archive": str(tmp_path / "rebuilt.tar")})
+        _, report = ctr_stack.pyinfra()
+        assert {load, "Open WebUI | Restart Open WebUI"} <= set(changed_ops(report)), changed_ops(report)
+        assert image_id() == new_id != original
+        info = json.loads(ssh(address, "podman inspect open-webui", keypair).stdout)[0]
+        assert info["Image"] == new_id
+    finally:
+        ctr_stack.write()
+    ssh(address, f"podman rm -f open-webui; podman rmi -f {STANDIN_IMAGE}", keypair)
+    _, report = ctr_stack.pyinfra()
+    assert load in changed_ops(report), changed_ops(report)
+    assert image_id() == original
+    wait_for(healthy)
+    _, report = ctr_stack.pyinfra()
     assert report["results"]["totals"]["success"] == 0, changed_ops(report)
 
 
