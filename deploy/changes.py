@@ -77,3 +77,15 @@ def start_service(service: str, start: bool, enable: bool):
         yield StringCommand("systemctl", "enable", "--now", QuoteString(service))
     elif start or enable:
         yield StringCommand("systemctl", "start" if start else "enable", QuoteString(service))
+
+
+@operation()
+def add_user(user: str, home: str, shell: str, system: bool = False):
+    """Create ``user`` with ``home`` (made from the skeleton) and ``shell``, in one command; in the group of its
+    name where one exists already, as ``server.user`` does (useradd would refuse to create that group).
+
+    Example: ``add_user(name="ollama system user", user="ollama", home="/usr/share/ollama", shell="/bin/false", system=True)``
+    """
+    options = ["-d", QuoteString(home), "-s", QuoteString(shell), *(["-r"] if system else []), "-m"]
+    yield StringCommand("if getent group", QuoteString(user), ">/dev/null; then useradd", *options, "-g",
+                        QuoteString(user), QuoteString(user), "; else useradd", *options, QuoteString(user), "; fi")

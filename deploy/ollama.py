@@ -140,8 +140,7 @@ def pull_models(data, on_host: Present = NOTHING) -> None:
 def ollama(gpu_changes=()):
     data = host.data
     present = host_state(**reads(data))
-    user(present, name="ollama system user", user="ollama", system=True, home=HOME,
-         shell="/bin/false", ensure_home=True, create_home=True)
+    user(present, name="ollama system user", user="ollama", system=True, home=HOME, shell="/bin/false")
     directory(present, name="Ollama state directory", path=STATE_DIR, user="ollama", group="ollama", mode="0755")
     directory(present, name="Ollama models directory", path=data.ollastack_ollama_models_dir, user="ollama",
               group="ollama", mode="0755")

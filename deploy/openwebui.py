@@ -200,8 +200,7 @@ def install_pip(data, python: str, present: Present):
     """The venv with the pinned release; returns the install operation, or None when it is in place.
     ``present``: ``host_state`` read with ``pip_reads(data)``."""
     ensure_packages(["python3-venv"], "Install python3-venv", present)
-    user(present, name="open-webui system user", user="open-webui", system=True, home=HOME, shell="/usr/sbin/nologin",
-         create_home=True)
+    user(present, name="open-webui system user", user="open-webui", system=True, home=HOME, shell="/usr/sbin/nologin")
     for sub in ("data", "static"):
         directory(present, name=f"Open WebUI {sub} directory", path=f"{HOME}/{sub}", user="open-webui",
                   group="open-webui", mode="0750")

@@ -34,7 +34,7 @@ from pyinfra.api import FactBase
 from pyinfra.api.util import get_template
 from pyinfra.operations import files, server, systemd
 
-from ollastack.deploy.changes import make_directory, start_service, write_file
+from ollastack.deploy.changes import add_user, make_directory, start_service, write_file
 
 # What pyinfra's SystemdStatus and SystemdEnabled count as running and as enabled.
 RUNNING = {"running", "waiting", "exited", "listening", "mounted"}
@@ -347,13 +347,18 @@ def line(present: Present, name: str, path: str, pattern: str, replace: str):
     return files.line(name=name, path=path, line=pattern, replace=replace)
 
 
-def user(present: Present, name: str, user: str, home: str, shell: str, **arguments):
-    """``server.user(home=..., shell=..., ensure_home=True)`` unless ``user`` (read with ``users``) has that home
-    and shell and ``home`` (read with ``paths``) is its directory, owned by it and its group."""
+def user(present: Present, name: str, user: str, home: str, shell: str, system: bool = False):
+    """A user with its own home directory: unchanged when ``user`` (read with ``users``) has that home and shell
+    and ``home`` (read with ``paths``) is its directory, owned by it and its group; created in one command
+    when neither the user nor anything at ``home`` exists; else ``server.user`` (which reads every user and
+    group of the host first) sets what differs."""
     entry = present.found["users"].get(user)
     if entry == {"home": home, "shell": shell} and present.directory(home, user=user, group=user):
         return UNCHANGED
-    return server.user(name=name, user=user, home=home, shell=shell, **arguments)
+    if entry is None and present.read("users", user) and present.read("paths", home) and present.absent(home):
+        return add_user(name=name, user=user, home=home, shell=shell, system=system)
+    return server.user(name=name, user=user, home=home, shell=shell, system=system, ensure_home=True,
+                       create_home=True)
 
 
 def service_stopped(present: Present, name: str, service: str):

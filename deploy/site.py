@@ -13,6 +13,7 @@ from ollastack.deploy.backup import backup_timer
 from ollastack.deploy.base import base
 from ollastack.deploy.certbot import letsencrypt
 from ollastack.deploy.checks import checks
+from ollastack.deploy.connection import tcp_no_delay
 from ollastack.deploy.conditions import settle_conditions
 from ollastack.deploy.firewall import firewall
 from ollastack.deploy.nginx import nginx
@@ -26,6 +27,8 @@ from ollastack.fleet import BACKEND, GATEWAY
 # A fleet's gateway runs no Ollama, its backends only Ollama (ollastack.fleet); a single host runs all.
 # Read outside any deploy, so without the deploys' defaults: a single host's inventory sets no role.
 role = host.data.get("ollastack_fleet_role", "")
+# Before the first remote command: each one would otherwise wait up to 40 ms for a delayed ACK.
+tcp_no_delay()
 # One remote command for what the components below read of the host (a no-op converge's main cost).
 packages = read_host(role)
 checks()

@@ -145,3 +145,27 @@ def test_a_hostile_path_reaches_the_shell_as_one_quoted_word():
     commands, _ = run(lambda: put(read({}, [f"{hostile}/f"]), name="f", src=StringIO(TEXT), dest=f"{hostile}/f", mode="0600"))
     assert commands[0] == (f"{{ [ -d {shlex.quote(hostile)} ] || {{ mkdir -p -- {shlex.quote(hostile)} ; }} ; }} && "
                            f"install -m 600 -- /dev/null {shlex.quote(hostile + '/f')}")
+
+
+def test_a_missing_user_is_created_in_one_command_and_an_existing_one_left_to_pyinfra(monkeypatch):
+    from ollastack.deploy import present as present_module
+
+    absent = Present({**NOTHING.found, "paths": {}, "users": {}}, asked={"paths": ["/srv/svc home"], "users": ["svc"]})
+    commands, changed = run(lambda: present_module.user(absent, name="svc user", user="svc", home="/srv/svc home",
+                                                        shell="/bin/false", system=True))
+    options = "-d '/srv/svc home' -s /bin/false -r -m"
+    assert commands == [f"if getent group svc >/dev/null; then useradd {options} -g svc svc ; else useradd {options} svc ; fi"]
+    assert changed == ["svc user"]
+    # A home directory already there (its owner unknown), a user that exists, or nothing read: server.user,
+    # which reads the host's users and groups itself, sets what differs.
+    home_there = Present({**NOTHING.found, "paths": {"/srv/svc home": {"kind": "directory", "mode": "755", "user": "root",
+                                                                      "group": "root"}}, "users": {}},
+                         asked={"paths": ["/srv/svc home"], "users": ["svc"]})
+    other_shell = Present({**NOTHING.found, "paths": {}, "users": {"svc": {"home": "/srv/svc home", "shell": "/bin/sh"}}},
+                          asked={"paths": ["/srv/svc home"], "users": ["svc"]})
+    calls = []
+    monkeypatch.setattr(present_module.server, "user", lambda **arguments: calls.append(arguments))
+    for present in (home_there, other_shell, NOTHING):
+        present_module.user(present, name="svc user", user="svc", home="/srv/svc home", shell="/bin/false", system=True)
+    assert calls == [{"name": "svc user", "user": "svc", "home": "/srv/svc home", "shell": "/bin/false", "system": True,
+                      "ensure_home": True, "create_home": True}] * 3
