@@ -1,8 +1,10 @@
 """``ollastack logs``: the journal of the stack's services on every host, each line prefixed ``<host>: ``.
 
 One ``ssh … journalctl`` per host runs at once; their lines are printed as they arrive. With
-``follow`` it runs until Ctrl-C, which ends every ssh and returns normally (no traceback): following
-is stopped that way on purpose.
+``follow`` it runs until Ctrl-C (SIGINT) or SIGTERM, which end every ssh and return normally (no
+traceback): following is stopped that way on purpose. Both are caught even where the caller started it
+with SIGINT ignored (a job a script started in the background, a supervisor), since each ssh runs in a
+session of its own, where no signal of the caller's reaches it.
 
 Example::
 
@@ -82,10 +84,24 @@ def _pump(name: str, stream, out: TextIO, lock: threading.Lock) -> None:
             out.flush()
 
 
+def _stop(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
 def show(stack: Stack, service: str, since: str | None = None, follow: bool = False,
          out: TextIO | None = None) -> int:
-    """Print the journal of ``service`` on every host; the worst ssh exit status (0 when stopped by Ctrl-C)."""
-    out = out or sys.stdout
+    """Print the journal of ``service`` on every host; the worst ssh exit status (0 when stopped by Ctrl-C
+    or SIGTERM)."""
+    stops = (signal.SIGINT, signal.SIGTERM) if threading.current_thread() is threading.main_thread() else ()
+    previous = {signum: signal.signal(signum, _stop) for signum in stops}
+    try:
+        return _show(stack, service, since, follow, out or sys.stdout)
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def _show(stack: Stack, service: str, since: str | None, follow: bool, out: TextIO) -> int:
     words = journal_words(stack_units(stack, service), since, follow)
     hosts = providers.get(stack.stack.provider).hosts(stack)
     lock = threading.Lock()

@@ -18,6 +18,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
@@ -267,8 +268,25 @@ def _reader(stream, lines: queue.Queue) -> None:
         lines.put(line)
 
 
-def test_logs_follow_shows_a_new_line_and_stops_on_ctrl_c(stack, host):
-    cli = subprocess.Popen([sys.executable, "-m", "ollastack.cli", "logs", "ollama", "--follow"], env=stack.env,
+def followers(address: str) -> list[str]:
+    """The ssh processes on this machine that follow a journal on ``address``."""
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            words = cmdline.read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if words[0] == b"ssh" and f"root@{address}".encode() in words and any(b"--follow" in w for w in words):
+            found.append(cmdline.parent.name)
+    return found
+
+
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["ctrl_c", "sigterm"])
+def test_logs_follow_shows_a_new_line_and_stops_on_a_signal(stack, host, stop):
+    """Started as a script's background job is (SIGINT ignored, inherited), it still stops on Ctrl-C, as on
+    SIGTERM, and leaves no ssh behind."""
+    command = shlex.join([sys.executable, "-m", "ollastack.cli", "logs", "ollama", "--follow"])
+    cli = subprocess.Popen(["sh", "-c", f"trap '' INT; exec {command}"], env=stack.env,
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     lines: queue.Queue = queue.Queue()
     threading.Thread(target=_reader, args=(cli.stdout, lines), daemon=True).start()
@@ -287,10 +305,11 @@ def test_logs_follow_shows_a_new_line_and_stops_on_ctrl_c(stack, host):
         shown = [line for line in seen if marker in line]
         assert shown and shown[0].startswith(f"{host['name']}: "), seen[-5:]
     finally:
-        cli.send_signal(signal.SIGINT)
+        cli.send_signal(stop)
         code = cli.wait(timeout=WAIT_S)
     stderr = cli.stderr.read()
     assert code == 0 and "Traceback" not in stderr, stderr
+    assert followers(host["address"]) == []
 
 
 def test_logs_without_follow_prefixes_every_line(stack, host):
