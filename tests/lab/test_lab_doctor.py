@@ -18,12 +18,11 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import pytest
 
 from ollastack import certs
-from tests.support.labkit import LabStack, lab_stack_fixture, ssh
+from tests.support.labkit import LabStack, lab_stack_fixture, processes, ssh
 
 pytestmark = pytest.mark.lab
 
@@ -268,17 +267,10 @@ def _reader(stream, lines: queue.Queue) -> None:
         lines.put(line)
 
 
-def followers(address: str) -> list[str]:
+def followers(address: str) -> list[int]:
     """The ssh processes on this machine that follow a journal on ``address``."""
-    found = []
-    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
-        try:
-            words = cmdline.read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if words[0] == b"ssh" and f"root@{address}".encode() in words and any(b"--follow" in w for w in words):
-            found.append(cmdline.parent.name)
-    return found
+    return processes(lambda args: args[0] == b"ssh" and f"root@{address}".encode() in args
+                     and any(b"--follow" in a for a in args))
 
 
 @pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["ctrl_c", "sigterm"])

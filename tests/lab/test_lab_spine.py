@@ -22,7 +22,7 @@ import pytest
 
 from ollastack import lab
 from tests.support import tlsprobe
-from tests.support.labkit import changed_ops, port_open, ssh
+from tests.support.labkit import changed_ops, port_open, processes, ssh
 from tests.unit.test_ollama_env import NON_DEFAULT
 
 pytestmark = pytest.mark.lab
@@ -267,13 +267,5 @@ def test_lab_up_two_then_down_leaves_nothing(lab_stack):
 
 
 def nspawn_processes(name: str) -> list[int]:
-    """Pids of the systemd-nspawn processes booting lab host ``name`` (read from /proc, not guessed)."""
-    found = []
-    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
-        try:
-            args = cmdline.read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if args[0].endswith(b"systemd-nspawn") and f"--machine={name}".encode() in args:
-            found.append(int(cmdline.parent.name))
-    return found
+    """Pids of the systemd-nspawn processes booting lab host ``name``."""
+    return processes(lambda args: args[0].endswith(b"systemd-nspawn") and f"--machine={name}".encode() in args)

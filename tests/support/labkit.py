@@ -179,3 +179,19 @@ def bridge_prober(tag: str) -> Iterator[Callable[[str, str, int], bool]]:
         for namespace in made:
             # Deleting the namespace deletes its end of the veth pair, and with it the bridge's end.
             subprocess.run(["ip", "netns", "del", namespace], capture_output=True)
+
+
+def processes(matches: Callable[[list[bytes]], bool]) -> list[int]:
+    """Pids of this machine's processes whose argument list (read from /proc, not guessed) ``matches``.
+
+    Example: ``processes(lambda args: args[0] == b"ssh")``
+    """
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            args = cmdline.read_bytes().split(b"\0")
+        except OSError:
+            continue  # gone meanwhile
+        if matches(args):
+            found.append(int(cmdline.parent.name))
+    return found
