@@ -89,3 +89,14 @@ def add_user(user: str, home: str, shell: str, system: bool = False):
     options = ["-d", QuoteString(home), "-s", QuoteString(shell), *(["-r"] if system else []), "-m"]
     yield StringCommand("if getent group", QuoteString(user), ">/dev/null; then useradd", *options, "-g",
                         QuoteString(user), QuoteString(user), "; else useradd", *options, QuoteString(user), "; fi")
+
+
+@operation()
+def restart_service(service: str, enable: bool):
+    """Restart ``service`` (``systemctl restart`` starts a stopped one), after enabling it when ``enable``: an
+    enable reloads systemd's units itself, so a new or changed unit file needs no ``daemon-reload`` before it.
+
+    Example: ``restart_service(name="Restart Ollama", service="ollama.service", enable=True)``
+    """
+    restart = StringCommand("systemctl", "restart", QuoteString(service))
+    yield _both([StringCommand("systemctl", "enable", QuoteString(service)), restart]) if enable else restart

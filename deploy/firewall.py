@@ -24,12 +24,13 @@ from ollastack.fleet import BACKEND
 from ollastack.resources import template
 
 RULES = "/etc/ollastack/firewall.nft"
-UNIT = "/etc/systemd/system/ollastack-firewall.service"
+SERVICE = "ollastack-firewall"
+UNIT = f"/etc/systemd/system/{SERVICE}.service"
 TABLE = "inet ollastack"
 # What ``nft list table`` showed right after the last apply: what applying RULES produces.
 APPLIED = "/var/lib/ollastack/firewall.applied"
 #: What ``firewall`` reads of the host (``deploy.present.host_state`` arguments).
-READS = {"paths": ["/etc/ollastack", RULES, UNIT], "services": ["ollastack-firewall"], "texts": [APPLIED]}
+READS = {"paths": ["/etc/ollastack", RULES, UNIT], "services": [SERVICE], "texts": [APPLIED]}
 #: What ``firewall`` asks ``deploy.present.fact`` (for ``prefetch``).
 FACTS: list[tuple[type, dict]] = [(NftTable, {"table": TABLE})]
 
@@ -100,11 +101,13 @@ def firewall():
                       mode="0600", admin4=admin4, admin6=admin6, **fleet_rules(host.data))
     unit = templated(present, name="Firewall unit", src=str(template("ollastack-firewall.service.j2")),
                      dest=UNIT, mode="0644", rules=RULES)
-    systemd.daemon_reload(name="Reload systemd units", _if=unit.did_change)
+    if not present.not_enabled(SERVICE):
+        # Otherwise the enable below reloads the units itself.
+        systemd.daemon_reload(name="Reload systemd units", _if=unit.did_change)
     # Established connections are accepted first, so this SSH session survives the swap.
     server.shell(name="Apply firewall rules",
                  commands=[f"nft -c -f {RULES}", f"nft -f {RULES}",
                            f"mkdir -p {posixpath.dirname(APPLIED)} && umask 077 && "
                            f"{nft_list_command(TABLE)} > {APPLIED}.new && mv {APPLIED}.new {APPLIED}"],
                  _if=lambda: drifted or any_changed(rules, unit)())
-    service_running(present, name="Firewall enabled at boot", service="ollastack-firewall")
+    service_running(present, name="Firewall enabled at boot", service=SERVICE)

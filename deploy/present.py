@@ -174,6 +174,11 @@ class Present:
             return self.known and unit_name(name) in {unit_name(s) for s in self.asked.get(kind, ())}
         return self.known and name in self.asked.get(kind, ())
 
+    def not_enabled(self, service: str) -> bool:
+        """Whether the read shows ``service`` not enabled: its enable (which reloads systemd's units itself)
+        is still to come, so a unit file written before it needs no ``daemon-reload`` of its own."""
+        return self.read("services", service) and self.found["services"].get(unit_name(service), ("", ""))[1] not in ENABLED
+
     def _owned(self, path: str, kind: str, mode, user, group) -> dict | None:
         entry = self.found["paths"].get(path)
         if not entry or entry["kind"] != kind:

@@ -14,7 +14,8 @@ import shlex
 from pyinfra.operations import server, systemd
 from pyinfra.operations.util import any_changed
 
-from ollastack.deploy.present import NOTHING, Present, service_running
+from ollastack.deploy.changes import restart_service
+from ollastack.deploy.present import NOTHING, Present, service_running, unit_name
 
 
 def restart_when_changed(title: str, service: str, changes: list, health_url: str, wait_s: int,
@@ -22,18 +23,25 @@ def restart_when_changed(title: str, service: str, changes: list, health_url: st
                          present: Present | None = None):
     """Reload systemd when a unit file changed (``unit_changes``, default ``changes``), restart ``service``
     when anything in ``changes`` did, keep it running (and ``enabled``; None leaves that to a Quadlet's
-    [Install]), and after a restart wait up to ``wait_s`` seconds for ``health_url`` to answer.
+    [Install]), and after a restart wait up to ``wait_s`` seconds for ``health_url`` to answer. A service the
+    read shows not enabled yet is enabled and restarted in one command, with no reload of its own before.
 
     Nothing runs when nothing changed, so a re-run stays change-free. With ``present``
     (``deploy.present.host_state(services=[service])``) a service that runs already is not asked again.
     Returns the restart operation.
     """
-    systemd.daemon_reload(name="Reload systemd units",
-                          _if=any_changed(*(changes if unit_changes is None else unit_changes)))
-    restart = systemd.service(name=f"Restart {title}", service=service, running=True, enabled=enabled,
-                              restarted=True, _if=any_changed(*changes))
+    present = present or NOTHING
+    if enabled is True and present.not_enabled(service):
+        # A first converge: the enable before the restart reloads the units itself.
+        restart = restart_service(name=f"Restart {title}", service=unit_name(service), enable=True,
+                                  _if=any_changed(*changes))
+    else:
+        systemd.daemon_reload(name="Reload systemd units",
+                              _if=any_changed(*(changes if unit_changes is None else unit_changes)))
+        restart = systemd.service(name=f"Restart {title}", service=service, running=True, enabled=enabled,
+                                  restarted=True, _if=any_changed(*changes))
     # A restart leaves the service running (and enabled): what was read before it no longer holds.
-    service_running(present or NOTHING, name=f"{title} running and enabled", service=service, enabled=enabled,
+    service_running(present, name=f"{title} running and enabled", service=service, enabled=enabled,
                     _if=lambda: not restart.did_change())
     silent = shlex.quote(f"{title} did not answer on {health_url} within {wait_s}s: journalctl -u {service}")
     server.shell(name=f"Wait for {title} to be healthy",

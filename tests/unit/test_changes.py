@@ -169,3 +169,38 @@ def test_a_missing_user_is_created_in_one_command_and_an_existing_one_left_to_py
         present_module.user(present, name="svc user", user="svc", home="/srv/svc home", shell="/bin/false", system=True)
     assert calls == [{"name": "svc user", "user": "svc", "home": "/srv/svc home", "shell": "/bin/false", "system": True,
                       "ensure_home": True, "create_home": True}] * 3
+
+
+def test_a_service_not_enabled_yet_is_enabled_and_restarted_in_one_command_without_a_reload_before():
+    from pyinfra.operations import server as shell_ops
+
+    from ollastack.deploy.services import restart_when_changed
+
+    fresh = read({}, [], services={"svc.service": ("dead", "disabled")})
+
+    def deploy():
+        changed = shell_ops.shell(name="unit written", commands=["true"])
+        restart_when_changed("Svc", "svc", changes=[changed], health_url="http://127.0.0.1:1/", wait_s=1, present=fresh)
+
+    commands, changed = run(deploy)
+    assert "systemctl daemon-reload" not in commands
+    assert commands[:2] == ["true", "systemctl enable svc.service && systemctl restart svc.service"]
+    assert changed[:2] == ["unit written", "Restart Svc"] and "Svc running and enabled" not in changed
+
+
+def test_an_enabled_service_gets_the_reload_first(monkeypatch):
+    import types
+
+    from ollastack.deploy import services
+    from ollastack.deploy.present import UNCHANGED
+
+    enabled = Present({**NOTHING.found, "services": {"svc.service": ("running", "enabled")}}, asked={"services": ["svc"]})
+    assert not enabled.not_enabled("svc") and not NOTHING.not_enabled("svc")
+    assert read({}, [], services={"svc.service": ("running", "disabled")}).not_enabled("svc")
+    calls = []
+    monkeypatch.setattr(services, "systemd", types.SimpleNamespace(
+        daemon_reload=lambda **arguments: calls.append(arguments["name"]),
+        service=lambda **arguments: calls.append(arguments["name"]) or UNCHANGED))
+    run(lambda: services.restart_when_changed("Svc", "svc", changes=[UNCHANGED], health_url="http://127.0.0.1:1/",
+                                              wait_s=1, present=enabled))
+    assert calls == ["Reload systemd units", "Restart Svc"]
