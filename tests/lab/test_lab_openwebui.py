@@ -66,6 +66,11 @@ def figure(name: str, value: float, unit: str) -> None:
     print(f"\nFIGURE {name}: {value:.1f} {unit}")
 
 
+# The real Open WebUI shares the 2 cores with another lab module (CI runs two at once, one of them often
+# installing another real Open WebUI): once, a sign-in took over a minute to be answered there.
+TIMEOUT_S = 180
+
+
 def request(url: str, ca: Path, body: dict | None = None, token: str = "", method: str = "") -> tuple[int, bytes]:
     headers = {"Content-Type": "application/json"}
     if token:
@@ -73,7 +78,8 @@ def request(url: str, ca: Path, body: dict | None = None, token: str = "", metho
     data = json.dumps(body).encode() if body is not None else None
     req = urllib.request.Request(url, data=data, headers=headers, method=method or ("POST" if data else "GET"))
     try:
-        with urllib.request.urlopen(req, context=ssl.create_default_context(cafile=str(ca)), timeout=60) as response:
+        with urllib.request.urlopen(req, context=ssl.create_default_context(cafile=str(ca)),
+                                    timeout=TIMEOUT_S) as response:
             return response.status, response.read()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read()
@@ -172,7 +178,8 @@ def test_pip_models_and_streamed_chat_through_nginx(pip_converged, pip_stack):
                                  data=json.dumps({"model": "llama3.2:1b", "stream": True,
                                                   "messages": [{"role": "user", "content": "hello there"}]}).encode())
     pieces = []
-    with urllib.request.urlopen(req, context=ssl.create_default_context(cafile=str(ca)), timeout=60) as response:
+    with urllib.request.urlopen(req, context=ssl.create_default_context(cafile=str(ca)),
+                                    timeout=TIMEOUT_S) as response:
         for line in response:
             if line.startswith(b"data: {"):
                 delta = json.loads(line[6:])["choices"][0]["delta"]
