@@ -1,6 +1,6 @@
 """Converge timings on fresh lab hosts, as one table of figures measured in the same run, with their ratios.
 
-    python -m benchmarks.converge [--runs 5] [--hosts 8] [--pip]
+    python -m benchmarks.converge [--runs 5] [--first-runs 3] [--hosts 8] [--pip]
 
 - floor: pyinfra running a single no-op command (``exec -- true``) on the host: what any converge costs
   before doing anything (start-up, inventory, SSH connection);
@@ -11,7 +11,8 @@
   wheelhouse in ``$PIP_FIND_LINKS``, default /opt/wheels): opt-in, its first converge takes minutes;
 - first converge of a fresh host, against the by-hand floor: one shell script on an identical fresh host
   doing the same work by hand (``apt-get install`` of the same packages, unpack the same archive, write the
-  same files, start the same services, pull the same model);
+  same files, start the same services, pull the same model); medians of ``--first-runs`` of each, in turn
+  (apt's downloads from the mirror vary by a second from one host to the next);
 - 1 against ``--hosts`` hosts converged together, first and no-op;
 - the control machine's peak RSS and CPU time of each pyinfra run, and the lab hosts' CPU time in it (their
   cgroups' ``cpu.stat``), next to its wall time: the lab hosts run on the same cores as the control machine.
@@ -175,6 +176,8 @@ def noop_and_floor(stack: Stack, runs: int) -> tuple[Run, Run]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5, help="repetitions of the no-op and floor runs")
+    parser.add_argument("--first-runs", type=int, default=3,
+                        help="first converges and by-hand runs, each on a fresh host, taken in turn")
     parser.add_argument("--hosts", type=int, default=8, help="hosts converged together for the scale figures")
     parser.add_argument("--pip", action="store_true",
                         help="also the pip route's no-op (the real Open WebUI: a 3 GB install, minutes)")
@@ -197,15 +200,23 @@ def main() -> None:
         rows: dict[str, Run] = {}
         try:
             host = one.up(1)[0]
-            rows["first"] = one.pyinfra("deploy/site.py")
+            firsts = [one.pyinfra("deploy/site.py")]
             rows["noop"], rows["floor"] = noop_and_floor(one, args.runs)
             written = tmp / "written.tgz"
             with written.open("wb") as out:
                 subprocess.run([*one.ssh(host["address"]), "tar", "-czf", "-", "-C", "/", *WRITTEN], stdout=out,
                                check=True)
             one.down()
-            rows["hand"] = by_hand(hand, hand.up(1)[0]["address"], written, archive, sha)
-            hand.down()
+            # In turn on fresh hosts, so that both see the mirror and the machine alike.
+            hands = []
+            for _ in range(args.first_runs):
+                hands.append(by_hand(hand, hand.up(1)[0]["address"], written, archive, sha))
+                hand.down()
+                if len(firsts) < args.first_runs:
+                    one.up(1)
+                    firsts.append(one.pyinfra("deploy/site.py"))
+                    one.down()
+            rows["first"], rows["hand"] = median(firsts), median(hands)
             many.up(args.hosts)
             rows["first_n"] = many.pyinfra("deploy/site.py")
             rows["noop_n"] = median([many.pyinfra("deploy/site.py") for _ in range(args.runs)])
@@ -239,7 +250,8 @@ def main() -> None:
          f"{rows['noop_n'].wall / rows['noop'].wall:.2f}x 1 host{cpu_bound(rows['noop_n'])}"),
     ]
     print(f"control machine: {cores} cores (shared with the lab hosts); lab hosts: Debian {RELEASE} "
-          f"(the pip route's: bookworm); median of {args.runs} runs for no-ops and floor")
+          f"(the pip route's: bookworm); medians of {args.runs} runs for no-ops and floor, "
+          f"{args.first_runs} for first converges and by hand")
     print(f"{'':34} {'wall s':>7} {'ctl CPU s':>9} {'lab CPU s':>9} {'peak RSS MiB':>12}  ratio")
     for label, run, ratio in table:
         print(f"{label:34} {run.wall:7.1f} {run.cpu:9.1f} {run.lab_cpu:9.1f} {run.rss_mib:12.0f}  {ratio}")

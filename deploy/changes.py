@@ -33,26 +33,30 @@ def _owner_and_mode(path: str, mode, user, group) -> list[StringCommand]:
 
 @operation()
 def write_file(src, dest: str, mode=None, user=None, group=None, upload: bool = True, parent: bool = False,
-               new: bool = False):
-    """Upload ``src`` to ``dest`` when ``upload`` (its content differs or it is missing), then set its owner and
-    mode. ``parent``: first create ``dest``'s directory if missing, owned by ``user``/``group`` as ``files.put``
-    creates it. ``new``: ``dest`` is missing; with a ``mode`` others may not read, it is created empty with mode
-    0600 before the upload, so that its content is never readable by others, not even until the chmod.
+               new: bool = False, fix: bool = True):
+    """Upload ``src`` to ``dest`` when ``upload`` (its content differs or it is missing), then, with ``fix`` (the
+    read showed another owner or mode), set its owner and mode. ``parent``: first create ``dest``'s directory if
+    missing, owned by ``user``/``group`` as ``files.put`` creates it. ``new``: ``dest`` is missing; with a
+    ``mode`` it is created empty with its mode and owner before the upload, which writes into it and keeps
+    both: its content is never readable by others, not even for a moment, and nothing is left to set after.
 
-    Example: ``write_file(name="Ollama unit", src="ollama.service", dest=UNIT, mode="0644")``
+    Example: ``write_file(name="Ollama unit", src="ollama.service", dest=UNIT, mode="0644", new=True)``
     """
     first = []
     if parent:
         directory = posixpath.dirname(dest)
         create = _both([StringCommand("mkdir", "-p", "--", QuoteString(directory)), *_owner_and_mode(directory, None, user, group)])
         first.append(StringCommand("{ [ -d", QuoteString(directory), "] || {", create, "; } ; }"))
-    if upload and new and mode and not int(str(mode), 8) & 0o004:
-        first.append(StringCommand("install", "-m", "600", "--", "/dev/null", QuoteString(dest)))
+    created = upload and new and mode
+    if created:
+        owner = [*(["-o", QuoteString(user)] if user else []), *(["-g", QuoteString(group)] if group else [])]
+        first.append(StringCommand("install", "-m", str(file_utils.ensure_mode_int(mode)), *owner, "--", "/dev/null",
+                                   QuoteString(dest)))
     if first:
         yield _both(first)
     if upload:
         yield FileUploadCommand(src, dest, remote_temp_filename=host.get_temp_filename(dest))
-    if fixes := _owner_and_mode(dest, mode, user, group):
+    if fix and not created and (fixes := _owner_and_mode(dest, mode, user, group)):
         yield _both(fixes)
 
 
@@ -65,6 +69,26 @@ def make_directory(path: str, mode=None, user=None, group=None, exists: bool = F
     commands = [] if exists else [StringCommand("mkdir", "-p", "--", QuoteString(path))]
     if commands := [*commands, *_owner_and_mode(path, mode, user, group)]:
         yield _both(commands)
+
+
+@operation()
+def make_link(path: str, target: str):
+    """Make ``path`` a symbolic link to ``target`` where nothing is (creating its directory if missing), in one command.
+
+    Example: ``make_link(name="nginx site enabled", path="/etc/nginx/sites-enabled/x.conf", target="/etc/nginx/sites-available/x.conf")``
+    """
+    yield _both([StringCommand("mkdir", "-p", "--", QuoteString(posixpath.dirname(path))),
+                 StringCommand("ln", "-s", "--", QuoteString(target), QuoteString(path))])
+
+
+@operation()
+def remove_file(path: str):
+    """Remove whatever file or link is at ``path``, if any, in one command: for a path known to hold only what
+    this run's package install put there.
+
+    Example: ``remove_file(name="Debian's default site disabled", path="/etc/nginx/sites-enabled/default")``
+    """
+    yield StringCommand("rm", "-f", "--", QuoteString(path))
 
 
 @operation()

@@ -18,7 +18,8 @@ from pyinfra.operations.util import any_changed
 
 from ollastack.deploy.base import ensure_packages
 from ollastack.deploy.defaults import DEFAULTS
-from ollastack.deploy.present import NOTHING, directory, host_state, link, service_running, templated
+from ollastack.deploy.changes import remove_file
+from ollastack.deploy.present import directory, host_state, link, service_running, templated
 from ollastack.deploy.release import host_release
 from ollastack.deploy.tls import TLS_DIR, server_names
 from ollastack.config import split_host_port
@@ -43,10 +44,10 @@ TLS12_CIPHERS = ("ECDHE-ECDSA-AES128-GCM-SHA256", "ECDHE-RSA-AES128-GCM-SHA256",
 RELOAD_WAIT_S = 30
 # The workers' process titles, read from /proc with grep: minimal Debian images have no pgrep.
 WORKERS = "grep -lsxz 'nginx: worker process' /proc/[0-9]*/cmdline | tr '\\n' ' '"
-RELOAD = (f"workers_old=$({WORKERS}); systemctl reload nginx || exit 1; for i in $(seq {RELOAD_WAIT_S * 5}); do "
+RELOAD = (f"workers_old=$({WORKERS}); systemctl reload nginx || exit 1; for i in $(seq {RELOAD_WAIT_S * 20}); do "
           f"workers_now=$({WORKERS}); stale=; "
           'for p in $workers_old; do case " $workers_now " in *" $p "*) stale=$p;; esac; done; '
-          '[ -n "$workers_now" ] && [ -z "$stale" ] && exit 0; sleep 0.2; done; '
+          '[ -n "$workers_now" ] && [ -z "$stale" ] && exit 0; sleep 0.05; done; '
           f"echo 'nginx still served the old configuration {RELOAD_WAIT_S}s after its reload: journalctl -u nginx' >&2; "
           "exit 1")
 #: POSTs under /api/v1/auths/ per client address: 20 at once, then one per 6 s.
@@ -117,16 +118,22 @@ def nginx(tls_changes=()):
     data = host.data
     present = host_state(**READS)
     ensure_packages(["nginx"], "Install nginx", present)
-    if not present.installed(["nginx"]):
-        present = NOTHING
+    fresh = not present.installed(["nginx"])
+    if fresh:
+        # The package install starts nginx and enables Debian's default site; the stack's own paths are as read.
+        present = present.without(paths=[DEFAULT_SITE], services=["nginx"])
     directory(present, name="ACME challenge directory", path=ACME_ROOT, mode="0755")
     site = templated(present, name="nginx site", src=str(template("nginx-site.conf.j2")), dest=SITE,
                      tls_dir=TLS_DIR, upstream_port=data.ollastack_openwebui_port, acme_root=ACME_ROOT,
                      http2_directive=host_release().nginx_http2_directive, **site_arguments(data),
                      **upstream_arguments(data))
     enabled = link(present, name="nginx site enabled", path=ENABLED, target=SITE)
-    default = link(present, name="Debian's default site disabled", path=DEFAULT_SITE, present_=False)
+    if fresh:
+        # Right after the install, what is there is the package's default site.
+        default = remove_file(name="Debian's default site disabled", path=DEFAULT_SITE)
+    else:
+        default = link(present, name="Debian's default site disabled", path=DEFAULT_SITE, present_=False)
     service_running(present, name="nginx running and enabled", service="nginx")
     # nginx -t first: a broken config must never reach the running server.
-    server.shell(name="Check and reload nginx", commands=["nginx -t -q", RELOAD],
+    server.shell(name="Check and reload nginx", commands=[f"nginx -t -q || exit 1; {RELOAD}"],
                  _if=any_changed(site, enabled, default, *tls_changes))

@@ -182,7 +182,7 @@ def check_gpu_offload(data, address: str, changes: list):
 def nvidia():
     """The driver where a GPU is present; returns the operations that changed it (for Ollama's GPU check).
 
-    Example (deploy/site.py): ``ollama(gpu_changes=nvidia())``
+    Example (deploy/site.py): ``gpu_changes = nvidia()``, then ``ollama(models=False)``; last ``ollama_models(restart, gpu_changes)``
     """
     data = host.data
     if data.ollastack_gpu_mode == "off":

@@ -1,4 +1,9 @@
-"""Ollama as a systemd service: pinned release, settings in a drop-in, models pulled when missing."""
+"""Ollama as a systemd service: pinned release, settings in a drop-in, models pulled when missing.
+
+deploy/site.py runs it in two steps with the rest of the site between them: ``ollama(models=False)`` installs
+and (re)starts the service, ``ollama_models`` waits until it answers and pulls the models. Ollama starts up
+meanwhile, and the site answers before a long model download.
+"""
 
 from __future__ import annotations
 
@@ -15,7 +20,7 @@ from ollastack.deploy.facts import InstalledRelease, OllamaModels
 from ollastack.deploy.nvidia import check_gpu_offload, ollama_after_driver
 from ollastack.deploy.presets import create_presets
 from ollastack.deploy.present import NOTHING, Present, directory, fact, host_state, put, templated, user
-from ollastack.deploy.services import restart_when_changed
+from ollastack.deploy.services import restart_when_changed, wait_until_healthy
 from ollastack.deploy.units import systemd_quoted
 from ollastack.resources import deploy_file, template
 from ollastack.ollama_names import client_address, tagged
@@ -32,6 +37,8 @@ HOME = "/usr/share/ollama"
 # Ollama keeps its key pair (made on first start) here, and by default its models.
 STATE_DIR = f"{HOME}/.ollama"
 HOME_DIRS = ("/home", "/root", "/run/user")
+# How long a (re)started Ollama may take to answer.
+HEALTH_WAIT_S = 60
 
 
 def facts(data) -> list:
@@ -137,7 +144,12 @@ def pull_models(data, on_host: Present = NOTHING) -> None:
 
 
 @deploy("Ollama", data_defaults=DEFAULTS)
-def ollama(gpu_changes=()):
+def ollama(gpu_changes=(), models: bool = True):
+    """Install, configure and (re)start Ollama, then, with ``models``, what ``ollama_models`` does. Returns the
+    restart operation. deploy/site.py passes ``models=False`` and calls ``ollama_models`` last.
+
+    Example (another project's deploy): ``ollama()``
+    """
     data = host.data
     present = host_state(**reads(data))
     user(present, name="ollama system user", user="ollama", system=True, home=HOME, shell="/bin/false")
@@ -153,10 +165,32 @@ def ollama(gpu_changes=()):
                          environment={k: systemd_quoted(v) for k, v in environment(data).items()})
     after_driver = ollama_after_driver()
     unit_changes = [op for op in (unit, override, after_driver) if op is not None]
-    address = client_address(data.ollastack_ollama_host)
     changes = [op for op in (installed, *unit_changes) if op is not None]
     restart = restart_when_changed("Ollama", "ollama", changes=changes, unit_changes=unit_changes,
-                                   health_url=f"http://{address}/api/version", wait_s=60, present=present)
+                                   health_url=health_url(data), wait_s=HEALTH_WAIT_S, present=present, wait=False)
+    if models:
+        _models(data, present, restart, gpu_changes)
+    return restart
+
+
+@deploy("Ollama", data_defaults=DEFAULTS)
+def ollama_models(restart, gpu_changes=()):
+    """After ``ollama(models=False)`` (``restart``: what it returned) and other components: wait until a restarted
+    Ollama answers, pull the missing models, create the presets and, with a GPU, check that a model runs on it.
+
+    Example (deploy/site.py): ``restart = ollama(models=False)``, the other components, then
+    ``ollama_models(restart, gpu_changes)``
+    """
+    _models(host.data, host_state(**reads(host.data)), restart, gpu_changes)
+
+
+def _models(data, present: Present, restart, gpu_changes) -> None:
+    wait_until_healthy("Ollama", "ollama", restart, health_url=health_url(data), wait_s=HEALTH_WAIT_S)
     pull_models(data, present)
     create_presets(data, models_may_have_moved(data, present.text(OVERRIDE)))
-    check_gpu_offload(data, address, [restart, *gpu_changes])
+    check_gpu_offload(data, client_address(data.ollastack_ollama_host), [restart, *gpu_changes])
+
+
+def health_url(data) -> str:
+    """What answers once Ollama is up: ``http://127.0.0.1:11434/api/version``."""
+    return f"http://{client_address(data.ollastack_ollama_host)}/api/version"

@@ -34,8 +34,11 @@ from pyinfra.api import FactBase
 from pyinfra.api.util import get_template
 from pyinfra.operations import files, server, systemd
 
-from ollastack.deploy.changes import add_user, make_directory, start_service, write_file
+from ollastack.deploy.changes import add_user, make_directory, make_link, start_service, write_file
 
+# sha1sum's line for a file; a name it had to escape (a backslash or a newline in it) starts with "\\" and
+# does not match: that file then has no checksum, so it is written again.
+SHA1SUM_LINE = re.compile(r"([0-9a-f]{40})  (/.*)")
 # What pyinfra's SystemdStatus and SystemdEnabled count as running and as enabled.
 RUNNING = {"running", "waiting", "exited", "listening", "mounted"}
 ENABLED = {"enabled", "static"}
@@ -60,12 +63,12 @@ class HostState(FactBase[dict]):
                 images: Sequence[str] = (), probes: Sequence[str] = ()) -> str:
         parts = []
         if paths:
-            parts.append(
-                f"for p in {' '.join(shlex.quote(p) for p in paths)}; do "
-                'if [ -L "$p" ]; then printf "link\\t%s\\t%s\\n" "$p" "$(readlink -- "$p")"; '
-                'elif [ -f "$p" ]; then printf "file\\t%s\\t%s\\t%s\\n" "$p" "$(stat -c "%a %U %G" -- "$p")" '
-                '"$(sha1sum < "$p" | cut -d" " -f1)"; '
-                'elif [ -d "$p" ]; then printf "directory\\t%s\\t%s\\n" "$p" "$(stat -c "%a %U %G" -- "$p")"; fi; done')
+            if relative := [p for p in paths if not p.startswith("/")]:
+                # find would take a path starting with "-", "(" or "!" for part of its expression.
+                raise ValueError(f"HostState reads absolute paths only: {relative}")
+            # Two processes for every path: a loop of stat and sha1sum per path would fork a hundred times.
+            parts.append(f"find -P {' '.join(shlex.quote(p) for p in paths)} -maxdepth 0 "
+                         "-printf 'path\\t%y\\t%p\\t%m %u %g\\t%l\\n' -type f -exec sha1sum -- {} + 2>/dev/null")
         if services:
             names = " ".join(shlex.quote(unit_name(s)) for s in services)
             parts.append(f"systemctl show -p Id -p SubState -p UnitFileState -- {names} 2>/dev/null | sed 's/^/unit\\t/'")
@@ -98,6 +101,7 @@ class HostState(FactBase[dict]):
                        "images": {}, "probes": {}}
         unit: dict[str, str] = {}
         lines: dict[str, list[str]] = {}
+        sums: dict[str, str] = {}
         for line in output:
             kind, _, rest = line.rstrip("\n").partition("\t")
             fields = rest.split("\t")
@@ -117,14 +121,16 @@ class HostState(FactBase[dict]):
                 found["exists"].append(rest)
             elif kind == "image" and len(fields) == 2 and fields[1].strip():
                 found["images"][fields[0]] = fields[1].strip()
-            elif kind == "link" and len(fields) == 2:
-                found["paths"][fields[0]] = {"kind": "link", "target": fields[1]}
-            elif kind in ("file", "directory") and len(fields) >= 2 and len(fields[1].split()) == 3:
-                mode, user, group = fields[1].split()
-                entry = {"kind": kind, "mode": mode, "user": user, "group": group}
-                if kind == "file" and len(fields) == 3:
-                    entry["sha1"] = fields[2]
-                found["paths"][fields[0]] = entry
+            elif kind == "path" and len(fields) == 4 and len(fields[2].split()) == 3:
+                what, path, owner, target = fields
+                mode, user, group = owner.split()
+                if what == "l":
+                    found["paths"][path] = {"kind": "link", "target": target}
+                elif what in ("f", "d"):
+                    found["paths"][path] = {"kind": "file" if what == "f" else "directory", "mode": mode, "user": user,
+                                            "group": group}
+            elif (sum_line := SHA1SUM_LINE.fullmatch(line.rstrip("\n"))) is not None:
+                sums[sum_line[2]] = sum_line[1]
             elif kind == "unit":
                 key, _, value = rest.strip().partition("=")
                 unit[key] = value
@@ -133,6 +139,9 @@ class HostState(FactBase[dict]):
                     unit = {}
             elif kind == "package" and len(fields) == 2 and fields[0][1:2] == "i":
                 found["packages"].append(fields[1].strip())
+        for path, sha1 in sums.items():
+            if found["paths"].get(path, {}).get("kind") == "file":
+                found["paths"][path]["sha1"] = sha1
         # As FileText: an empty file reads as no file.
         found["texts"] = {path: text for path, got in lines.items() if (text := "\n".join(got).strip())}
         return found
@@ -179,7 +188,8 @@ class Present:
         is still to come, so a unit file written before it needs no ``daemon-reload`` of its own."""
         return self.read("services", service) and self.found["services"].get(unit_name(service), ("", ""))[1] not in ENABLED
 
-    def _owned(self, path: str, kind: str, mode, user, group) -> dict | None:
+    def owned(self, path: str, kind: str, mode, user, group) -> dict | None:
+        """The read entry of ``path`` when it is a ``kind`` with that mode and owner (None: any), else None."""
         entry = self.found["paths"].get(path)
         if not entry or entry["kind"] != kind:
             return None
@@ -193,18 +203,30 @@ class Present:
         return self.file_sha1(path, hashlib.sha1(content).hexdigest(), mode, user, group)
 
     def file_sha1(self, path: str, sha1: str, mode=None, user=None, group=None) -> bool:
-        entry = self._owned(path, "file", mode, user, group)
+        entry = self.owned(path, "file", mode, user, group)
         return entry is not None and entry.get("sha1") == sha1
 
     def directory(self, path: str, mode=None, user=None, group=None) -> bool:
-        return self._owned(path, "directory", mode, user, group) is not None
+        return self.owned(path, "directory", mode, user, group) is not None
 
     def link(self, path: str, target: str | None) -> bool:
         entry = self.found["paths"].get(path)
         return entry is not None and entry["kind"] == "link" and entry["target"] == target
 
     def absent(self, path: str) -> bool:
-        return self.known and path not in self.found["paths"]
+        return self.read("paths", path) and path not in self.found["paths"]
+
+    def without(self, paths: Sequence[str] = (), services: Sequence[str] = ()) -> Present:
+        """This read, except ``paths`` and ``services``, now unknown: an operation since the read (a package
+        install) may have changed them.
+
+        Example: ``present.without(paths=["/etc/nginx/sites-enabled/default"], services=["nginx"])``
+        """
+        gone = {"paths": set(paths), "services": {unit_name(s) for s in services}}
+        asked: dict[str, Sequence[str]] = {
+            kind: [v for v in values if (unit_name(v) if kind == "services" else v) not in gone.get(kind, ())]
+            for kind, values in self.asked.items()}
+        return Present(self.found, self.known, asked)
 
     def installed(self, packages: list[str]) -> bool:
         return all(p in self.found["packages"] for p in packages)
@@ -291,7 +313,7 @@ def put(present: Present, name: str, src, dest: str, mode=None, user=None, group
             sha1 = hashlib.file_digest(local, "sha1").hexdigest()
     if present.file_sha1(dest, sha1, mode, user, group):
         return UNCHANGED
-    if (change := _file_change(present, dest, sha1)) is not None:
+    if (change := _file_change(present, dest, sha1, mode, user, group)) is not None:
         return write_file(name=name, src=src, dest=dest, mode=mode, user=user, group=group, **change)
     return files.put(name=name, src=src, dest=dest, mode=mode, user=user, group=group)
 
@@ -301,14 +323,14 @@ def templated(present: Present, name: str, src: str, dest: str, mode=None, **dat
     rendered = get_template(src).render({"host": host, "state": state, "inventory": state.inventory, **data})
     if present.file(dest, rendered.encode(), mode):
         return UNCHANGED
-    if (change := _file_change(present, dest, hashlib.sha1(rendered.encode()).hexdigest())) is not None:
+    if (change := _file_change(present, dest, hashlib.sha1(rendered.encode()).hexdigest(), mode)) is not None:
         return write_file(name=name, src=StringIO(rendered), dest=dest, mode=mode, **change)
     return files.template(name=name, src=src, dest=dest, mode=mode, **data)
 
 
-def _file_change(present: Present, dest: str, sha1: str) -> dict | None:
-    """``write_file``'s ``upload`` and ``parent`` for a ``dest`` read as a file or as missing; None (pyinfra's
-    operation decides) when it was not read, or is something else."""
+def _file_change(present: Present, dest: str, sha1: str, mode=None, user=None, group=None) -> dict | None:
+    """``write_file``'s ``upload``, ``new``, ``parent`` and ``fix`` for a ``dest`` read as a file or as missing;
+    None (pyinfra's operation decides) when it was not read, or is something else."""
     if not present.read("paths", dest):
         return None
     entry = present.found["paths"].get(dest)
@@ -316,7 +338,8 @@ def _file_change(present: Present, dest: str, sha1: str) -> dict | None:
         return None
     parent = posixpath.dirname(dest)
     return {"upload": entry is None or entry.get("sha1") != sha1, "new": entry is None,
-            "parent": entry is None and not (present.read("paths", parent) and present.directory(parent))}
+            "parent": entry is None and not (present.read("paths", parent) and present.directory(parent)),
+            "fix": present.owned(dest, "file", mode, user, group) is None}
 
 
 def directory(present: Present, name: str, path: str, mode=None, user=None, group=None):
@@ -330,9 +353,12 @@ def directory(present: Present, name: str, path: str, mode=None, user=None, grou
 
 
 def link(present: Present, name: str, path: str, target: str | None = None, present_: bool = True):
-    """``files.link`` unless ``path`` is a link to ``target`` (or, with ``present_=False``, nothing is there)."""
+    """``files.link`` unless ``path`` is a link to ``target`` (or, with ``present_=False``, nothing is there); a
+    link read as missing is made in one command."""
     if present.link(path, target) if present_ else present.absent(path):
         return UNCHANGED
+    if present_ and target is not None and present.absent(path):
+        return make_link(name=name, path=path, target=target)
     return files.link(name=name, path=path, target=target, present=present_)
 
 

@@ -3,8 +3,8 @@
 Order matters: the checks stop the converge before any change when it could not succeed, the firewall
 closes everything but 22/80/443 before any of the stack's services listens (``base`` installs every package
 of the site in one apt run before it: of those, only Debian's nginx starts at once, on port 80 with its
-default site), TLS material exists before nginx loads it, and nginx runs before certbot asks for a Let's
-Encrypt certificate.
+default site), TLS material exists before nginx loads it, nginx runs before certbot asks for a Let's
+Encrypt certificate, and Ollama's models are pulled last, once the rest of the site is up.
 """
 
 from pyinfra import host
@@ -18,7 +18,7 @@ from ollastack.deploy.conditions import settle_conditions
 from ollastack.deploy.firewall import firewall
 from ollastack.deploy.nginx import nginx
 from ollastack.deploy.nvidia import nvidia
-from ollastack.deploy.ollama import ollama
+from ollastack.deploy.ollama import ollama, ollama_models
 from ollastack.deploy.openwebui import openwebui
 from ollastack.deploy.reads import read_host
 from ollastack.deploy.tls import tls
@@ -36,7 +36,8 @@ base(packages)
 firewall()
 if role != GATEWAY:
     # Before Ollama: it finds the GPU only if the driver is up when it starts.
-    ollama(gpu_changes=nvidia())
+    gpu_changes = nvidia()
+    ollama_restart = ollama(models=False)
 if role != BACKEND:
     openwebui()
     backup_timer()
@@ -44,5 +45,8 @@ if role != BACKEND:
     nginx(tls_changes=tls_changes)
     # After nginx: certbot's HTTP-01 challenge is answered by the running nginx.
     letsencrypt()
+if role != GATEWAY:
+    # Ollama starts while the components above are configured; the site answers before a long model download.
+    ollama_models(ollama_restart, gpu_changes=gpu_changes)
 # Last: what `pyinfra --dry` and `ollastack plan` report of the steps gated on an earlier change.
 settle_conditions()

@@ -89,8 +89,8 @@ def test_hand_edited_nginx_site_is_put_back_and_reloaded(stack, host):
 def test_stopped_services_are_started(stack, host):
     on_host(host, stack, "systemctl stop ollama nginx")
     # Stopped, Ollama lists no model: the pull helper is asked, and finds the model there once Ollama is back.
-    assert converge(stack) == ["Ollama | Ollama running and enabled", "Ollama | Pull model llama3.2:1b",
-                               "nginx | nginx running and enabled"]
+    assert converge(stack) == ["Ollama | Ollama running and enabled", "nginx | nginx running and enabled",
+                               "Ollama | Pull model llama3.2:1b"]
     assert on_host(host, stack, "systemctl is-active ollama nginx").split() == ["active", "active"]
     assert models(host, stack) == ["llama3.2:1b"]
 

@@ -15,7 +15,7 @@ from pyinfra.api.deploy import add_deploy
 from pyinfra.api.operations import run_ops
 from pyinfra.connectors.fake import FakeConnector
 
-from ollastack.deploy.present import NOTHING, Present, directory, put, service_running
+from ollastack.deploy.present import NOTHING, Present, directory, link, put, service_running
 
 TEXT = "managed\n"
 SHA1 = hashlib.sha1(TEXT.encode()).hexdigest()
@@ -55,26 +55,25 @@ def read(paths: dict, asked: list[str], services: dict | None = None) -> Present
 DIRECTORY = {"/etc/x": {"kind": "directory", "mode": "755", "user": "root", "group": "root"}}
 
 
-def test_a_missing_file_in_a_directory_read_is_uploaded_with_its_mode_and_nothing_read_again():
+def test_a_missing_file_in_a_directory_read_is_created_with_its_mode_then_filled_and_nothing_read_again():
     present = read(DIRECTORY, ["/etc/x", "/etc/x/f"])
     commands, changed = run(lambda: put(present, name="f", src=StringIO(TEXT), dest="/etc/x/f", mode="0644"))
-    assert (commands, changed) == (["UPLOAD /etc/x/f", "chmod 644 /etc/x/f"], ["f"])
+    assert (commands, changed) == (["install -m 644 -- /dev/null /etc/x/f", "UPLOAD /etc/x/f"], ["f"])
 
 
-def test_a_missing_file_others_may_not_read_is_created_0600_before_its_content_arrives():
+def test_a_missing_file_others_may_not_read_has_its_owner_and_mode_before_its_content_arrives():
     present = read(DIRECTORY, ["/etc/x", "/etc/x/secret"])
     commands, _ = run(lambda: put(present, name="f", src=StringIO(TEXT), dest="/etc/x/secret", mode="0640",
                                   user="svc", group="svc"))
-    assert commands == ["install -m 600 -- /dev/null /etc/x/secret", "UPLOAD /etc/x/secret",
-                        "chown svc:svc /etc/x/secret && chmod 640 /etc/x/secret"]
+    assert commands == ["install -m 640 -o svc -g svc -- /dev/null /etc/x/secret", "UPLOAD /etc/x/secret"]
 
 
 def test_a_file_whose_parent_was_not_read_creates_it_owned_as_files_put_does():
     present = read({}, ["/srv/a b;c/f"])
     commands, _ = run(lambda: put(present, name="f", src=StringIO(TEXT), dest="/srv/a b;c/f", mode="0644",
                                   user="svc", group="svc"))
-    assert commands == ["{ [ -d '/srv/a b;c' ] || { mkdir -p -- '/srv/a b;c' && chown svc:svc '/srv/a b;c' ; } ; }",
-                        "UPLOAD /srv/a b;c/f", "chown svc:svc '/srv/a b;c/f' && chmod 644 '/srv/a b;c/f'"]
+    assert commands == ["{ [ -d '/srv/a b;c' ] || { mkdir -p -- '/srv/a b;c' && chown svc:svc '/srv/a b;c' ; } ; } && "
+                        "install -m 644 -o svc -g svc -- /dev/null '/srv/a b;c/f'", "UPLOAD /srv/a b;c/f"]
 
 
 def test_only_a_changed_mode_is_set_without_an_upload():
@@ -83,11 +82,20 @@ def test_only_a_changed_mode_is_set_without_an_upload():
     assert (commands, changed) == (["chmod 600 /etc/f"], ["f"])
 
 
-def test_a_changed_file_is_uploaded_over_the_old_one_keeping_it_in_place():
+def test_a_changed_file_is_uploaded_over_the_old_one_keeping_it_in_place_and_its_mode():
     present = read({"/etc/f": {"kind": "file", "mode": "600", "user": "root", "group": "root", "sha1": "0" * 40}},
                    ["/etc/f"])
     commands, _ = run(lambda: put(present, name="f", src=StringIO(TEXT), dest="/etc/f", mode="0600"))
-    assert commands == ["UPLOAD /etc/f", "chmod 600 /etc/f"]
+    assert commands == ["UPLOAD /etc/f"]
+
+
+@pytest.mark.parametrize("entry", [{"mode": "644", "user": "root"}, {"mode": "600", "user": "svc"}],
+                         ids=["another mode", "another owner"])
+def test_a_changed_file_with_another_mode_or_owner_gets_both_set_after_the_upload(entry):
+    present = read({"/etc/f": {"kind": "file", "group": "root", "sha1": "0" * 40, **entry}}, ["/etc/f"])
+    commands, _ = run(lambda: put(present, name="f", src=StringIO(TEXT), dest="/etc/f", mode="0600", user="root",
+                                  group="root"))
+    assert commands == ["UPLOAD /etc/f", "chown root:root /etc/f && chmod 600 /etc/f"]
 
 
 def test_a_file_already_in_place_sends_nothing():
@@ -104,6 +112,15 @@ def test_a_file_already_in_place_sends_nothing():
 def test_what_the_read_cannot_settle_is_left_to_pyinfras_own_operation(present):
     commands, _ = run(lambda: put(present, name="f", src=StringIO(TEXT), dest="/etc/f", mode="0600"))
     assert any(c.startswith("! (test -e /etc/f") for c in commands), commands
+
+
+def test_a_link_read_as_missing_is_made_in_one_command_and_any_other_left_to_pyinfra():
+    commands, changed = run(lambda: link(read({}, ["/etc/a b/l"]), name="l", path="/etc/a b/l", target="/etc/t"))
+    assert (commands, changed) == (["mkdir -p -- '/etc/a b' && ln -s -- /etc/t '/etc/a b/l'"], ["l"])
+    # Another link there, or the path not read: files.link reads the host itself first.
+    for present in (read({"/etc/l": {"kind": "link", "target": "/elsewhere"}}, ["/etc/l"]), read({}, [])):
+        commands, _ = run(lambda: link(present, name="l", path="/etc/l", target="/etc/t"))
+        assert commands[0].startswith("! (test -e /etc/l") and commands[-1] == "ln -s /etc/t /etc/l", commands
 
 
 def test_a_missing_directory_is_made_with_its_owner_and_mode_in_one_command():
@@ -145,6 +162,9 @@ def test_a_hostile_path_reaches_the_shell_as_one_quoted_word():
     commands, _ = run(lambda: put(read({}, [f"{hostile}/f"]), name="f", src=StringIO(TEXT), dest=f"{hostile}/f", mode="0600"))
     assert commands[0] == (f"{{ [ -d {shlex.quote(hostile)} ] || {{ mkdir -p -- {shlex.quote(hostile)} ; }} ; }} && "
                            f"install -m 600 -- /dev/null {shlex.quote(hostile + '/f')}")
+    commands, _ = run(lambda: put(read({}, ["/etc/f"]), name="f", src=StringIO(TEXT), dest="/etc/f", mode="0600",
+                                  user=hostile, group=hostile))
+    assert commands[0].endswith(f" && install -m 600 -o {shlex.quote(hostile)} -g {shlex.quote(hostile)} -- /dev/null /etc/f")
 
 
 def test_a_missing_user_is_created_in_one_command_and_an_existing_one_left_to_pyinfra(monkeypatch):

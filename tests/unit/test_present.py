@@ -6,6 +6,8 @@ import hashlib
 import os
 import subprocess
 
+import pytest
+
 from ollastack.deploy.present import NOTHING, HostState, Present, unit_name
 
 
@@ -35,6 +37,18 @@ def test_host_state_reads_files_directories_links_and_leaves_out_what_is_missing
     assert found["services"] == {}
 
 
+def test_a_file_whose_name_sha1sum_escapes_has_no_checksum_and_a_path_find_would_parse_is_refused(tmp_path):
+    odd = tmp_path / "back\\slash"
+    odd.write_text("x")
+    os.chmod(odd, 0o640)
+    user = subprocess.run(["id", "-un"], capture_output=True, text=True).stdout.strip()
+    group = subprocess.run(["id", "-gn"], capture_output=True, text=True).stdout.strip()
+    assert state_of(str(odd))["paths"][str(odd)] == {"kind": "file", "mode": "640", "user": user, "group": group}
+    for path in ("-delete", "(", "relative/x"):
+        with pytest.raises(ValueError, match="absolute paths only"):
+            HostState().command(paths=["/etc", path])
+
+
 def test_packages_count_only_when_installed():
     found = HostState().process(["package\tii \tnginx", "package\trc \thtop", "package\thi \tzstd"])
     assert found["packages"] == ["nginx", "zstd"]
@@ -50,13 +64,24 @@ def test_systemctl_show_blocks_become_services():
 def test_a_file_matches_only_with_its_content_mode_and_owner():
     present = Present({"paths": {"/etc/x": {"kind": "file", "mode": "644", "user": "root", "group": "root",
                                             "sha1": hashlib.sha1(b"text").hexdigest()}},
-                       "services": {}, "packages": []})
+                       "services": {}, "packages": []}, asked={"paths": ["/etc/x", "/etc/y"]})
     assert present.file("/etc/x", b"text", mode="0644", user="root")
     assert not present.file("/etc/x", b"text\n", mode="0644")
     assert not present.file("/etc/x", b"text", mode="0600")
     assert not present.file("/etc/x", b"text", group="ollama")
     assert not present.directory("/etc/x")
     assert not present.absent("/etc/x") and present.absent("/etc/y")
+    # A path not read is not absent either.
+    assert not present.absent("/etc/z")
+
+
+def test_a_read_without_some_paths_and_services_no_longer_answers_for_them():
+    present = Present({"paths": {}, "services": {"nginx.service": ("dead", "disabled")}, "packages": []},
+                      asked={"paths": ["/etc/a", "/etc/b"], "services": ["nginx", "ollama"]})
+    after = present.without(paths=["/etc/b"], services=["nginx.service"])
+    assert after.absent("/etc/a") and not after.absent("/etc/b") and present.absent("/etc/b")
+    assert not after.read("services", "nginx") and after.read("services", "ollama")
+    assert not after.not_enabled("nginx") and present.not_enabled("nginx")
 
 
 def test_nothing_matches_nothing():
@@ -95,8 +120,8 @@ def test_prefetch_answers_what_it_covers_and_reads_the_rest_from_the_host():
     from ollastack.deploy.present import host_state, prefetch
 
     inventory = Inventory(([("@fake/host", {"fake_delay": 0, "fake_delay_jitter": 0, "fake_responses": {
-        "for p in /etc/a /etc/b;": ["file\t/etc/a\t644 root root\tabc", "package\tii \tnginx"],
-        "for p in /etc/a /etc/c;": ["directory\t/etc/c\t755 root root"]}})], {}))
+        "find -P /etc/a /etc/b ": ["path\tf\t/etc/a\t644 root root\t", f"{'a' * 40}  /etc/a", "package\tii \tnginx"],
+        "find -P /etc/a /etc/c ": ["path\td\t/etc/c\t755 root root\t"]}})], {}))
     state = State(inventory, Config())
     connect_all(state)
     fake = inventory.get_host("@fake/host")
@@ -104,7 +129,7 @@ def test_prefetch_answers_what_it_covers_and_reads_the_rest_from_the_host():
         prefetch({"paths": ["/etc/a"], "packages": ["nginx"]}, {"paths": ["/etc/b", "/etc/a"]})
         assert len(fake.connector.executed_commands) == 1
         assert host_state(paths=["/etc/b"], packages=["nginx"]).installed(["nginx"])
-        assert host_state(paths=["/etc/a"]).file_sha1("/etc/a", "abc", mode="0644")
+        assert host_state(paths=["/etc/a"]).file_sha1("/etc/a", "a" * 40, mode="0644")
         assert len(fake.connector.executed_commands) == 1
         assert host_state(paths=["/etc/a", "/etc/c"]).directory("/etc/c")
         assert len(fake.connector.executed_commands) == 2
@@ -130,7 +155,7 @@ def test_prefetched_facts_are_answered_from_the_one_command_and_a_failed_probe_a
     from ollastack.deploy.present import fact, prefetch
 
     inventory = Inventory(([("@fake/host", {"fake_delay": 0, "fake_delay_jitter": 0, "fake_responses": {
-        "for p in /etc/a;": ["probe\t0\tdebian 13", "probed\t0\t0", "probe\t1\tgarbage", "probed\t1\t2"],
+        "find -P /etc/a ": ["probe\t0\tdebian 13", "probed\t0\t0", "probe\t1\tgarbage", "probed\t1\t2"],
         "nft --stateless --numeric-protocol list table inet ollastack 2>/dev/null || true": ["table inet ollastack {", "}"]}})], {}))
     state = State(inventory, Config())
     connect_all(state)

@@ -138,8 +138,8 @@ def test_the_secret_reaches_the_host_only_in_its_0600_environment_file(keys, sec
     changed, commands = converge(LINUX, deploy=settings_and_unit, **deploy_data(stack_with(keys, **full(secret_file))))
     assert uploads[openwebui.OIDC_ENV] == "OAUTH_CLIENT_SECRET=\"s3cret-Value_with.odd%chars$and\\\"quotes'\"\n"
     assert "OIDC client secret (0600)" in changed
-    assert any("chmod 600 /etc/open-webui/oidc.env" in c for c in commands), commands
-    assert any("chown root:root /etc/open-webui/oidc.env" in c for c in commands), commands
+    # Created with its owner and mode before its content is written.
+    assert any("install -m 600 -o root -g root -- /dev/null /etc/open-webui/oidc.env" in c for c in commands), commands
     assert f"EnvironmentFile={openwebui.OIDC_ENV}" in uploads[openwebui.UNIT]
     assert 'OPENID_PROVIDER_URL=' in uploads[openwebui.DROP_IN] and "OAUTH_GROUPS_CLAIM=teams" in uploads[openwebui.DROP_IN]
     # Looked for by a plain part too: quoting for a unit or a shell would change the rest.
