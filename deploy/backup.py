@@ -20,7 +20,7 @@ from pyinfra.operations.util import any_changed
 
 from ollastack.backup import HOST_DIR
 from ollastack.deploy.defaults import DEFAULTS
-from ollastack.deploy.present import host_state, put, service_running, templated
+from ollastack.deploy.present import host_state, may_change, put, service_running, templated
 from ollastack.deploy.units import systemd_quoted
 from ollastack.resources import deploy_file, template
 
@@ -51,7 +51,9 @@ def backup_timer():
                         keep=int(data.ollastack_backup_keep), models=systemd_quoted(models))
     timer = templated(present, name="Backup timer", src=str(template("ollastack-backup.timer.j2")), dest=TIMER,
                       schedule=data.ollastack_backup_schedule)
-    systemd.daemon_reload(name="Reload systemd units", _if=any_changed(script, service, timer))
-    systemd.service(name="Restart the backup timer", service="ollastack-backup.timer", running=True,
-                    enabled=True, restarted=True, _if=timer.did_change)
+    if may_change(script, service, timer):
+        systemd.daemon_reload(name="Reload systemd units", _if=any_changed(script, service, timer))
+    if may_change(timer):
+        systemd.service(name="Restart the backup timer", service="ollastack-backup.timer", running=True,
+                        enabled=True, restarted=True, _if=timer.did_change)
     service_running(present, name="Backup timer running and enabled", service="ollastack-backup.timer")

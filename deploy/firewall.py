@@ -18,7 +18,7 @@ from pyinfra.operations.util import any_changed
 from ollastack.deploy.defaults import DEFAULTS
 from ollastack.deploy.facts import NftTable, SshClientAddress, nft_list_command, normalized_nft
 from ollastack.deploy.guards import plan_check
-from ollastack.deploy.present import directory, fact, host_state, service_running, templated
+from ollastack.deploy.present import directory, fact, host_state, may_change, service_running, templated
 from ollastack.config import split_host_port
 from ollastack.fleet import BACKEND
 from ollastack.resources import template
@@ -101,13 +101,14 @@ def firewall():
                       mode="0600", admin4=admin4, admin6=admin6, **fleet_rules(host.data))
     unit = templated(present, name="Firewall unit", src=str(template("ollastack-firewall.service.j2")),
                      dest=UNIT, mode="0644", rules=RULES)
-    if not present.not_enabled(SERVICE):
+    if may_change(unit) and not present.not_enabled(SERVICE):
         # Otherwise the enable below reloads the units itself.
         systemd.daemon_reload(name="Reload systemd units", _if=unit.did_change)
-    # Established connections are accepted first, so this SSH session survives the swap.
-    server.shell(name="Apply firewall rules",
-                 commands=[f"nft -c -f {RULES}", f"nft -f {RULES}",
-                           f"mkdir -p {posixpath.dirname(APPLIED)} && umask 077 && "
-                           f"{nft_list_command(TABLE)} > {APPLIED}.new && mv {APPLIED}.new {APPLIED}"],
-                 _if=lambda: drifted or any_changed(rules, unit)())
+    if drifted or may_change(rules, unit):
+        # Established connections are accepted first, so this SSH session survives the swap.
+        server.shell(name="Apply firewall rules",
+                     commands=[f"nft -c -f {RULES}", f"nft -f {RULES}",
+                               f"mkdir -p {posixpath.dirname(APPLIED)} && umask 077 && "
+                               f"{nft_list_command(TABLE)} > {APPLIED}.new && mv {APPLIED}.new {APPLIED}"],
+                     _if=lambda: drifted or any_changed(rules, unit)())
     service_running(present, name="Firewall enabled at boot", service=SERVICE)

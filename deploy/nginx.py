@@ -19,7 +19,7 @@ from pyinfra.operations.util import any_changed
 from ollastack.deploy.base import ensure_packages
 from ollastack.deploy.defaults import DEFAULTS
 from ollastack.deploy.changes import remove_file
-from ollastack.deploy.present import directory, host_state, link, service_running, templated
+from ollastack.deploy.present import directory, host_state, link, may_change, service_running, templated
 from ollastack.deploy.release import host_release
 from ollastack.deploy.tls import TLS_DIR, server_names
 from ollastack.config import split_host_port
@@ -134,6 +134,7 @@ def nginx(tls_changes=()):
     else:
         default = link(present, name="Debian's default site disabled", path=DEFAULT_SITE, present_=False)
     service_running(present, name="nginx running and enabled", service="nginx")
-    # nginx -t first: a broken config must never reach the running server.
-    server.shell(name="Check and reload nginx", commands=[f"nginx -t -q || exit 1; {RELOAD}"],
-                 _if=any_changed(site, enabled, default, *tls_changes))
+    if may_change(site, enabled, default, *tls_changes):
+        # nginx -t first: a broken config must never reach the running server.
+        server.shell(name="Check and reload nginx", commands=[f"nginx -t -q || exit 1; {RELOAD}"],
+                     _if=any_changed(site, enabled, default, *tls_changes))

@@ -167,6 +167,16 @@ class Unchanged:
 UNCHANGED = Unchanged()
 
 
+def may_change(*operations) -> bool:
+    """Whether one of ``operations`` may change the host in this run: not when each is ``UNCHANGED`` (not called,
+    the host matched already). An operation gated on them (``_if=any_changed(...)``) is then not made at all:
+    it would only be skipped, after pyinfra had spent milliseconds placing it in the run's order.
+
+    Example: ``if may_change(unit): systemd.daemon_reload(name="Reload systemd units", _if=unit.did_change)``
+    """
+    return any(not isinstance(op, Unchanged) for op in operations)
+
+
 class Present:
     """What ``HostState`` found, with the questions an operation would ask."""
 

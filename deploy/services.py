@@ -21,7 +21,7 @@ from pyinfra.operations import server, systemd
 from pyinfra.operations.util import any_changed
 
 from ollastack.deploy.changes import restart_service
-from ollastack.deploy.present import NOTHING, Present, service_running, unit_name
+from ollastack.deploy.present import NOTHING, UNCHANGED, Present, may_change, service_running, unit_name
 
 
 def restart_when_changed(title: str, service: str, changes: list, health_url: str, wait_s: int,
@@ -38,13 +38,17 @@ def restart_when_changed(title: str, service: str, changes: list, health_url: st
     Returns the restart operation.
     """
     present = present or NOTHING
+    unit_changes = changes if unit_changes is None else unit_changes
+    if not may_change(*changes):
+        service_running(present, name=f"{title} running and enabled", service=service, enabled=enabled)
+        return UNCHANGED
     if enabled is True and present.not_enabled(service):
         # A first converge: the enable before the restart reloads the units itself.
         restart = restart_service(name=f"Restart {title}", service=unit_name(service), enable=True,
                                   _if=any_changed(*changes))
     else:
-        systemd.daemon_reload(name="Reload systemd units",
-                              _if=any_changed(*(changes if unit_changes is None else unit_changes)))
+        if may_change(*unit_changes):
+            systemd.daemon_reload(name="Reload systemd units", _if=any_changed(*unit_changes))
         restart = systemd.service(name=f"Restart {title}", service=service, running=True, enabled=enabled,
                                   restarted=True, _if=any_changed(*changes))
     # A restart leaves the service running (and enabled): what was read before it no longer holds.
@@ -58,6 +62,8 @@ def restart_when_changed(title: str, service: str, changes: list, health_url: st
 def wait_until_healthy(title: str, service: str, restart, health_url: str, wait_s: int) -> None:
     """When ``restart`` (``restart_when_changed``'s) changed something, wait up to ``wait_s`` seconds for
     ``health_url`` to answer; otherwise fail the converge, pointing to the service's journal."""
+    if not may_change(restart):
+        return
     silent = shlex.quote(f"{title} did not answer on {health_url} within {wait_s}s: journalctl -u {service}")
     server.shell(name=f"Wait for {title} to be healthy",
                  commands=[f"for i in $(seq {wait_s * 10}); do curl -fsS --max-time 2 {shlex.quote(health_url)} "

@@ -221,6 +221,27 @@ def test_an_enabled_service_gets_the_reload_first(monkeypatch):
     monkeypatch.setattr(services, "systemd", types.SimpleNamespace(
         daemon_reload=lambda **arguments: calls.append(arguments["name"]),
         service=lambda **arguments: calls.append(arguments["name"]) or UNCHANGED))
-    run(lambda: services.restart_when_changed("Svc", "svc", changes=[UNCHANGED], health_url="http://127.0.0.1:1/",
+    changed = types.SimpleNamespace(did_change=lambda: True)
+    run(lambda: services.restart_when_changed("Svc", "svc", changes=[changed], health_url="http://127.0.0.1:1/",
                                               wait_s=1, present=enabled))
     assert calls == ["Reload systemd units", "Restart Svc"]
+
+
+def test_nothing_that_may_change_makes_no_reload_restart_nor_wait_at_all():
+    """Skipped operations would still cost pyinfra milliseconds each to place in the run's order."""
+    from ollastack.deploy import services
+    from ollastack.deploy.present import UNCHANGED
+
+    enabled = Present({**NOTHING.found, "services": {"svc.service": ("running", "enabled")}}, asked={"services": ["svc"]})
+    ops: list = []
+
+    def deploy():
+        from pyinfra import state
+        restart = services.restart_when_changed("Svc", "svc", changes=[UNCHANGED, UNCHANGED], wait=False,
+                                                health_url="http://127.0.0.1:1/", wait_s=1, present=enabled)
+        services.wait_until_healthy("Svc", "svc", restart, "http://127.0.0.1:1/", 1)
+        ops.extend(state.get_op_order())
+        assert restart is UNCHANGED
+
+    assert run(deploy) == ([], [])
+    assert ops == []
