@@ -82,16 +82,6 @@ def make_link(path: str, target: str):
 
 
 @operation()
-def remove_file(path: str):
-    """Remove whatever file or link is at ``path``, if any, in one command: for a path known to hold only what
-    this run's package install put there.
-
-    Example: ``remove_file(name="Debian's default site disabled", path="/etc/nginx/sites-enabled/default")``
-    """
-    yield StringCommand("rm", "-f", "--", QuoteString(path))
-
-
-@operation()
 def start_service(service: str, start: bool, enable: bool):
     """``systemctl start`` and/or ``enable`` ``service``, in one command.
 

@@ -18,7 +18,6 @@ from pyinfra.operations.util import any_changed
 
 from ollastack.deploy.base import ensure_packages
 from ollastack.deploy.defaults import DEFAULTS
-from ollastack.deploy.changes import remove_file
 from ollastack.deploy.present import directory, host_state, link, may_change, service_running, templated
 from ollastack.deploy.release import host_release
 from ollastack.deploy.tls import TLS_DIR, server_names
@@ -118,9 +117,8 @@ def nginx(tls_changes=()):
     data = host.data
     present = host_state(**READS)
     ensure_packages(["nginx"], "Install nginx", present)
-    fresh = not present.installed(["nginx"])
-    if fresh:
-        # The package install starts nginx and enables Debian's default site; the stack's own paths are as read.
+    if not present.installed(["nginx"]):
+        # The package install starts nginx and may enable Debian's default site; the stack's own paths are as read.
         present = present.without(paths=[DEFAULT_SITE], services=["nginx"])
     directory(present, name="ACME challenge directory", path=ACME_ROOT, mode="0755")
     site = templated(present, name="nginx site", src=str(template("nginx-site.conf.j2")), dest=SITE,
@@ -128,11 +126,7 @@ def nginx(tls_changes=()):
                      http2_directive=host_release().nginx_http2_directive, **site_arguments(data),
                      **upstream_arguments(data))
     enabled = link(present, name="nginx site enabled", path=ENABLED, target=SITE)
-    if fresh:
-        # Right after the install, what is there is the package's default site.
-        default = remove_file(name="Debian's default site disabled", path=DEFAULT_SITE)
-    else:
-        default = link(present, name="Debian's default site disabled", path=DEFAULT_SITE, present_=False)
+    default = link(present, name="Debian's default site disabled", path=DEFAULT_SITE, present_=False)
     service_running(present, name="nginx running and enabled", service="nginx")
     if may_change(site, enabled, default, *tls_changes):
         # nginx -t first: a broken config must never reach the running server.
