@@ -47,7 +47,7 @@ def write_file(src, dest: str, mode=None, user=None, group=None, upload: bool = 
         directory = posixpath.dirname(dest)
         create = _both([StringCommand("mkdir", "-p", "--", QuoteString(directory)), *_owner_and_mode(directory, None, user, group)])
         first.append(StringCommand("{ [ -d", QuoteString(directory), "] || {", create, "; } ; }"))
-    created = upload and new and mode
+    created = bool(upload and new and mode)
     if created:
         owner = [*(["-o", QuoteString(user)] if user else []), *(["-g", QuoteString(group)] if group else [])]
         first.append(StringCommand("install", "-m", str(file_utils.ensure_mode_int(mode)), *owner, "--", "/dev/null",

@@ -40,9 +40,8 @@ def restart_when_changed(title: str, service: str, changes: list, health_url: st
     present = present or NOTHING
     unit_changes = changes if unit_changes is None else unit_changes
     if not may_change(*changes):
-        service_running(present, name=f"{title} running and enabled", service=service, enabled=enabled)
-        return UNCHANGED
-    if enabled is True and present.not_enabled(service):
+        restart = UNCHANGED
+    elif enabled is True and present.not_enabled(service):
         # A first converge: the enable before the restart reloads the units itself.
         restart = restart_service(name=f"Restart {title}", service=unit_name(service), enable=True,
                                   _if=any_changed(*changes))
