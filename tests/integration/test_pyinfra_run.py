@@ -26,3 +26,18 @@ def test_pyinfra_run_patches_before_paramiko_loads_where_python_m_pyinfra_does_n
     assert proxy_select_patched(tmp_path, "ollastack.pyinfra_run")
     assert not proxy_select_patched(tmp_path, "pyinfra")
 
+
+
+def test_entry_points_read_once_are_the_same(monkeypatch):
+    from importlib import metadata
+
+    from ollastack.pyinfra_run import read_entry_points_once
+
+    original = metadata.entry_points
+    # Restored after the test, whatever read_entry_points_once put in its place.
+    monkeypatch.setattr(metadata, "entry_points", original)
+    read_entry_points_once()
+    assert metadata.entry_points is not original
+    for group in ("console_scripts", "pyinfra.connectors", "gevent.plugins.monkey.will_patch_all", "none.such"):
+        assert sorted(metadata.entry_points(group=group)) == sorted(original(group=group))
+    assert [ep.name for ep in metadata.entry_points(group="pyinfra.connectors", name="ssh")] == ["ssh"]
