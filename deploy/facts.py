@@ -106,8 +106,9 @@ class SshClientAddress(FactBase[str | None]):
 
 
 # PCI class 0x03xxxx: display controllers (VGA 0x0300, 3D 0x0302); skips the GPUs' audio and NVSwitch functions.
-NVIDIA_PCI = ('for d in /sys/bus/pci/devices/*; do [ "$(cat "$d/vendor" 2>/dev/null)" = 0x10de ] || continue; '
-              'case "$(cat "$d/class" 2>/dev/null)" in 0x03*) echo "pci ${d##*/}";; esac; done')
+# The shell's own read, not cat: a cloud VM has tens of PCI devices, and a process for each costs 2-3 ms.
+NVIDIA_PCI = ('for d in /sys/bus/pci/devices/*; do v=; read -r v 2>/dev/null < "$d/vendor"; [ "$v" = 0x10de ] || continue; '
+              'c=; read -r c 2>/dev/null < "$d/class"; case "$c" in 0x03*) echo "pci ${d##*/}";; esac; done')
 NVIDIA_SMI = ('if command -v nvidia-smi >/dev/null 2>&1; then '
               'out=$(nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader,nounits 2>&1); '
               'echo "smi-exit $?"; printf "%s\\n" "$out" | sed "s/^/smi /"; fi')

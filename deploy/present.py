@@ -44,6 +44,14 @@ RUNNING = {"running", "waiting", "exited", "listening", "mounted"}
 ENABLED = {"enabled", "static"}
 
 
+def _tag(*tags: str | int) -> str:
+    """A shell loop that puts ``tags`` and a tab after each before every line it reads: the shell's own
+    ``read``, as sed would be one more program to start for each part of the read (about 2 ms each on a lab
+    host). Example: ``_tag("probe", 3)`` makes ``x`` into ``probe<TAB>3<TAB>x``."""
+    prefix = "".join(f"{tag}\\t" for tag in tags)
+    return f"while IFS= read -r l; do printf '{prefix}%s\\n' \"$l\"; done"
+
+
 class HostState(FactBase[dict]):
     """Paths (kind, mode, owner, sha1 or link target), services (sub-state, unit file state), installed
     packages, the text of small files, users (home, shell), paths that exist (no checksum: secrets) and
@@ -71,10 +79,10 @@ class HostState(FactBase[dict]):
                          "-printf 'path\\t%y\\t%p\\t%m %u %g\\t%l\\n' -type f -exec sha1sum -- {} + 2>/dev/null")
         if services:
             names = " ".join(shlex.quote(unit_name(s)) for s in services)
-            parts.append(f"systemctl show -p Id -p SubState -p UnitFileState -- {names} 2>/dev/null | sed 's/^/unit\\t/'")
+            parts.append(f"systemctl show -p Id -p SubState -p UnitFileState -- {names} 2>/dev/null | {_tag('unit')}")
         if packages:
             parts.append(f"dpkg-query -W -f '${{db:Status-Abbrev}}\\t${{Package}}\\n' -- "
-                         f"{' '.join(shlex.quote(p) for p in packages)} 2>/dev/null | sed 's/^/package\\t/'")
+                         f"{' '.join(shlex.quote(p) for p in packages)} 2>/dev/null | {_tag('package')}")
         if texts:
             # Every line of the file after its path, as FileText reads it (awk -v would expand escapes in the path).
             parts.append(f"for p in {' '.join(shlex.quote(p) for p in texts)}; do "
@@ -92,7 +100,7 @@ class HostState(FactBase[dict]):
         for index, probe in enumerate(probes):
             # Each its own subshell, its output tagged line by line, then its exit status.
             parts.append(f"o=$( ( {probe} ) 2>/dev/null ); s=$?; "
-                         f"[ -z \"$o\" ] || printf '%s\\n' \"$o\" | sed 's/^/probe\\t{index}\\t/'; "
+                         f"[ -z \"$o\" ] || printf '%s\\n' \"$o\" | {_tag('probe', index)}; "
                          f"printf 'probed\\t{index}\\t%s\\n' \"$s\"")
         return "; ".join([*parts, "true"])
 

@@ -329,3 +329,23 @@ def test_every_gpu_answering_changes_nothing(no_reboot_wait):
     changed, commands = converge(responses)
     assert changed == [] and no_reboot_wait == []
     assert not [c for c in commands if INSTALL.search(c) or "reboot" in c]
+
+
+def test_pci_probe_in_the_shell_finds_nvidia_display_controllers_only(tmp_path):
+    """NVIDIA_PCI itself, run by Debian's sh over a made-up PCI tree: NVIDIA display and 3D controllers, not
+    their audio functions, other vendors or a device whose files cannot be read."""
+    from ollastack.deploy.facts import NVIDIA_PCI
+
+    devices = {"0000:00:1e.0": ("0x10de", "0x030200"), "0000:00:1e.1": ("0x10de", "0x040300"),
+               "0000:00:02.0": ("0x8086", "0x030000"), "0000:00:1f.0": ("0x10de", "0x030000"),
+               "0000:00:05.0": (None, "0x030000")}
+    for name, (vendor, klass) in devices.items():
+        device = tmp_path / name
+        device.mkdir()
+        if vendor is not None:
+            (device / "vendor").write_text(f"{vendor}\n")
+        (device / "class").write_text(f"{klass}\n")
+    probe = NVIDIA_PCI.replace("/sys/bus/pci/devices", str(tmp_path))
+    result = subprocess.run(["sh", "-c", probe], capture_output=True, text=True, check=True)
+    assert result.stdout.splitlines() == ["pci 0000:00:1e.0", "pci 0000:00:1f.0"]
+    assert result.stderr == ""

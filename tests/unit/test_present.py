@@ -137,12 +137,13 @@ def test_prefetch_answers_what_it_covers_and_reads_the_rest_from_the_host():
 
 def test_probes_run_in_the_same_command_each_with_its_output_and_exit_status():
     fact = HostState()
-    command = fact.command(paths=["/"], probes=['printf "a\\tb\\n\\nc\\n"', "echo 'it''s'; exit 3", "true"])
+    command = fact.command(paths=["/"], probes=['printf "a\\tb\\n\\nc\\n"', "echo 'it''s'; exit 3", "true",
+                                                "printf '%s\\n' '  back\\slash  '"])
     output = subprocess.run(["sh", "-c", command], capture_output=True, text=True, check=True).stdout
     found = fact.process(output.splitlines())
     assert found["paths"]["/"]["kind"] == "directory"
     assert found["probes"] == {0: {"lines": ["a\tb", "", "c"], "status": 0}, 1: {"lines": ["its"], "status": 3},
-                               2: {"lines": [], "status": 0}}
+                               2: {"lines": [], "status": 0}, 3: {"lines": ["  back\\slash  "], "status": 0}}
 
 
 def test_prefetched_facts_are_answered_from_the_one_command_and_a_failed_probe_asks_the_host():
