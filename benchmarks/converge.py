@@ -13,7 +13,8 @@
   doing the same work by hand (``apt-get install`` of the same packages, unpack the same archive, write the
   same files, start the same services, pull the same model); medians of ``--first-runs`` of each, in turn
   (apt's downloads from the mirror vary by a second from one host to the next);
-- 1 against ``--hosts`` hosts converged together, first and no-op;
+- 1 against ``--hosts`` hosts converged together, first and no-op (the no-op's one host is the first of those
+  hosts alone, ``--limit``, taken in turn with the no-ops of all);
 - the control machine's peak RSS and CPU time of each pyinfra run, and the lab hosts' CPU time in it (their
   cgroups' ``cpu.stat``), next to its wall time: the lab hosts run on the same cores as the control machine.
 
@@ -136,9 +137,11 @@ class Stack:
         self.hosts = [h["name"] for h in hosts]
         return hosts
 
-    def pyinfra(self, *args: str) -> Run:
-        return measured([sys.executable, "-m", "ollastack.pyinfra_run", "-y", "inventories/lab.py", *args], self.env,
-                        hosts=self.hosts)
+    def pyinfra(self, *args: str, limit: str | None = None) -> Run:
+        """pyinfra on this stack's hosts, or (``limit``) on that one of them alone."""
+        only = ["--limit", limit] if limit else []
+        return measured([sys.executable, "-m", "ollastack.pyinfra_run", "-y", *only, "inventories/lab.py", *args],
+                        self.env, hosts=self.hosts)
 
     def down(self) -> None:
         subprocess.run([sys.executable, "-m", "ollastack.cli", "lab", "down"], env=self.env, capture_output=True)
@@ -222,9 +225,14 @@ def main() -> None:
                     firsts.append(one.pyinfra("deploy/site.py"))
                     one.down()
             rows["first"], rows["hand"] = median(firsts), median(hands)
-            many.up(args.hosts)
+            first_of_many = many.up(args.hosts)[0]["address"]
             rows["first_n"] = many.pyinfra("deploy/site.py")
-            rows["noop_n"] = median([many.pyinfra("deploy/site.py") for _ in range(args.runs)])
+            # In turn with one of the same hosts alone: the ratio then compares runs minutes apart no more.
+            noops_n, noops_1 = [], []
+            for _ in range(args.runs):
+                noops_n.append(many.pyinfra("deploy/site.py"))
+                noops_1.append(many.pyinfra("deploy/site.py", limit=first_of_many))
+            rows["noop_n"], rows["noop_1"] = median(noops_n), median(noops_1)
             many.down()
             for route, stack in routes.items():
                 stack.up(1)
@@ -251,8 +259,9 @@ def main() -> None:
         ("first converge", rows["first"], f"{rows['first'].wall / rows['hand'].wall:.2f}x by hand"),
         (f"first converge, {n} hosts", rows["first_n"],
          f"{rows['first_n'].wall / rows['first'].wall:.2f}x 1 host{cpu_bound(rows['first_n'])}"),
+        ("no-op re-converge, 1 of them alone", rows["noop_1"], "pyinfra --limit, in turn with the next row"),
         (f"no-op re-converge, {n} hosts", rows["noop_n"],
-         f"{rows['noop_n'].wall / rows['noop'].wall:.2f}x 1 host{cpu_bound(rows['noop_n'])}"),
+         f"{rows['noop_n'].wall / rows['noop_1'].wall:.2f}x 1 host{cpu_bound(rows['noop_n'])}"),
     ]
     print(f"control machine: {cores} cores (shared with the lab hosts); lab hosts: Debian {RELEASE} "
           f"(the pip route's: bookworm); medians of {args.runs} runs for no-ops and floor, "
