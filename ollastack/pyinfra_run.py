@@ -3,7 +3,8 @@
 ``python -m pyinfra`` imports the ``pyinfra`` package, and paramiko with it, before the CLI patches the
 standard library for gevent: paramiko's ProxyCommand then keeps the blocking ``select``, which stops
 every other greenlet, and a host reached through a jump host (a cloud fleet's backend) hangs at
-"Connecting to hosts". The ``pyinfra`` script imports the CLI first, as this does.
+"Connecting to hosts". The ``pyinfra`` script imports the CLI first, as this does. Before it, the installed
+distributions' entry points are made to be read once (``read_entry_points_once``): a faster start for every run.
 
 Example: ``subprocess.run([sys.executable, "-m", "ollastack.pyinfra_run", "-y", "inventories/lab.py", "deploy/site.py"])``
 """
@@ -19,7 +20,7 @@ def read_entry_points_once() -> None:
 
     gevent's ``patch_all`` asks for the plugins of 25 events, one by one, and each question reads every
     installed distribution's entry points again: 0.2 s of every pyinfra run (its floor included) in a virtual
-    environment of 90 distributions. Nothing installs a distribution into a pyinfra run while it runs.
+    environment of 90 distributions. No distribution is installed into this Python while pyinfra runs.
 
     Example: ``read_entry_points_once()``, then ``metadata.entry_points(group="console_scripts")`` reads none.
     """
