@@ -38,9 +38,10 @@ def operation_order(state: State) -> list[int]:
         frame = frame.f_back
     frames.reverse()
     if state.current_deploy_filename:
-        starts = [i for i, frame in enumerate(frames) if frame.f_code.co_filename == state.current_deploy_filename]
+        start = next((i for i, frame in enumerate(frames) if frame.f_code.co_filename == state.current_deploy_filename),
+                     len(frames))
         # pyinfra's own walk ends on its own frame when the deploy file is not on the stack: no line counts.
-        frames = frames[starts[0]:] if starts else []
+        frames = frames[start:]
     order = [state.current_op_file_number] if pyinfra.is_cli else []
     order.extend(frame.f_lineno for frame in frames
                  if not frame.f_code.co_filename.startswith(util.PYINFRA_INSTALL_DIR))

@@ -27,7 +27,6 @@ def test_pyinfra_run_patches_before_paramiko_loads_where_python_m_pyinfra_does_n
     assert not proxy_select_patched(tmp_path, "pyinfra")
 
 
-
 def test_entry_points_read_once_are_the_same(monkeypatch):
     from importlib import metadata
 

@@ -49,6 +49,10 @@ def test_same_order_as_pyinfra(monkeypatch, cli, deploy):
         assert len(ours) >= 5 + cli
 
 
-def test_operations_use_it():
+def test_operations_use_it(monkeypatch):
+    """Importing ollastack.deploy put it in place; and use_fast_operation_order puts it back over pyinfra's own."""
+    module = sys.modules["pyinfra.api.operation"]
+    assert module.get_operation_order_from_stack is op_order.operation_order
+    monkeypatch.setattr(module, "get_operation_order_from_stack", util.get_operation_order_from_stack)
     op_order.use_fast_operation_order()
-    assert sys.modules["pyinfra.api.operation"].get_operation_order_from_stack is op_order.operation_order
+    assert module.get_operation_order_from_stack is op_order.operation_order
